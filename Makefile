@@ -1,0 +1,122 @@
+# birdfeeder: plain Makefile, dependencies through pkg-config.
+#
+#   make            build build/birdfeederd and build/birdfeeder
+#   make deps       install the Debian packages that are missing (apt-get)
+#   make test       unit (Check) and integration tests, fails on any failure
+#   make test-asan  the same tests against an AddressSanitizer + UBSan build
+#   make demo       daemon on its local file sink, sample events, the rows
+#   make bench      throughput, loss, CPU per event, peak RSS (not a test)
+#   make install    PREFIX=/usr/local DESTDIR= binaries, config, catalog
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+PYTHON  ?= python3
+
+DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
+           libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
+           systemd socat valgrind man-db groff-base
+PKGS     = libuv libcurl jansson zlib libcrypto libsystemd
+
+WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wformat=2 -Wwrite-strings -Wvla -Werror
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
+             -Iproto -Idaemon -Iclient-shim/c \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+
+PROTO_SRC  = proto/bf_proto.c proto/bf_json.c
+DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+SHIM_SRC   = client-shim/c/bf_client.c
+CLI_SRC    = client-shim/c/birdfeeder.c
+UNIT_SRC   = tests/unit/main.c $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+DAEMON_BIN = $(BUILD)/birdfeederd
+CLI_BIN    = $(BUILD)/birdfeeder
+UNIT_BIN   = $(BUILD)/unit-tests
+SHIM_LIB   = $(BUILD)/libbirdfeeder.a
+
+.PHONY: all deps test test-unit test-integration test-asan demo bench \
+        install clean valgrind check-deps proto-doc
+all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB)
+
+# Rebuild everything when the flags change (as redis does).
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS)' > $@
+FORCE:
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+
+$(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+$(SHIM_LIB): $(call obj,$(SHIM_SRC) proto/bf_proto.c)
+	rm -f $@ && ar rcs $@ $^
+
+$(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC)) $(SHIM_LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+test: deps
+	$(MAKE) all $(UNIT_BIN)
+	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
+
+# Separate build directory so the sanitizer flags never mix with a normal build.
+test-asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  test
+
+valgrind: all $(UNIT_BIN)
+	CK_FORK=no valgrind --leak-check=full --error-exitcode=1 $(UNIT_BIN)
+
+demo: deps
+	$(MAKE) all
+	sh tests/demo.sh $(BUILD)
+
+bench: deps
+	$(MAKE) all
+	$(PYTHON) tests/bench.py --build $(BUILD)
+
+proto-doc:
+	$(PYTHON) proto/gen_doc.py --write
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
+	  $(DESTDIR)/etc/birdfeeder $(DESTDIR)$(PREFIX)/share/birdfeeder \
+	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib
+	install -m 0755 $(DAEMON_BIN) $(DESTDIR)$(PREFIX)/sbin/birdfeederd
+	install -m 0755 $(CLI_BIN) $(DESTDIR)$(PREFIX)/bin/birdfeeder
+	install -m 0644 $(SHIM_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 client-shim/c/bf_client.h proto/bf_proto.h proto/fields.def \
+	  proto/reasons.def $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 daemon/catalog.json $(DESTDIR)$(PREFIX)/share/birdfeeder/catalog.json
+	[ -e $(DESTDIR)/etc/birdfeeder/birdfeeder.json ] || \
+	  install -m 0644 daemon/birdfeeder.json $(DESTDIR)/etc/birdfeeder/birdfeeder.json
+
+clean:
+	rm -rf build build-asan

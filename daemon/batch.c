@@ -1,0 +1,117 @@
+/* batch.c: per-dataset batches. See batch.h. */
+#include "batch.h"
+
+#include <stdlib.h>
+
+#include "row.h"
+#include "stats.h"
+
+typedef struct batch_slot {
+    batch_buf *buf;  /* open batch, or NULL */
+    uv_timer_t timer;
+    unsigned dataset;
+} batch_slot;
+
+static struct {
+    uv_loop_t *loop;
+    batch_opts o;
+    batch_slot slots[BF_DATASET_MAX];
+    int closed;
+} bt;
+
+batch_buf *batch_buf_new(unsigned dataset, size_t cap)
+{
+    batch_buf *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->data = malloc(cap);
+    if (!b->data) {
+        free(b);
+        return NULL;
+    }
+    b->dataset = dataset;
+    b->cap = cap;
+    stats.memory_bytes += cap;
+    return b;
+}
+
+void batch_buf_free(batch_buf *b)
+{
+    if (!b)
+        return;
+    stats.memory_bytes -= b->cap;
+    free(b->data);
+    free(b);
+}
+
+static void slot_flush(batch_slot *s)
+{
+    batch_buf *b = s->buf;
+    if (!b)
+        return;
+    s->buf = NULL;
+    uv_timer_stop(&s->timer);
+    stats.batches[b->dataset]++;
+    bt.o.on_flush(b, bt.o.arg);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    slot_flush(t->data);
+}
+
+int batch_init(uv_loop_t *loop, const batch_opts *opts)
+{
+    bt.loop = loop;
+    bt.o = *opts;
+    bt.closed = 0;
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
+        batch_slot *s = &bt.slots[id];
+        s->dataset = id;
+        s->buf = NULL;
+        int rc = uv_timer_init(loop, &s->timer);
+        if (rc < 0)
+            return rc;
+        s->timer.data = s;
+    }
+    return 0;
+}
+
+int batch_append(const bf_row *row)
+{
+    batch_slot *s = &bt.slots[row->ev->dataset];
+    if (!s->buf) {
+        s->buf = batch_buf_new(s->dataset, bt.o.flush_bytes + bt.o.row_max);
+        if (!s->buf) {
+            stats_drop(DROP_no_memory, s->dataset, 1);
+            return UV_ENOMEM;
+        }
+        s->buf->first_ms = uv_now(bt.loop);
+        uv_timer_start(&s->timer, on_timer, bt.o.flush_interval_ms, 0);
+    }
+    batch_buf *b = s->buf;
+    size_t n = row_format(b->data + b->len, row);
+    b->len += n;
+    b->rows++;
+    stats.rows_batched[s->dataset]++;
+    stats.bytes_batched[s->dataset] += n;
+    if (b->len >= bt.o.flush_bytes)
+        slot_flush(s);
+    return 0;
+}
+
+void batch_flush_all(void)
+{
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
+        slot_flush(&bt.slots[id]);
+}
+
+void batch_close(void)
+{
+    if (bt.closed)
+        return;
+    bt.closed = 1;
+    batch_flush_all();
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
+        uv_close((uv_handle_t *)&bt.slots[id].timer, NULL);
+}

@@ -1,0 +1,58 @@
+/*
+ * batch.h: per-dataset NDJSON batches and the thresholds that close them.
+ *
+ * A batch is one buffer, allocated when its first row arrives with room for
+ * flush_bytes plus one largest row, so appending a row never allocates. It
+ * is closed when it reaches flush_bytes or flush_interval_ms after its first
+ * row, and handed whole to the flush callback, which owns it from then on.
+ */
+#ifndef BF_BATCH_H
+#define BF_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "bf_proto.h"
+#include "enrich.h"
+
+typedef struct batch_buf {
+    unsigned dataset;
+    char *data;            /* NDJSON, rows end in '\n' */
+    size_t len, cap;
+    uint64_t rows;
+    uint64_t first_ms;     /* loop time (uv_now) of the first row */
+    struct batch_buf *next; /* free for the owner's queues */
+} batch_buf;
+
+/* Called with each closed batch; the callee owns b (batch_buf_free). */
+typedef void (*batch_flush_cb)(batch_buf *b, void *arg);
+
+typedef struct batch_opts {
+    uint64_t flush_bytes;
+    uint64_t flush_interval_ms;
+    size_t row_max;        /* row_max_bytes(max_datagram) */
+    batch_flush_cb on_flush;
+    void *arg;
+} batch_opts;
+
+/* Returns 0 or a negative libuv error. */
+int batch_init(uv_loop_t *loop, const batch_opts *opts);
+
+/* Format row into its dataset's batch; may close the batch (on_flush runs
+ * before this returns). Returns 0, or UV_ENOMEM when no buffer could be
+ * allocated (the row is lost and counted as dropped.no_memory). */
+int batch_append(const bf_row *row);
+
+/* Close every non-empty batch now (shutdown, or a test). */
+void batch_flush_all(void);
+
+/* Stop the timers and close their handles; pending rows are flushed first. */
+void batch_close(void);
+
+/* A new empty buffer of cap bytes for dataset, counted in
+ * stats.memory_bytes; NULL when out of memory. */
+batch_buf *batch_buf_new(unsigned dataset, size_t cap);
+void batch_buf_free(batch_buf *b);
+
+#endif /* BF_BATCH_H */

@@ -1,0 +1,43 @@
+/*
+ * catalog.h: the model catalog: provider and prices per model, from JSON.
+ *
+ *   {"models": {"flux": {"provider": "Black Forest Labs", "per_image": 0.0025},
+ *               "gpt-5-nano": {"provider": "OpenAI", "prompt_per_mtok": 0.05,
+ *                              "cached_prompt_per_mtok": 0.01,
+ *                              "completion_per_mtok": 0.35}}}
+ *
+ * Prices are USD. per_image prices an image model per generated image;
+ * *_per_mtok price per million tokens (cached_prompt defaults to prompt).
+ * A catalog is immutable once loaded, so a reload builds a new one and
+ * swaps the pointer; lookups never allocate.
+ */
+#ifndef BF_CATALOG_H
+#define BF_CATALOG_H
+
+#include <stddef.h>
+
+typedef struct catalog_model {
+    char *name;
+    size_t name_len;
+    char *provider;
+    double per_image;
+    double prompt_per_mtok;
+    double cached_prompt_per_mtok;
+    double completion_per_mtok;
+} catalog_model;
+
+typedef struct catalog catalog;
+
+/* Load path. Returns a new catalog (free with catalog_free) or NULL with a
+ * message naming the model or key at fault in err (size n). */
+catalog *catalog_load(const char *path, char *err, size_t n);
+void catalog_free(catalog *cat);
+
+/* The model called name (len bytes), or NULL. The pointer is valid until
+ * catalog_free(cat). */
+const catalog_model *catalog_find(const catalog *cat, const char *name,
+                                  size_t len);
+
+size_t catalog_size(const catalog *cat);
+
+#endif /* BF_CATALOG_H */

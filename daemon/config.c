@@ -1,0 +1,342 @@
+/* config.c: the option table and its three sources. See config.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#ifndef BF_VERSION
+#define BF_VERSION "1.0.0"
+#endif
+#ifndef BF_DATADIR
+#define BF_DATADIR "/usr/local/share/birdfeeder"
+#endif
+
+enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT };
+
+typedef struct option_def {
+    const char *name;   /* flag and JSON key */
+    enum opt_type type;
+    size_t offset;
+    const char *def;    /* default as text; NULL: unset */
+    uint64_t min, max;  /* numbers only */
+    const char *env;    /* extra environment names, besides BIRDFEEDER_X */
+    const char *help;
+} option_def;
+
+#define OFF(m) offsetof(bf_config, m)
+static const option_def options[] = {
+    {"listen", OPT_STR, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
+     "UDP address to receive datagrams on (HOST:PORT, [IPv6]:PORT)"},
+    {"tinybird-url", OPT_STR, OFF(tinybird_url), "https://api.tinybird.co", 0, 0,
+     "TINYBIRD_API_URL TINYBIRD_URL", "Tinybird API base URL (region host)"},
+    {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",
+     "Tinybird token with DATASOURCE:APPEND; prefer the environment. "
+     "Without one, batches go to --out"},
+    {"catalog", OPT_STR, OFF(catalog), BF_DATADIR "/catalog.json", 0, 0, NULL,
+     "model catalog (JSON): provider and prices per model"},
+    {"out", OPT_STR, OFF(out), "-", 0, 0, NULL,
+     "NDJSON output file when there is no token ('-' is stdout)"},
+    {"ip-hash-key-file", OPT_STR, OFF(ip_hash_key_file),
+     "/var/lib/birdfeeder/ip-hash.key", 0, 0, NULL,
+     "secret key for ip_hash; created with mode 0600 when missing"},
+    {"stats-socket", OPT_STR, OFF(stats_socket), "/run/birdfeeder/stats.sock", 0,
+     0, NULL, "Unix socket streaming one JSON stats line per interval ('' off)"},
+    {"log-level", OPT_STR, OFF(log_level), "info", 0, 0, NULL,
+     "debug, info, warn or error"},
+    {"flush-bytes", OPT_SIZE, OFF(flush_bytes), "4MiB", 4096, 10000000, NULL,
+     "close a batch at this many NDJSON bytes (at most 10 MB)"},
+    {"flush-interval-ms", OPT_MS, OFF(flush_interval_ms), "1000", 10, 3600000,
+     NULL, "close a batch this long after its first event"},
+    {"stats-interval-ms", OPT_MS, OFF(stats_interval_ms), "1000", 10, 3600000,
+     NULL, "how often the stats socket writes a line"},
+    {"max-datagram", OPT_SIZE, OFF(max_datagram), "8KiB", 64, 65507, NULL,
+     "largest datagram accepted; larger ones count as oversize"},
+    {"rcvbuf", OPT_SIZE, OFF(rcvbuf_bytes), "16MiB", 65536, 1073741824, NULL,
+     "SO_RCVBUF to ask for (raise net.core.rmem_max to get it all)"},
+    {"http-timeout-ms", OPT_MS, OFF(http_timeout_ms), "10000", 100, 600000, NULL,
+     "whole-request timeout for one POST"},
+    {"max-inflight", OPT_UINT, OFF(max_inflight), "4", 1, 64, NULL,
+     "requests in flight per dataset"},
+    {"shutdown-timeout-ms", OPT_MS, OFF(shutdown_timeout_ms), "5000", 0, 600000,
+     NULL, "on SIGTERM, how long to keep flushing before giving up"},
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static void errf(char *err, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+/* "4MiB", "4M", "512k", "4194304" -> bytes (binary multiples). */
+static int parse_number(const char *s, enum opt_type type, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    uint64_t mul = 1;
+    if (type == OPT_SIZE && *end) {
+        switch (tolower((unsigned char)*end)) {
+        case 'k': mul = 1024; break;
+        case 'm': mul = 1024 * 1024; break;
+        case 'g': mul = 1024 * 1024 * 1024; break;
+        default: return -1;
+        }
+        end++;
+        if (strcasecmp(end, "ib") == 0 || strcasecmp(end, "b") == 0)
+            end += strlen(end);
+    }
+    if (*end || v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+/* Set one option from text. src names the source for error messages. */
+static int set_option(bf_config *cfg, const option_def *o, const char *val,
+                      const char *src, char *err, size_t n)
+{
+    char *slot = (char *)cfg + o->offset;
+    if (o->type == OPT_STR) {
+        char *copy = strdup(val);
+        if (!copy) {
+            errf(err, n, "out of memory");
+            return -1;
+        }
+        free(*(char **)slot);
+        *(char **)slot = copy;
+        return 0;
+    }
+    uint64_t v;
+    if (parse_number(val, o->type, &v) < 0) {
+        errf(err, n, "%s: option '%s': '%s' is not a %s", src, o->name, val,
+             o->type == OPT_SIZE ? "size (bytes, or with K/M/G suffix)"
+                                 : "non-negative integer");
+        return -1;
+    }
+    if (v < o->min || v > o->max) {
+        errf(err, n, "%s: option '%s': %llu is out of range [%llu, %llu]", src,
+             o->name, (unsigned long long)v, (unsigned long long)o->min,
+             (unsigned long long)o->max);
+        return -1;
+    }
+    *(uint64_t *)slot = v;
+    return 0;
+}
+
+static const option_def *find_option(const char *key)
+{
+    char norm[64];
+    size_t i;
+    for (i = 0; key[i] && i < sizeof(norm) - 1; i++)
+        norm[i] = key[i] == '_' ? '-' : key[i];
+    norm[i] = '\0';
+    for (size_t k = 0; k < N_OPTIONS; k++)
+        if (strcmp(options[k].name, norm) == 0)
+            return &options[k];
+    return NULL;
+}
+
+static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        errf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        errf(err, n, "%s: the config must be a JSON object", path);
+        json_decref(root);
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(root, key, v) {
+        const option_def *o = find_option(key);
+        char num[32];
+        if (!o) {
+            errf(err, n, "%s: unknown key '%s'", path, key);
+            rc = -1;
+            break;
+        }
+        const char *text;
+        if (json_is_string(v)) {
+            text = json_string_value(v);
+        } else if (json_is_integer(v) && o->type != OPT_STR &&
+                   json_integer_value(v) >= 0) {
+            snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+            text = num;
+        } else {
+            errf(err, n, "%s: key '%s': expected %s", path, key,
+                 o->type == OPT_STR ? "a string" : "a non-negative integer");
+            rc = -1;
+            break;
+        }
+        if (set_option(cfg, o, text, path, err, n) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    json_decref(root);
+    return rc;
+}
+
+static int load_env(bf_config *cfg, char *err, size_t n)
+{
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option_def *o = &options[k];
+        char name[80] = "BIRDFEEDER_";
+        size_t len = strlen(name);
+        for (const char *p = o->name; *p && len < sizeof(name) - 1; p++)
+            name[len++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        name[len] = '\0';
+        const char *val = getenv(name);
+        /* The service-side names (TINYBIRD_API_KEY ...) come after ours. */
+        if ((!val || !*val) && o->env) {
+            char list[128];
+            snprintf(list, sizeof(list), "%s", o->env);
+            for (char *save, *e = strtok_r(list, " ", &save); e && (!val || !*val);
+                 e = strtok_r(NULL, " ", &save))
+                val = getenv(e);
+        }
+        if (val && *val && set_option(cfg, o, val, "environment", err, n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void config_usage(void)
+{
+    printf("usage: birdfeederd [options]\n\n"
+           "Receives one UDP datagram per event on localhost, enriches the\n"
+           "events and sends them in batches to Tinybird's Events API.\n\n"
+           "Each option can also be set as BIRDFEEDER_<NAME> in the environment\n"
+           "or as a key of the JSON file given with --config; the flag beats\n"
+           "the environment beats the file.\n\n");
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option_def *o = &options[k];
+        printf("  --%s %s\n      %s\n", o->name,
+               o->type == OPT_STR ? "VALUE" : o->type == OPT_SIZE ? "BYTES" : "N",
+               o->help);
+        if (o->def)
+            printf("      default: %s\n", o->def);
+        if (o->env)
+            printf("      environment: %s\n", o->env);
+    }
+    printf("  --config FILE\n      JSON config file (also BIRDFEEDER_CONFIG)\n"
+           "  --check-config\n      validate the configuration, print it, exit\n"
+           "  --help, --version\n");
+}
+
+void config_free(bf_config *cfg)
+{
+    for (size_t k = 0; k < N_OPTIONS; k++)
+        if (options[k].type == OPT_STR) {
+            char **slot = (char **)((char *)cfg + options[k].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    free(cfg->config_file);
+    cfg->config_file = NULL;
+}
+
+enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
+                               size_t n)
+{
+    enum { O_CONFIG = 1000, O_CHECK, O_HELP, O_VERSION };
+    struct option longopts[N_OPTIONS + 5];
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        longopts[k] = (struct option){options[k].name, required_argument, NULL,
+                                      (int)k};
+        if (options[k].def &&
+            set_option(cfg, &options[k], options[k].def, "default", err, n) < 0)
+            return CONFIG_ERROR;
+    }
+    longopts[N_OPTIONS] = (struct option){"config", required_argument, NULL, O_CONFIG};
+    longopts[N_OPTIONS + 1] = (struct option){"check-config", no_argument, NULL, O_CHECK};
+    longopts[N_OPTIONS + 2] = (struct option){"help", no_argument, NULL, O_HELP};
+    longopts[N_OPTIONS + 3] = (struct option){"version", no_argument, NULL, O_VERSION};
+    longopts[N_OPTIONS + 4] = (struct option){NULL, 0, NULL, 0};
+
+    /* Pass 1: find --config and the one-shot flags. */
+    const char *file = getenv("BIRDFEEDER_CONFIG");
+    int c;
+    optind = 0; /* glibc: full reinit, so config_load can run again */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        if (c == O_CONFIG)
+            file = optarg;
+        else if (c == O_CHECK)
+            cfg->check_only = 1;
+        else if (c == O_HELP) {
+            config_usage();
+            return CONFIG_EXIT_OK;
+        } else if (c == O_VERSION) {
+            printf("birdfeederd %s (protocol v1)\n", BF_VERSION);
+            return CONFIG_EXIT_OK;
+        } else if (c == '?') {
+            errf(err, n, "unknown option '%s' (see --help)", argv[optind - 1]);
+            return CONFIG_ERROR;
+        } else if (c == ':') {
+            errf(err, n, "option '%s' needs a value", argv[optind - 1]);
+            return CONFIG_ERROR;
+        }
+    }
+    if (optind < argc) {
+        errf(err, n, "unexpected argument '%s' (see --help)", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    if (file && *file) {
+        cfg->config_file = strdup(file);
+        if (load_file(cfg, file, err, n) < 0)
+            return CONFIG_ERROR;
+    }
+    if (load_env(cfg, err, n) < 0)
+        return CONFIG_ERROR;
+    /* Pass 2: the flags, which win. */
+    optind = 0;
+    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        if (c >= 0 && c < (int)N_OPTIONS &&
+            set_option(cfg, &options[c], optarg, "flag", err, n) < 0)
+            return CONFIG_ERROR;
+    }
+    /* Cross-field checks. */
+    size_t ul = cfg->tinybird_url ? strlen(cfg->tinybird_url) : 0;
+    while (ul > 0 && cfg->tinybird_url[ul - 1] == '/')
+        cfg->tinybird_url[--ul] = '\0';
+    if (cfg->token && !*cfg->token) {
+        free(cfg->token);
+        cfg->token = NULL;
+    }
+    if (strncmp(cfg->tinybird_url, "http://", 7) != 0 &&
+        strncmp(cfg->tinybird_url, "https://", 8) != 0) {
+        errf(err, n, "option 'tinybird-url': '%s' must start with https:// "
+                     "(or http:// for a local test server)", cfg->tinybird_url);
+        return CONFIG_ERROR;
+    }
+    if (log_level_parse(cfg->log_level) < 0) {
+        errf(err, n, "option 'log-level': '%s' is not debug, info, warn or error",
+             cfg->log_level);
+        return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}

@@ -1,0 +1,56 @@
+/*
+ * config.h: every option of birdfeederd, from flags, environment and a JSON
+ * file, in that order of precedence (the flag beats the environment beats the
+ * file beats the default).
+ *
+ * The option table in config.c is the one place an option is declared: its
+ * flag (--flush-bytes), its JSON key (flush-bytes or flush_bytes), its
+ * environment variable (BIRDFEEDER_FLUSH_BYTES, plus TINYBIRD_API_URL and
+ * TINYBIRD_API_KEY for the sink), its default, its bounds and its help text.
+ */
+#ifndef BF_CONFIG_H
+#define BF_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bf_config {
+    char *listen;            /* HOST:PORT for the UDP socket */
+    char *tinybird_url;      /* base URL, no trailing slash */
+    char *token;             /* Tinybird token; NULL: local file sink */
+    char *catalog;           /* model catalog JSON path */
+    char *out;               /* NDJSON output without a token; "-" stdout */
+    char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
+    char *stats_socket;      /* Unix socket path; "" disables */
+    char *log_level;
+    char *config_file;       /* the file these came from, or NULL */
+    uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
+    uint64_t flush_interval_ms;
+    uint64_t stats_interval_ms;
+    uint64_t max_datagram;   /* larger datagrams are rejected: oversize */
+    uint64_t rcvbuf_bytes;   /* SO_RCVBUF asked for */
+    uint64_t http_timeout_ms;
+    uint64_t max_inflight;   /* requests in flight per dataset */
+    uint64_t shutdown_timeout_ms;
+    int check_only;          /* --check-config: validate and exit */
+} bf_config;
+
+/* Outcome of config_load. */
+enum config_result { CONFIG_OK, CONFIG_EXIT_OK, CONFIG_ERROR };
+
+/* Fill cfg from defaults, the file named by --config (or
+ * BIRDFEEDER_CONFIG), the environment and argv. Calling it again with the
+ * same argv is how a reload (SIGHUP) picks up an edited file while flags and
+ * the environment keep priority. On CONFIG_ERROR a message
+ * naming the bad option and why is written to err (size n). --help and
+ * --version print and return CONFIG_EXIT_OK. cfg owns its strings in every
+ * case: release them with config_free. */
+enum config_result config_load(bf_config *cfg, int argc, char **argv,
+                               char *err, size_t n);
+
+void config_free(bf_config *cfg);
+
+/* Print the usage text (the option table) to stdout. */
+void config_usage(void);
+
+#endif /* BF_CONFIG_H */

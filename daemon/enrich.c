@@ -1,0 +1,376 @@
+/* enrich.c: catalog, cost, ip, id, timestamps, truncation. See enrich.h. */
+#include "enrich.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stats.h"
+
+struct enrich_ctx {
+    const catalog *cat;
+    EVP_MAC *mac;
+    EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
+    uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
+};
+
+static const char hexdig[] = "0123456789abcdef";
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Read the key, or create it. The file holds text (64 hex digits when we
+ * made it); its bytes, less a trailing newline, are the HMAC key. */
+static int load_key(const char *path, unsigned char *key, size_t *klen,
+                    char *err, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        unsigned char raw[32];
+        char hex[65];
+        if (getrandom(raw, sizeof(raw), 0) != sizeof(raw)) {
+            snprintf(err, n, "getrandom: %s", strerror(errno));
+            return -1;
+        }
+        for (int i = 0; i < 32; i++) {
+            hex[2 * i] = hexdig[raw[i] >> 4];
+            hex[2 * i + 1] = hexdig[raw[i] & 15];
+        }
+        hex[64] = '\n';
+        /* O_EXCL: two daemons starting at once never both write a key. */
+        int w = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (w >= 0) {
+            ssize_t k = write(w, hex, 65);
+            int bad = k != 65 || fsync(w) < 0;
+            close(w);
+            if (bad) {
+                unlink(path);
+                snprintf(err, n, "writing ip hash key %s: %s", path, strerror(errno));
+                return -1;
+            }
+        } else if (errno != EEXIST) {
+            snprintf(err, n, "creating ip hash key %s: %s", path, strerror(errno));
+            return -1;
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        snprintf(err, n, "opening ip hash key %s: %s", path, strerror(errno));
+        return -1;
+    }
+    ssize_t k = read(fd, key, 256);
+    close(fd);
+    while (k > 0 && (key[k - 1] == '\n' || key[k - 1] == '\r'))
+        k--;
+    if (k < 16) {
+        snprintf(err, n, "ip hash key %s: needs at least 16 bytes", path);
+        return -1;
+    }
+    *klen = (size_t)k;
+    return 0;
+}
+
+enrich_ctx *enrich_new(const char *key_file, char *err, size_t n)
+{
+    unsigned char key[256];
+    size_t klen;
+    if (load_key(key_file, key, &klen, err, n) < 0)
+        return NULL;
+    enrich_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        snprintf(err, n, "out of memory");
+        return NULL;
+    }
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end()};
+    ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    ctx->mac_ctx = ctx->mac ? EVP_MAC_CTX_new(ctx->mac) : NULL;
+    if (!ctx->mac_ctx || !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
+        snprintf(err, n, "OpenSSL HMAC-SHA256 unavailable");
+        OPENSSL_cleanse(key, sizeof(key));
+        enrich_free(ctx);
+        return NULL;
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    if (getrandom(ctx->rng, sizeof(ctx->rng), 0) != sizeof(ctx->rng)) {
+        snprintf(err, n, "getrandom: %s", strerror(errno));
+        enrich_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void enrich_free(enrich_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    EVP_MAC_CTX_free(ctx->mac_ctx);
+    EVP_MAC_free(ctx->mac);
+    free(ctx);
+}
+
+void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat) { ctx->cat = cat; }
+
+/* Length of a valid UTF-8 sequence at s (at most len bytes), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0];
+    size_t need;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 4;
+    else
+        return 0;
+    if (len < need)
+        return 0;
+    for (size_t i = 1; i < need; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    /* Overlongs, surrogates and values past U+10FFFF. */
+    if (c == 0xE0 && s[1] < 0xA0)
+        return 0;
+    if (c == 0xED && s[1] > 0x9F)
+        return 0;
+    if (c == 0xF0 && s[1] < 0x90)
+        return 0;
+    if (c == 0xF4 && s[1] > 0x8F)
+        return 0;
+    return need;
+}
+
+size_t enrich_utf8_prefix(const char *s, size_t len, size_t max_chars)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    for (size_t chars = 0; i < len && chars < max_chars; chars++) {
+        size_t k = utf8_seq(u + i, len - i);
+        i += k ? k : 1;
+    }
+    return i;
+}
+
+static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+size_t enrich_referrer(const char *url, size_t len, char *out)
+{
+    size_t i = 0, o = 0;
+    /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+    while (i < len && (((url[i] | 32) >= 'a' && (url[i] | 32) <= 'z') ||
+                       (i > 0 && ((url[i] >= '0' && url[i] <= '9') || url[i] == '+' ||
+                                  url[i] == '-' || url[i] == '.'))))
+        i++;
+    if (i == 0 || len - i < 3 || memcmp(url + i, "://", 3) != 0)
+        goto none;
+    size_t auth = i + 3, end = auth;
+    while (end < len && url[end] != '/' && url[end] != '?' && url[end] != '#')
+        end++;
+    /* Credentials (user:token@) never leave: keep what follows the last @. */
+    for (size_t k = end; k > auth; k--)
+        if (url[k - 1] == '@') {
+            auth = k;
+            break;
+        }
+    if (end == auth || i + 3 + (end - auth) > REFERRER_MAX)
+        goto none;
+    for (size_t k = 0; k < i; k++)
+        out[o++] = (char)lower((unsigned char)url[k]);
+    memcpy(out + o, "://", 3);
+    o += 3;
+    for (size_t k = auth; k < end; k++) {
+        unsigned char c = (unsigned char)url[k];
+        if (c <= ' ' || c == '"' || c == '\\' || c >= 0x7f)
+            goto none; /* not a host: refuse rather than forward junk */
+        out[o++] = (char)lower(c);
+    }
+    out[o] = '\0';
+    return o;
+none:
+    out[0] = '\0';
+    return 0;
+}
+
+int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
+{
+    char text[64];
+    unsigned char addr[16];
+    size_t alen;
+    out[0] = hash[0] = '\0';
+    if (len == 0 || len >= sizeof(text))
+        return -1;
+    memcpy(text, ip, len);
+    text[len] = '\0';
+    char *s = text;
+    if (s[0] == '[') { /* "[2001:db8::1]" */
+        s++;
+        char *close = strchr(s, ']');
+        if (!close)
+            return -1;
+        *close = '\0';
+    }
+    char *zone = strchr(s, '%'); /* fe80::1%eth0 */
+    if (zone)
+        *zone = '\0';
+    if (inet_pton(AF_INET, s, addr) == 1) {
+        alen = 4;
+    } else if (inet_pton(AF_INET6, s, addr) == 1) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(addr, mapped, 12) == 0) { /* ::ffff:a.b.c.d is IPv4 */
+            memmove(addr, addr + 12, 4);
+            alen = 4;
+        } else {
+            alen = 16;
+        }
+    } else {
+        return -1;
+    }
+    /* The hash is of the full binary address, so "::ffff:1.2.3.4" and
+     * "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
+    unsigned char mac[32];
+    size_t mlen = 0;
+    if (!EVP_MAC_init(ctx->mac_ctx, NULL, 0, NULL) ||
+        !EVP_MAC_update(ctx->mac_ctx, addr, alen) ||
+        !EVP_MAC_final(ctx->mac_ctx, mac, &mlen, sizeof(mac)))
+        return -1;
+    for (int i = 0; i < IP_HASH_HEX / 2; i++) {
+        hash[2 * i] = hexdig[mac[i] >> 4];
+        hash[2 * i + 1] = hexdig[mac[i] & 15];
+    }
+    hash[IP_HASH_HEX] = '\0';
+    if (alen == 4) {
+        addr[3] = 0;
+        inet_ntop(AF_INET, addr, out, 48);
+    } else {
+        memset(addr + 6, 0, 10); /* keep the /48 */
+        inet_ntop(AF_INET6, addr, out, 48);
+    }
+    return 0;
+}
+
+static double row_cost(const bf_event *ev, const catalog_model *m)
+{
+    if (!m || ev->cached)
+        return 0.0; /* a cache hit costs nothing */
+    if (m->per_image > 0 && ev->dataset == BF_DATASET_image_events) {
+        int failed = BF_HAS(ev, status) && ev->status.len == 5; /* "error" */
+        return failed ? 0.0 : m->per_image;
+    }
+    uint64_t prompt = ev->prompt_tokens, cached = ev->cached_tokens;
+    if (cached > prompt)
+        cached = prompt; /* cached tokens are part of the prompt */
+    return ((double)(prompt - cached) * m->prompt_per_mtok +
+            (double)cached * m->cached_prompt_per_mtok +
+            (double)ev->completion_tokens * m->completion_per_mtok) / 1e6;
+}
+
+static bf_str str_or(const bf_event *ev, bf_str s, int has, const char *def)
+{
+    (void)ev;
+    if (has && s.len)
+        return s;
+    return (bf_str){def, strlen(def)};
+}
+
+void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
+                  bf_row *row)
+{
+    row->ev = ev;
+
+    const catalog_model *m = catalog_find(ctx->cat, ev->model.ptr, ev->model.len);
+    if (!m)
+        stats.unknown_model++;
+    row->provider = m ? m->provider : "unknown";
+    row->cost_usd = row_cost(ev, m);
+
+    /* Timestamps: fill what is missing from what is given; a sender that
+     * gives only duration_ms is taken to send when the request ended. */
+    int hs = BF_HAS(ev, start_time), he = BF_HAS(ev, end_time),
+        hd = BF_HAS(ev, duration_ms);
+    uint64_t d = hd ? ev->duration_ms : 0;
+    if (hs) {
+        row->start_ms = ev->start_time;
+        row->end_ms = he ? ev->end_time : row->start_ms + d;
+    } else if (he) {
+        row->end_ms = ev->end_time;
+        row->start_ms = d <= row->end_ms ? row->end_ms - d : 0;
+    } else {
+        row->end_ms = recv_ms;
+        row->start_ms = d <= recv_ms ? recv_ms - d : 0;
+    }
+    row->duration_ms = hd ? d : row->end_ms - row->start_ms;
+    if (row->duration_ms > UINT32_MAX)
+        row->duration_ms = UINT32_MAX;
+
+    if (BF_HAS(ev, id) && ev->id.len) {
+        row->id = ev->id;
+    } else {
+        uint64_t a = rng_next(ctx->rng), b = rng_next(ctx->rng);
+        char *p = row->id_buf;
+        memcpy(p, "pllns_", 6);
+        p += 6;
+        for (int i = 60; i >= 0; i -= 4)
+            *p++ = hexdig[(a >> i) & 15];
+        for (int i = 28; i >= 0; i -= 4)
+            *p++ = hexdig[(b >> i) & 15];
+        *p = '\0';
+        row->id = (bf_str){row->id_buf, (size_t)(p - row->id_buf)};
+    }
+
+    int has_user = BF_HAS(ev, user_id) && ev->user_id.len;
+    row->user_id = str_or(ev, ev->user_id, has_user, "anonymous");
+    row->tier = str_or(ev, ev->tier, BF_HAS(ev, tier), has_user ? "" : "anonymous");
+    int has_err = BF_HAS(ev, error_message) && ev->error_message.len;
+    row->status = str_or(ev, ev->status, BF_HAS(ev, status),
+                         has_err ? "error" : "success");
+    row->prompt = ev->prompt;
+    row->prompt.len = BF_HAS(ev, prompt)
+                          ? enrich_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
+                                               PROMPT_MAX_CHARS)
+                          : 0;
+    row->error_message = ev->error_message;
+    row->error_message.len =
+        has_err ? enrich_utf8_prefix(ev->error_message.ptr, ev->error_message.len,
+                                     ERROR_MAX_CHARS)
+                : 0;
+    row->total_tokens = ev->prompt_tokens + ev->completion_tokens;
+    if (row->total_tokens > UINT32_MAX)
+        row->total_tokens = UINT32_MAX;
+
+    row->referrer_len = BF_HAS(ev, referrer)
+                            ? enrich_referrer(ev->referrer.ptr, ev->referrer.len,
+                                              row->referrer)
+                            : (row->referrer[0] = '\0', 0);
+
+    if (BF_HAS(ev, ip) && ev->ip.len) {
+        if (enrich_ip(ctx, ev->ip.ptr, ev->ip.len, row->ip, row->ip_hash) < 0)
+            stats.ip_invalid++;
+    } else {
+        row->ip[0] = row->ip_hash[0] = '\0';
+    }
+}

@@ -1,0 +1,67 @@
+/*
+ * enrich.h: from a validated event to the values of one row.
+ *
+ * Adds what the sender does not know or must not send: provider and cost
+ * from the catalog, an anonymised IP and its keyed hash, an id, complete
+ * timestamps, a prompt cut to PROMPT_MAX_CHARS, a referrer cut to its origin.
+ * Privacy: the raw IP never leaves this module (bf_row holds only the
+ * anonymised form and the hash); the referrer loses credentials, path, query
+ * and fragment, where tokens hide.
+ */
+#ifndef BF_ENRICH_H
+#define BF_ENRICH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bf_proto.h"
+#include "catalog.h"
+
+#define PROMPT_MAX_CHARS 120
+#define ERROR_MAX_CHARS 500
+#define REFERRER_MAX 256 /* longest origin kept; longer ones become "" */
+#define IP_HASH_HEX 32   /* hex digits of HMAC-SHA256 kept (128 bits) */
+
+typedef struct bf_row {
+    const bf_event *ev;          /* borrowed; strings below may point into it */
+    const char *provider;        /* catalog-owned, or "unknown" */
+    double cost_usd;
+    uint64_t start_ms, end_ms, duration_ms, total_tokens;
+    bf_str id, user_id, tier, status, prompt, error_message;
+    char id_buf[40];             /* generated id, when the event had none */
+    char ip[48];                 /* anonymised; "" when absent or invalid */
+    char ip_hash[IP_HASH_HEX + 1];
+    char referrer[REFERRER_MAX + 1];
+    size_t referrer_len;
+} bf_row;
+
+typedef struct enrich_ctx enrich_ctx;
+
+/* Create a context with the ip_hash key read from key_file, which is created
+ * (mode 0600, 32 random bytes as hex) when missing so hashes stay stable
+ * across restarts. Returns NULL with a reason in err (size n). */
+enrich_ctx *enrich_new(const char *key_file, char *err, size_t n);
+void enrich_free(enrich_ctx *ctx);
+
+/* Use cat for lookups from now on (not owned; the caller keeps it alive
+ * until the next enrich_set_catalog or enrich_free). */
+void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat);
+
+/* Fill row from ev (which bf_validate accepted). recv_ms is the wall-clock
+ * time of receipt, the default start. Never fails; what cannot be used is
+ * emptied and counted (stats.ip_invalid, stats.unknown_model). row borrows
+ * from ev, so ev must outlive row. */
+void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
+                  bf_row *row);
+
+/* Exposed for tests. Length in bytes of the first max_chars characters of
+ * s (an invalid byte counts as one character). */
+size_t enrich_utf8_prefix(const char *s, size_t len, size_t max_chars);
+/* Origin of a URL into out (size REFERRER_MAX + 1): "scheme://host[:port]",
+ * lowercased; "" when it has no scheme://host. Returns the length. */
+size_t enrich_referrer(const char *url, size_t len, char *out);
+/* Anonymise ip (len bytes) into out (48 bytes) and hash it into hash
+ * (IP_HASH_HEX + 1). Returns 0, or -1 when ip does not parse. */
+int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash);
+
+#endif /* BF_ENRICH_H */

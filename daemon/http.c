@@ -1,0 +1,349 @@
+/* http.c: libcurl multi socket API driven by libuv. See http.h. */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+#define BODY_MAX (64 * 1024)
+
+typedef struct http_req {
+    CURL *easy;
+    http_done_cb done;
+    void *arg;
+    int64_t retry_after_s, ratelimit_reset_s;
+    char *body;
+    size_t body_len;
+    char errbuf[CURL_ERROR_SIZE];
+    struct curl_slist *headers;
+    struct http_req *prev, *next; /* in-progress list, for http_abort_all */
+} http_req;
+
+typedef struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct poll_ctx *prev, *next; /* all polls, so http_close finds them */
+} poll_ctx;
+
+static struct {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    char *auth;              /* "Authorization: Bearer <token>" or NULL */
+    uint64_t timeout_ms, connect_timeout_ms;
+    http_req *reqs;
+    poll_ctx *polls;
+    unsigned inflight;
+    int closing;
+} ht;
+
+static void check_multi_info(void)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(ht.multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        http_req *r;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        http_result res = {0};
+        res.retry_after_s = r->retry_after_s;
+        res.ratelimit_reset_s = r->ratelimit_reset_s;
+        if (msg->data.result == CURLE_OK) {
+            curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status);
+        } else {
+            res.error = r->errbuf[0] ? r->errbuf : curl_easy_strerror(msg->data.result);
+        }
+        res.body = r->body ? r->body : "";
+        res.body_len = r->body_len;
+        /* Unlink and remove before the callback, which may post again. */
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            ht.reqs = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
+        ht.inflight--;
+        curl_multi_remove_handle(ht.multi, r->easy);
+        r->done(&res, r->arg);
+        curl_easy_cleanup(r->easy);
+        curl_slist_free_all(r->headers);
+        free(r->body);
+        free(r);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    poll_ctx *c = p->data;
+    int flags = 0, running;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(ht.multi, c->fd, flags, &running);
+    check_multi_info();
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    (void)t;
+    int running;
+    curl_multi_socket_action(ht.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info();
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arm the timer; calling back into curl
+ * from here is not allowed. */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    (void)userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&ht.timer);
+    else
+        uv_timer_start(&ht.timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void poll_close(poll_ctx *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ht.polls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, on_poll_closed);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
+                     void *socketp)
+{
+    (void)easy;
+    (void)userp;
+    poll_ctx *c = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (c) {
+            poll_close(c);
+            curl_multi_assign(ht.multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return -1;
+        c->fd = s;
+        if (uv_poll_init_socket(ht.loop, &c->poll, s) < 0) {
+            free(c);
+            return -1;
+        }
+        c->poll.data = c;
+        c->next = ht.polls;
+        if (ht.polls)
+            ht.polls->prev = c;
+        ht.polls = c;
+        curl_multi_assign(ht.multi, s, c);
+    }
+    int events = 0;
+    if (action & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (action & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&c->poll, events, on_poll);
+    return 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    http_req *r = userp;
+    size_t n = size * nmemb, room = BODY_MAX - r->body_len;
+    size_t take = n < room ? n : room;
+    if (take) {
+        char *nb = realloc(r->body, r->body_len + take + 1);
+        if (!nb)
+            return n; /* the body is informational; keep the transfer */
+        memcpy(nb + r->body_len, data, take);
+        r->body = nb;
+        r->body_len += take;
+        r->body[r->body_len] = '\0';
+    }
+    return n;
+}
+
+static int64_t header_seconds(const char *v, size_t len)
+{
+    int64_t x = 0;
+    size_t i = 0;
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    if (i == len || v[i] < '0' || v[i] > '9')
+        return -1; /* an HTTP-date Retry-After is treated as absent */
+    for (; i < len && v[i] >= '0' && v[i] <= '9' && x < 1000000; i++)
+        x = x * 10 + (v[i] - '0');
+    return x;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    http_req *r = userp;
+    size_t n = size * nmemb;
+    static const char ra[] = "retry-after:", rr[] = "x-ratelimit-reset:";
+    if (n > sizeof(ra) - 1 && strncasecmp(data, ra, sizeof(ra) - 1) == 0)
+        r->retry_after_s = header_seconds(data + sizeof(ra) - 1, n - sizeof(ra) + 1);
+    else if (n > sizeof(rr) - 1 && strncasecmp(data, rr, sizeof(rr) - 1) == 0)
+        r->ratelimit_reset_s =
+            header_seconds(data + sizeof(rr) - 1, n - sizeof(rr) + 1);
+    return n;
+}
+
+int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n)
+{
+    memset(&ht, 0, sizeof(ht));
+    ht.loop = loop;
+    ht.timeout_ms = opts->timeout_ms;
+    ht.connect_timeout_ms = opts->connect_timeout_ms;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+        !(ht.multi = curl_multi_init())) {
+        snprintf(err, n, "libcurl initialisation failed");
+        return -1;
+    }
+    if (opts->token) {
+        size_t len = strlen(opts->token) + sizeof("Authorization: Bearer ");
+        ht.auth = malloc(len);
+        if (!ht.auth) {
+            snprintf(err, n, "out of memory");
+            return -1;
+        }
+        snprintf(ht.auth, len, "Authorization: Bearer %s", opts->token);
+    }
+    curl_multi_setopt(ht.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(ht.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    /* Up to 8 connections per host stay open for reuse. */
+    curl_multi_setopt(ht.multi, CURLMOPT_MAXCONNECTS, 16L);
+    uv_timer_init(loop, &ht.timer);
+    return 0;
+}
+
+int http_post(const char *url, const char *body, size_t len,
+              const char *content_encoding, http_done_cb done, void *arg)
+{
+    if (ht.closing)
+        return -1;
+    http_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -1;
+    r->done = done;
+    r->arg = arg;
+    r->retry_after_s = r->ratelimit_reset_s = -1;
+    r->easy = curl_easy_init();
+    if (!r->easy) {
+        free(r);
+        return -1;
+    }
+    /* "Expect:" turns off the 100-continue round trip before large bodies. */
+    char ce[64];
+    const char *lines[4] = {"Content-Type: application/x-ndjson", "Expect:",
+                            ht.auth, NULL};
+    if (content_encoding) {
+        snprintf(ce, sizeof(ce), "Content-Encoding: %s", content_encoding);
+        lines[3] = ce;
+    }
+    struct curl_slist *h = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!lines[i])
+            continue;
+        struct curl_slist *t = curl_slist_append(h, lines[i]);
+        if (!t)
+            goto fail_headers;
+        h = t;
+    }
+    r->headers = h;
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "birdfeederd/1");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ht.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)ht.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (curl_multi_add_handle(ht.multi, e) != CURLM_OK) {
+        curl_easy_cleanup(e);
+        curl_slist_free_all(h);
+        free(r);
+        return -1;
+    }
+    r->next = ht.reqs;
+    if (ht.reqs)
+        ht.reqs->prev = r;
+    ht.reqs = r;
+    ht.inflight++;
+    return 0;
+fail_headers:
+    curl_slist_free_all(h);
+    curl_easy_cleanup(r->easy);
+    free(r);
+    return -1;
+}
+
+void http_abort_all(void)
+{
+    while (ht.reqs) {
+        http_req *r = ht.reqs;
+        ht.reqs = r->next;
+        if (ht.reqs)
+            ht.reqs->prev = NULL;
+        ht.inflight--;
+        curl_multi_remove_handle(ht.multi, r->easy);
+        http_result res = {.status = 0, .error = "aborted", .retry_after_s = -1,
+                           .ratelimit_reset_s = -1, .body = "", .body_len = 0};
+        r->done(&res, r->arg);
+        curl_easy_cleanup(r->easy);
+        curl_slist_free_all(r->headers);
+        free(r->body);
+        free(r);
+    }
+}
+
+unsigned http_inflight(void) { return ht.inflight; }
+
+void http_close(void)
+{
+    if (!ht.multi)
+        return;
+    ht.closing = 1;
+    http_abort_all();
+    uv_timer_stop(&ht.timer);
+    uv_close((uv_handle_t *)&ht.timer, NULL);
+    /* Closing the multi handle closes its cached connections. */
+    curl_multi_cleanup(ht.multi);
+    ht.multi = NULL;
+    while (ht.polls) /* any curl did not report removed */
+        poll_close(ht.polls);
+    free(ht.auth);
+    ht.auth = NULL;
+    curl_global_cleanup();
+}

@@ -1,0 +1,48 @@
+/*
+ * log.h: one line per event on stderr, for journald: key=value, with a level.
+ *
+ *   ts=2026-11-29T18:33:25.123Z level=warn event=reject reason=truncated ...
+ *
+ * Values with spaces, quotes or '=' are quoted. Repeated lines go through a
+ * log_limit (one per call site) so a flood of bad datagrams costs a counter
+ * bump, not a write(2): at most `burst` lines per second are printed, then the
+ * next printed line carries suppressed=N. Secrets (the token) are never
+ * passed to these functions.
+ */
+#ifndef BF_LOG_H
+#define BF_LOG_H
+
+#include <stdint.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+typedef struct log_limit {
+    uint64_t window_ms; /* start of the current one-second window */
+    unsigned printed;   /* lines printed in this window */
+    uint64_t suppressed;
+} log_limit;
+
+/* Lines below `level` are dropped. Default LOG_INFO. */
+void log_set_level(enum log_level level);
+/* Parse "debug", "info", "warn", "error"; returns -1 when unknown. */
+int log_level_parse(const char *s);
+
+/* fmt is a printf format for the key=value pairs after event=NAME. */
+void log_write(enum log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* As log_write, through limit: at most 5 lines per second per limit. */
+void log_limited(log_limit *limit, enum log_level level, const char *event,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Write s as a log value into out (size n), quoting and escaping it when it
+ * holds spaces, quotes, '=' or control bytes; at most max_in bytes of s.
+ * Returns out. */
+char *log_quote(char *out, unsigned n, const char *s, unsigned max_in);
+
+#define log_debug(ev, ...) log_write(LOG_DEBUG, ev, __VA_ARGS__)
+#define log_info(ev, ...) log_write(LOG_INFO, ev, __VA_ARGS__)
+#define log_warn(ev, ...) log_write(LOG_WARN, ev, __VA_ARGS__)
+#define log_error(ev, ...) log_write(LOG_ERROR, ev, __VA_ARGS__)
+
+#endif /* BF_LOG_H */

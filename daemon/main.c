@@ -1,0 +1,261 @@
+/*
+ * main.c: birdfeederd. Wires the stages together and owns the lifecycle:
+ *
+ *   receive -> decode (+validate) -> enrich -> batch (row) -> sink (http)
+ *
+ * plus config, catalog, stats and log. Everything runs on one libuv loop;
+ * only gzip and file writes go to the threadpool.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "batch.h"
+#include "catalog.h"
+#include "config.h"
+#include "decode.h"
+#include "enrich.h"
+#include "log.h"
+#include "receive.h"
+#include "row.h"
+#include "sink.h"
+#include "stats.h"
+
+static struct {
+    uv_loop_t *loop;
+    bf_config cfg;
+    int argc;
+    char **argv;
+    catalog *cat;
+    enrich_ctx *enrich;
+    decoder dec;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t watchdog;
+    int watchdog_on;
+    int stopping;
+    int exit_code;
+} app;
+
+static log_limit reject_limits[BF_R_MAX];
+
+static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *arg)
+{
+    (void)arg;
+    bf_event ev;
+    const char *detail;
+    bf_reason r = decode_datagram(&app.dec, buf, len, &ev, &detail);
+    if (r != BF_OK) {
+        stats.rejected[r]++;
+        log_limited(&reject_limits[r], LOG_WARN, "reject",
+                    "reason=%s field=%s bytes=%zu", bf_reason_name(r),
+                    detail ? detail : "-", len);
+        decode_release(&app.dec);
+        return;
+    }
+    stats.accepted[ev.dataset]++;
+    bf_row row;
+    enrich_event(app.enrich, &ev, recv_ms, &row);
+    batch_append(&row);
+    decode_release(&app.dec);
+}
+
+static void on_flush(batch_buf *b, void *arg)
+{
+    (void)arg;
+    sink_submit(b);
+}
+
+static void refresh_gauges(void *arg)
+{
+    (void)arg;
+    receive_refresh_gauges();
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_drained(void *arg)
+{
+    (void)arg;
+    uint64_t accepted = 0, delivered = 0, dropped = 0, rejected = 0;
+    for (unsigned i = 1; i < BF_DATASET_MAX; i++) {
+        accepted += stats.accepted[i];
+        delivered += stats.rows_delivered[i];
+    }
+    for (unsigned i = 0; i < DROP_MAX; i++)
+        dropped += stats.dropped[i];
+    for (unsigned i = 1; i < BF_R_MAX; i++)
+        rejected += stats.rejected[i];
+    sink_close();
+    stats_stop();
+    receive_close();
+    if (app.watchdog_on)
+        uv_timer_stop(&app.watchdog);
+    uv_walk(app.loop, close_walk, NULL); /* signals, watchdog */
+    log_info("stopped", "received=%llu accepted=%llu rejected=%llu delivered=%llu "
+                        "dropped=%llu",
+             (unsigned long long)stats.received, (unsigned long long)accepted,
+             (unsigned long long)rejected, (unsigned long long)delivered,
+             (unsigned long long)dropped);
+}
+
+static void shutdown_start(const char *why)
+{
+    if (app.stopping)
+        return;
+    app.stopping = 1;
+    sd_notify(0, "STOPPING=1");
+    log_info("stopping", "signal=%s deadline_ms=%llu", why,
+             (unsigned long long)app.cfg.shutdown_timeout_ms);
+    receive_stop_and_drain(); /* what the kernel already holds is ours */
+    batch_close();            /* every open batch goes to the sink */
+    sink_drain(uv_now(app.loop) + app.cfg.shutdown_timeout_ms, on_drained, NULL);
+}
+
+static void reload(void)
+{
+    char err[512];
+    bf_config fresh;
+    if (config_load(&fresh, app.argc, app.argv, err, sizeof(err)) != CONFIG_OK) {
+        log_error("reload_failed", "what=config error=\"%s\" keeping=old", err);
+        config_free(&fresh);
+        return;
+    }
+    catalog *cat = catalog_load(fresh.catalog, err, sizeof(err));
+    if (!cat) {
+        log_error("reload_failed", "what=catalog error=\"%s\" keeping=old", err);
+        config_free(&fresh);
+        return;
+    }
+    enrich_set_catalog(app.enrich, cat);
+    catalog_free(app.cat);
+    app.cat = cat;
+    log_set_level((enum log_level)log_level_parse(fresh.log_level));
+    log_info("reloaded", "catalog=%s models=%zu", fresh.catalog, catalog_size(cat));
+    /* Options that shape sockets and buffers (listen, flush sizes, sink)
+     * take effect at the next restart; say so instead of half-applying. */
+    config_free(&fresh);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (signum == SIGHUP)
+        reload();
+    else
+        shutdown_start(signum == SIGTERM ? "TERM" : "INT");
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    /* Fed from the loop itself: a stuck loop stops feeding and systemd
+     * restarts us. */
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static int fail(const char *what, const char *err)
+{
+    log_error("start_failed", "what=%s error=\"%s\"", what, err);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    signal(SIGPIPE, SIG_IGN);
+    app.argc = argc;
+    app.argv = argv;
+    switch (config_load(&app.cfg, argc, argv, err, sizeof(err))) {
+    case CONFIG_EXIT_OK:
+        config_free(&app.cfg);
+        return 0;
+    case CONFIG_ERROR:
+        fprintf(stderr, "birdfeederd: %s\n", err);
+        config_free(&app.cfg);
+        return 2;
+    case CONFIG_OK:
+        break;
+    }
+    bf_config *cfg = &app.cfg;
+    log_set_level((enum log_level)log_level_parse(cfg->log_level));
+
+    app.cat = catalog_load(cfg->catalog, err, sizeof(err));
+    if (!app.cat)
+        return fail("catalog", err);
+    if (cfg->check_only) {
+        printf("birdfeederd: configuration OK%s%s; catalog %s: %zu models\n",
+               cfg->config_file ? " in " : "", cfg->config_file ? cfg->config_file : "",
+               cfg->catalog, catalog_size(app.cat));
+        catalog_free(app.cat);
+        config_free(cfg);
+        return 0;
+    }
+    app.enrich = enrich_new(cfg->ip_hash_key_file, err, sizeof(err));
+    if (!app.enrich)
+        return fail("ip_hash_key", err);
+    enrich_set_catalog(app.enrich, app.cat);
+
+    app.loop = uv_default_loop();
+    int rc = stats_start(app.loop, cfg->stats_socket, (unsigned)cfg->stats_interval_ms);
+    if (rc < 0) /* stats are for ops; the pipeline runs without them */
+        log_error("stats_socket_failed", "path=%s error=%s", cfg->stats_socket,
+                  uv_strerror(rc));
+    stats_on_refresh(refresh_gauges, NULL);
+
+    sink_opts so = {.url = cfg->tinybird_url, .token = cfg->token,
+                    .out_path = cfg->out, .timeout_ms = cfg->http_timeout_ms,
+                    .max_inflight = (unsigned)cfg->max_inflight};
+    if (sink_start(app.loop, &so, err, sizeof(err)) < 0)
+        return fail("sink", err);
+    if (cfg->token)
+        log_info("sink", "mode=tinybird url=%s", cfg->tinybird_url);
+    else
+        log_info("sink", "mode=file out=%s note=\"no TINYBIRD_API_KEY: writing "
+                         "NDJSON locally, nothing is sent to Tinybird\"",
+                 cfg->out);
+
+    batch_opts bo = {.flush_bytes = cfg->flush_bytes,
+                     .flush_interval_ms = cfg->flush_interval_ms,
+                     .row_max = row_max_bytes(cfg->max_datagram),
+                     .on_flush = on_flush};
+    if ((rc = batch_init(app.loop, &bo)) < 0)
+        return fail("batch", uv_strerror(rc));
+
+    receive_opts ro = {.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
+                       .max_datagram = cfg->max_datagram, .cb = on_datagram};
+    if (receive_start(app.loop, &ro, err, sizeof(err)) < 0)
+        return fail("listen", err);
+
+    uv_signal_init(app.loop, &app.sigterm);
+    uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+    uv_signal_init(app.loop, &app.sigint);
+    uv_signal_start(&app.sigint, on_signal, SIGINT);
+    uv_signal_init(app.loop, &app.sighup);
+    uv_signal_start(&app.sighup, on_signal, SIGHUP);
+
+    uint64_t wd_usec;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0) {
+        uv_timer_init(app.loop, &app.watchdog);
+        uv_timer_start(&app.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
+        app.watchdog_on = 1;
+    }
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(),
+               cfg->token ? "tinybird" : "file");
+
+    uv_run(app.loop, UV_RUN_DEFAULT);
+
+    rc = uv_loop_close(app.loop);
+    if (rc < 0)
+        log_error("loop_close", "error=%s", uv_strerror(rc));
+    enrich_free(app.enrich);
+    catalog_free(app.cat);
+    config_free(cfg);
+    return app.exit_code;
+}

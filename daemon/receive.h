@@ -1,0 +1,46 @@
+/*
+ * receive.h: the UDP socket. Reads datagrams in batches (recvmmsg through
+ * libuv's UV_UDP_RECVMMSG) into one reused buffer, so receiving allocates
+ * nothing per datagram, and hands each to a callback on the loop thread.
+ *
+ * The socket is either bound to --listen or, under systemd socket
+ * activation, the datagram socket passed in LISTEN_FDS, which keeps
+ * queueing while the daemon restarts.
+ */
+#ifndef BF_RECEIVE_H
+#define BF_RECEIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* One datagram: buf is valid during the call only; recv_ms is the wall
+ * clock at receipt (epoch milliseconds). */
+typedef void (*receive_cb)(const uint8_t *buf, size_t len, uint64_t recv_ms,
+                           void *arg);
+
+typedef struct receive_opts {
+    const char *listen;      /* HOST:PORT or [IPv6]:PORT */
+    uint64_t rcvbuf;         /* SO_RCVBUF to ask for */
+    size_t max_datagram;     /* larger: rejected.oversize, cb not called */
+    receive_cb cb;
+    void *arg;
+} receive_opts;
+
+/* Open (or adopt) the socket and start reading. On error returns a
+ * negative libuv error with a message in err (size n). */
+int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n);
+
+/* The bound address as "HOST:PORT" (for logs and tests). */
+const char *receive_address(void);
+
+/* Stop reading from the loop, then read what the socket already holds
+ * (non-blocking, until the queue is empty) through the callback. */
+void receive_stop_and_drain(void);
+
+/* Refresh stats.kernel_drops and stats.socket_queue_bytes (SO_MEMINFO). */
+void receive_refresh_gauges(void);
+
+void receive_close(void);
+
+#endif /* BF_RECEIVE_H */

@@ -1,0 +1,77 @@
+/*
+ * stats.h: counters and gauges for every stage, and the stats socket.
+ *
+ * Counters live in one global struct written only from the loop thread
+ * (threadpool work reports back through its after-work callback), so they
+ * need no atomics. The stats socket is a Unix stream socket: every connected
+ * client gets one JSON object per line every interval. A client that does not
+ * read loses lines (its write queue is capped) and is closed when it falls
+ * far behind, so it can never slow the pipeline.
+ */
+#ifndef BF_STATS_H
+#define BF_STATS_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "bf_proto.h"
+
+enum bf_drop {
+#define BF_DROP(name, desc) DROP_##name,
+#include "drops.def"
+#undef BF_DROP
+    DROP_MAX
+};
+
+enum { STATS_HTTP_CODES = 600 }; /* index 0: transport error, no status */
+
+typedef struct bf_stats {
+    uint64_t start_ms;             /* wall clock at start */
+    uint64_t received;             /* datagrams read from the socket */
+    uint64_t received_bytes;
+    uint64_t rejected[BF_R_MAX];   /* by reason; [BF_OK] unused */
+    uint64_t accepted[BF_DATASET_MAX];
+    uint64_t unknown_model;        /* accepted, but not in the catalog */
+    uint64_t ip_invalid;           /* ip given but unparseable: emitted "" */
+    uint64_t utf8_replaced;        /* events with invalid UTF-8 replaced */
+    uint64_t rows_batched[BF_DATASET_MAX];
+    uint64_t bytes_batched[BF_DATASET_MAX]; /* NDJSON, uncompressed */
+    uint64_t batches[BF_DATASET_MAX];       /* batches closed for sending */
+    uint64_t bytes_sent;           /* request bodies as sent (gzip) */
+    uint64_t http[STATS_HTTP_CODES];
+    uint64_t retries;
+    uint64_t rows_delivered[BF_DATASET_MAX];
+    uint64_t rows_quarantined[BF_DATASET_MAX];
+    uint64_t dropped[DROP_MAX];    /* rows, by reason */
+    /* gauges */
+    uint64_t kernel_drops;         /* socket drop count (SO_MEMINFO) */
+    uint64_t socket_queue_bytes;   /* bytes waiting in the receive queue */
+    uint64_t rcvbuf_bytes;         /* SO_RCVBUF granted */
+    uint64_t memory_bytes;         /* batch buffers waiting and in flight */
+    uint64_t inflight_requests;
+    uint64_t last_flush_ok_ms;     /* wall clock of the last 2xx, 0: never */
+} bf_stats;
+
+extern bf_stats stats;
+
+const char *stats_drop_name(enum bf_drop d);
+
+/* Count n rows lost for reason d, with a rate-limited warn line. */
+void stats_drop(enum bf_drop d, unsigned dataset, uint64_t n);
+
+/* The current counters as a new JSON object (caller owns it). */
+struct json_t;
+struct json_t *stats_snapshot(void);
+
+/* Start the stats socket at path (unlinks a stale one, mode 0660) writing a
+ * line every interval_ms. path NULL or "": counters only, no socket.
+ * Returns 0 or a negative libuv error. */
+int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms);
+/* Send a last line to clients, close them and the socket, unlink it. */
+void stats_stop(void);
+
+/* Called by the stats timer before each snapshot so gauges are fresh. */
+typedef void (*stats_refresh_fn)(void *arg);
+void stats_on_refresh(stats_refresh_fn fn, void *arg);
+
+#endif /* BF_STATS_H */

@@ -1,0 +1,283 @@
+/* bf_proto.c: protocol v1 codec. See bf_proto.h for the format and contracts. */
+#include "bf_proto.h"
+
+#include <string.h>
+
+const bf_field_info bf_fields[BF_F_MAX] = {
+#define BF_DATASET(id, name)
+#define BF_FIELD(tag, name, type, max, ds)                                    \
+    [tag] = {#name, BF_TYPE_##type, (uint64_t)(max), BF_DS_##ds,               \
+             offsetof(bf_event, name)},
+#include "fields.def"
+#undef BF_DATASET
+#undef BF_FIELD
+};
+
+static const char *const dataset_names[BF_DATASET_MAX] = {
+#define BF_DATASET(id, name) [id] = #name,
+#define BF_FIELD(tag, name, type, max, ds)
+#include "fields.def"
+#undef BF_DATASET
+#undef BF_FIELD
+};
+
+static const char *const reason_names[BF_R_MAX] = {
+    [BF_OK] = "ok",
+#define BF_REASON(name, desc) [BF_R_##name] = #name,
+#include "reasons.def"
+#undef BF_REASON
+};
+
+static const char *const reason_descs[BF_R_MAX] = {
+    [BF_OK] = "accepted",
+#define BF_REASON(name, desc) [BF_R_##name] = desc,
+#include "reasons.def"
+#undef BF_REASON
+};
+
+const char *bf_dataset_name(unsigned id)
+{
+    return id < BF_DATASET_MAX ? dataset_names[id] : NULL;
+}
+
+unsigned bf_dataset_lookup(const char *name, size_t len)
+{
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
+        const char *n = dataset_names[id];
+        if (n && strlen(n) == len && memcmp(n, name, len) == 0)
+            return id;
+    }
+    return BF_DATASET_NONE;
+}
+
+unsigned bf_field_lookup(const char *name, size_t len)
+{
+    for (unsigned tag = 1; tag < BF_F_MAX; tag++) {
+        const char *n = bf_fields[tag].name;
+        if (n && strlen(n) == len && memcmp(n, name, len) == 0)
+            return tag;
+    }
+    return 0;
+}
+
+const char *bf_reason_name(bf_reason r)
+{
+    return (unsigned)r < BF_R_MAX ? reason_names[r] : "unknown";
+}
+
+const char *bf_reason_desc(bf_reason r)
+{
+    return (unsigned)r < BF_R_MAX ? reason_descs[r] : "unknown";
+}
+
+void bf_event_init(bf_event *ev, unsigned dataset)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->dataset = (uint8_t)dataset;
+}
+
+size_t bf_varint_put(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+int bf_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t *q = *p;
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (q >= end)
+            return -1;
+        uint8_t b = *q++;
+        /* The tenth byte may only carry the top bit of a 64-bit value. */
+        if (shift == 63 && b > 1)
+            return -2;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *p = q;
+            *v = x;
+            return 0;
+        }
+    }
+    return -2;
+}
+
+static inline const void *field_ptr(const bf_event *ev, unsigned tag)
+{
+    return (const char *)ev + bf_fields[tag].offset;
+}
+
+size_t bf_encode(const bf_event *ev, uint8_t *out, size_t cap)
+{
+    /* Worst case per field: key (2) + varint (10); strings are checked
+     * against cap before copying. */
+    if (cap < BF_HEADER_LEN)
+        return 0;
+    size_t n = 0;
+    out[n++] = BF_MAGIC0;
+    out[n++] = BF_MAGIC1;
+    out[n++] = BF_PROTO_VERSION;
+    out[n++] = ev->dataset;
+    uint8_t tmp[20];
+    for (unsigned tag = 1; tag < BF_F_MAX; tag++) {
+        const bf_field_info *f = &bf_fields[tag];
+        if (!f->name || !((ev->present >> tag) & 1u))
+            continue;
+        size_t k;
+        if (f->type == BF_TYPE_STR) {
+            const bf_str *s = field_ptr(ev, tag);
+            k = bf_varint_put(tmp, (uint64_t)tag << 3 | BF_WT_BYTES);
+            k += bf_varint_put(tmp + k, s->len);
+            if (cap - n < k || cap - n - k < s->len)
+                return 0;
+            memcpy(out + n, tmp, k);
+            n += k;
+            if (s->len)
+                memcpy(out + n, s->ptr, s->len);
+            n += s->len;
+        } else {
+            const uint64_t *v = field_ptr(ev, tag);
+            k = bf_varint_put(tmp, (uint64_t)tag << 3 | BF_WT_VARINT);
+            k += bf_varint_put(tmp + k, *v);
+            if (cap - n < k)
+                return 0;
+            memcpy(out + n, tmp, k);
+            n += k;
+        }
+    }
+    return n;
+}
+
+bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
+{
+    if (len == 0)
+        return BF_R_empty;
+    if (buf[0] != BF_MAGIC0 || (len > 1 && buf[1] != BF_MAGIC1))
+        return BF_R_bad_magic;
+    if (len < BF_HEADER_LEN)
+        return BF_R_truncated;
+    if (buf[2] != BF_PROTO_VERSION)
+        return BF_R_bad_version;
+    bf_event_init(ev, buf[3]);
+    if (!bf_dataset_name(buf[3]))
+        return BF_R_unknown_dataset;
+
+    const uint8_t *p = buf + BF_HEADER_LEN, *end = buf + len;
+    while (p < end) {
+        uint64_t key, v;
+        int rc = bf_varint_get(&p, end, &key);
+        if (rc)
+            return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
+        unsigned wt = (unsigned)(key & 7);
+        uint64_t tag = key >> 3;
+        const bf_field_info *f =
+            tag < BF_F_MAX && bf_fields[tag].name ? &bf_fields[tag] : NULL;
+        switch (wt) {
+        case BF_WT_VARINT:
+            rc = bf_varint_get(&p, end, &v);
+            if (rc)
+                return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
+            if (!f)
+                break;
+            if (f->type == BF_TYPE_STR)
+                return BF_R_bad_type;
+            *(uint64_t *)((char *)ev + f->offset) = v;
+            ev->present |= (uint64_t)1 << tag;
+            break;
+        case BF_WT_BYTES:
+            rc = bf_varint_get(&p, end, &v);
+            if (rc)
+                return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
+            if (v > (uint64_t)(end - p))
+                return BF_R_truncated;
+            if (f) {
+                if (f->type != BF_TYPE_STR)
+                    return BF_R_bad_type;
+                bf_str *s = (bf_str *)((char *)ev + f->offset);
+                s->ptr = (const char *)p;
+                s->len = (size_t)v;
+                ev->present |= (uint64_t)1 << tag;
+            }
+            p += v;
+            break;
+        case BF_WT_FIXED64:
+        case BF_WT_FIXED32: {
+            size_t w = wt == BF_WT_FIXED64 ? 8 : 4;
+            if (f)
+                return BF_R_bad_type; /* no v1 field uses a fixed type */
+            if ((size_t)(end - p) < w)
+                return BF_R_truncated;
+            p += w;
+            break;
+        }
+        default:
+            return BF_R_bad_wire_type;
+        }
+    }
+    return BF_OK;
+}
+
+static int str_eq(bf_str s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.ptr, lit, n) == 0;
+}
+
+bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
+{
+    unsigned bad = 0;
+    bf_reason r = BF_OK;
+
+    if (!bf_dataset_name(ev->dataset)) {
+        r = BF_R_unknown_dataset;
+        goto out;
+    }
+    bad = BF_F_model;
+    if (!BF_HAS(ev, model) || ev->model.len == 0) {
+        r = BF_R_missing_field;
+        goto out;
+    }
+    unsigned ds_bit = 1u << ev->dataset;
+    for (bad = 1; bad < BF_F_MAX; bad++) {
+        const bf_field_info *f = &bf_fields[bad];
+        if (!f->name || !((ev->present >> bad) & 1u) || !(f->datasets & ds_bit))
+            continue;
+        if (f->type == BF_TYPE_STR) {
+            const bf_str *s = field_ptr(ev, bad);
+            if (f->max && s->len > f->max) {
+                r = BF_R_too_long;
+                goto out;
+            }
+        } else if (*(const uint64_t *)field_ptr(ev, bad) > f->max) {
+            r = BF_R_out_of_range;
+            goto out;
+        }
+    }
+    /* An empty status counts as absent (JSON senders often send ""). */
+    bad = BF_F_status;
+    if (BF_HAS(ev, status) && ev->status.len &&
+        !str_eq(ev->status, "success") &&
+        !str_eq(ev->status, "error")) {
+        r = BF_R_bad_value;
+        goto out;
+    }
+    bad = BF_F_end_time;
+    if (BF_HAS(ev, start_time) && BF_HAS(ev, end_time) &&
+        ev->end_time < ev->start_time)
+        r = BF_R_bad_value;
+out:
+    if (tag)
+        *tag = r == BF_OK ? 0 : bad;
+    return r;
+}
+
+bf_reason bf_validate(const bf_event *ev)
+{
+    return bf_validate_detail(ev, NULL);
+}
