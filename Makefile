@@ -66,6 +66,10 @@ $(SHIM_LIB): $(call obj,$(SHIM_SRC) proto/bf_proto.c)
 $(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC)) $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
+BENCH_SENDER = $(BUILD)/bench-sender
+$(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $^
+
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
@@ -99,8 +103,8 @@ demo: deps
 	sh tests/demo.sh $(BUILD)
 
 bench: deps
-	$(MAKE) all
-	$(PYTHON) tests/bench.py --build $(BUILD)
+	$(MAKE) all $(BENCH_SENDER)
+	$(PYTHON) tests/bench/bench.py --build $(BUILD)
 
 proto-doc:
 	$(PYTHON) proto/gen_doc.py --write

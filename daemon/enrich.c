@@ -16,8 +16,21 @@
 
 #include "stats.h"
 
+/* Recent addresses and their results: the same clients send many requests,
+ * and an HMAC costs more than the rest of the row. Direct-mapped, so a
+ * lookup is one probe; a collision just recomputes. */
+#define IP_CACHE_SLOTS 4096
+
+typedef struct ip_entry {
+    uint8_t len;              /* 4 or 16; 0: empty */
+    unsigned char addr[16];
+    char anon[48];
+    char hash[IP_HASH_HEX + 1];
+} ip_entry;
+
 struct enrich_ctx {
     const catalog *cat;
+    ip_entry *ip_cache;       /* IP_CACHE_SLOTS entries */
     EVP_MAC *mac;
     EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
     uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
@@ -105,10 +118,13 @@ enrich_ctx *enrich_new(const char *key_file, char *err, size_t n)
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end()};
+    ctx->ip_cache = calloc(IP_CACHE_SLOTS, sizeof(ip_entry));
     ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     ctx->mac_ctx = ctx->mac ? EVP_MAC_CTX_new(ctx->mac) : NULL;
-    if (!ctx->mac_ctx || !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
-        snprintf(err, n, "OpenSSL HMAC-SHA256 unavailable");
+    if (!ctx->ip_cache || !ctx->mac_ctx ||
+        !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
+        snprintf(err, n, "%s", ctx->ip_cache ? "OpenSSL HMAC-SHA256 unavailable"
+                                             : "out of memory");
         OPENSSL_cleanse(key, sizeof(key));
         enrich_free(ctx);
         return NULL;
@@ -128,6 +144,7 @@ void enrich_free(enrich_ctx *ctx)
         return;
     EVP_MAC_CTX_free(ctx->mac_ctx);
     EVP_MAC_free(ctx->mac);
+    free(ctx->ip_cache);
     free(ctx);
 }
 
@@ -250,6 +267,15 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     } else {
         return -1;
     }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < alen; i++)
+        h = (h ^ addr[i]) * 16777619u;
+    ip_entry *e = &ctx->ip_cache[h & (IP_CACHE_SLOTS - 1)];
+    if (e->len == alen && memcmp(e->addr, addr, alen) == 0) {
+        memcpy(out, e->anon, sizeof(e->anon));
+        memcpy(hash, e->hash, sizeof(e->hash));
+        return 0;
+    }
     /* The hash is of the full binary address, so "::ffff:1.2.3.4" and
      * "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
     unsigned char mac[32];
@@ -263,6 +289,8 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         hash[2 * i + 1] = hexdig[mac[i] & 15];
     }
     hash[IP_HASH_HEX] = '\0';
+    e->len = (uint8_t)alen;
+    memcpy(e->addr, addr, alen);
     if (alen == 4) {
         addr[3] = 0;
         inet_ntop(AF_INET, addr, out, 48);
@@ -270,6 +298,8 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         memset(addr + 6, 0, 10); /* keep the /48 */
         inet_ntop(AF_INET6, addr, out, 48);
     }
+    memcpy(e->anon, out, sizeof(e->anon));
+    memcpy(e->hash, hash, sizeof(e->hash));
     return 0;
 }
 

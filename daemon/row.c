@@ -3,7 +3,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "stats.h"
 
@@ -32,25 +31,51 @@ size_t row_max_bytes(size_t max_datagram)
     return max_datagram * 6 + 2048;
 }
 
-/* One second's "YYYY-MM-DD HH:MM:SS" is reused for every row in that second:
- * gmtime_r is the dearest call in a row otherwise. */
+/* Civil date from days since 1970-01-01 (H. Hinnant's algorithm): plain
+ * integer arithmetic, no gmtime_r, no time zone lookups; this runs twice
+ * per row. */
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int)(yoe + era * 400) + (*m <= 2);
+}
+
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 void row_format_time(char *out, uint64_t ms)
 {
-    static __thread time_t cached_sec = -1;
-    static __thread char cached[20];
-    time_t sec = (time_t)(ms / 1000);
-    if (sec != cached_sec) {
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        strftime(cached, sizeof(cached), "%Y-%m-%d %H:%M:%S", &tm);
-        cached_sec = sec;
-    }
-    unsigned frac = (unsigned)(ms % 1000);
-    memcpy(out, cached, 19);
+    uint64_t secs = ms / 1000;
+    unsigned sod = (unsigned)(secs % 86400);
+    int y;
+    unsigned mo, d;
+    civil_from_days((int64_t)(secs / 86400), &y, &mo, &d);
+    put2(out, (unsigned)y / 100 % 100);
+    put2(out + 2, (unsigned)y % 100);
+    out[4] = '-';
+    put2(out + 5, mo);
+    out[7] = '-';
+    put2(out + 8, d);
+    out[10] = ' ';
+    put2(out + 11, sod / 3600);
+    out[13] = ':';
+    put2(out + 14, sod / 60 % 60);
+    out[16] = ':';
+    put2(out + 17, sod % 60);
     out[19] = '.';
+    unsigned frac = (unsigned)(ms % 1000);
     out[20] = (char)('0' + frac / 100);
-    out[21] = (char)('0' + frac / 10 % 10);
-    out[22] = (char)('0' + frac % 10);
+    put2(out + 21, frac % 100);
     out[23] = '\0';
 }
 
@@ -71,6 +96,32 @@ static char *put_u64(char *p, uint64_t v)
     } while (v);
     while (n)
         *p++ = tmp[--n];
+    return p;
+}
+
+/* Cost in USD as a plain decimal with at most 12 places ("0.000217"):
+ * rounded to a picodollar, formatted with integers (snprintf's %g is the
+ * dearest call in a row otherwise, and may choose exponent notation). */
+static char *put_cost(char *p, double usd)
+{
+    if (!(usd > 0) || usd >= 1e7) { /* 0, NaN, or not a plausible cost */
+        *p++ = '0';
+        return p;
+    }
+    uint64_t pico = (uint64_t)(usd * 1e12 + 0.5);
+    p = put_u64(p, pico / 1000000000000ull);
+    uint64_t frac = pico % 1000000000000ull;
+    if (frac) {
+        char digits[12];
+        for (int i = 11; i >= 0; i--, frac /= 10)
+            digits[i] = (char)('0' + frac % 10);
+        int n = 12;
+        while (digits[n - 1] == '0')
+            n--;
+        *p++ = '.';
+        memcpy(p, digits, (size_t)n);
+        p += n;
+    }
     return p;
 }
 
@@ -181,10 +232,7 @@ size_t row_format(char *out, const bf_row *row)
     p = KEY(p, "cached");
     p = ev->cached ? LIT(p, "true") : LIT(p, "false");
     p = KEY(p, "cost_usd");
-    if (row->cost_usd == 0.0)
-        *p++ = '0';
-    else
-        p += snprintf(p, 32, "%.10g", row->cost_usd);
+    p = put_cost(p, row->cost_usd);
     p = KEY(p, "referrer");
     p = put_str(p, row->referrer, row->referrer_len, &replaced);
     p = KEY(p, "ip");
