@@ -83,9 +83,11 @@ catalog *catalog_load(const char *path, char *err, size_t n)
         }
         catalog_model *cm = &cat->models[cat->count];
         json_t *prov = json_object_get(m, "provider");
-        if (!json_is_string(prov) || !*json_string_value(prov)) {
-            snprintf(err, n, "%s: model '%s': 'provider' must be a non-empty string",
-                     path, name);
+        if (!json_is_string(prov) || !*json_string_value(prov) ||
+            json_string_length(prov) > CATALOG_PROVIDER_MAX) {
+            snprintf(err, n,
+                     "%s: model '%s': 'provider' must be a non-empty string of at "
+                     "most %d bytes", path, name, CATALOG_PROVIDER_MAX);
             goto fail;
         }
         cm->name = strdup(name);

@@ -16,6 +16,10 @@
 
 #include <stddef.h>
 
+/* Longest provider name accepted: it is written into every row, and
+ * row_max_bytes() counts it among the fixed columns. */
+#define CATALOG_PROVIDER_MAX 64
+
 typedef struct catalog_model {
     char *name;
     size_t name_len;

@@ -49,6 +49,9 @@ static const option_def options[] = {
      "secret key for ip_hash; created with mode 0600 when missing"},
     {"stats-socket", OPT_STR, OFF(stats_socket), "/run/birdfeeder/stats.sock", 0,
      0, NULL, "Unix socket streaming one JSON stats line per interval ('' off)"},
+    {"spool-dir", OPT_STR, OFF(spool_dir), "/var/lib/birdfeeder/spool", 0, 0, NULL,
+     "where batches wait on disk (memory cap, outage at shutdown) and "
+     "refused batches are kept (dead-letter.ndjson)"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0, NULL,
      "debug, info, warn or error"},
     {"flush-bytes", OPT_SIZE, OFF(flush_bytes), "4MiB", 4096, 10000000, NULL,
@@ -65,6 +68,21 @@ static const option_def options[] = {
      "whole-request timeout for one POST"},
     {"max-inflight", OPT_UINT, OFF(max_inflight), "4", 1, 64, NULL,
      "requests in flight per dataset"},
+    {"max-memory", OPT_SIZE, OFF(max_memory), "64MiB", 65536, 68719476736ull,
+     NULL, "memory for batches waiting and in flight; past it new batches "
+     "go to the spool (flush-bytes is lowered to a quarter of it)"},
+    {"max-spool-bytes", OPT_SIZE, OFF(max_spool_bytes), "1GiB", 65536,
+     1099511627776ull, NULL,
+     "disk for the spool; past it the oldest segment is deleted (counted)"},
+    {"spool-segment-bytes", OPT_SIZE, OFF(spool_segment_bytes), "16MiB", 4096,
+     1073741824, NULL, "a spool segment file is closed past this size"},
+    {"max-dead-letter-bytes", OPT_SIZE, OFF(max_dead_letter_bytes), "64MiB", 4096,
+     1099511627776ull, NULL,
+     "dead-letter.ndjson is rotated (one old copy kept) past this size"},
+    {"backoff-min-ms", OPT_MS, OFF(backoff_min_ms), "500", 1, 3600000, NULL,
+     "first retry backoff ceiling (full jitter, doubling per failure)"},
+    {"backoff-max-ms", OPT_MS, OFF(backoff_max_ms), "60000", 1, 3600000, NULL,
+     "largest retry backoff"},
     {"shutdown-timeout-ms", OPT_MS, OFF(shutdown_timeout_ms), "5000", 0, 600000,
      NULL, "on SIGTERM, how long to keep flushing before giving up"},
 };
@@ -331,6 +349,12 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
         strncmp(cfg->tinybird_url, "https://", 8) != 0) {
         errf(err, n, "option 'tinybird-url': '%s' must start with https:// "
                      "(or http:// for a local test server)", cfg->tinybird_url);
+        return CONFIG_ERROR;
+    }
+    if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
+        errf(err, n, "option 'backoff-min-ms': %llu is more than backoff-max-ms %llu",
+             (unsigned long long)cfg->backoff_min_ms,
+             (unsigned long long)cfg->backoff_max_ms);
         return CONFIG_ERROR;
     }
     if (log_level_parse(cfg->log_level) < 0) {

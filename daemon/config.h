@@ -23,6 +23,7 @@ typedef struct bf_config {
     char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
     char *stats_socket;      /* Unix socket path; "" disables */
     char *log_level;
+    char *spool_dir;         /* spool and dead letters */
     char *config_file;       /* the file these came from, or NULL */
     uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
     uint64_t flush_interval_ms;
@@ -32,6 +33,11 @@ typedef struct bf_config {
     uint64_t http_timeout_ms;
     uint64_t max_inflight;   /* requests in flight per dataset */
     uint64_t shutdown_timeout_ms;
+    uint64_t max_memory;     /* batches waiting and in flight */
+    uint64_t max_spool_bytes;
+    uint64_t spool_segment_bytes;
+    uint64_t max_dead_letter_bytes;
+    uint64_t backoff_min_ms, backoff_max_ms;
     int check_only;          /* --check-config: validate and exit */
 } bf_config;
 

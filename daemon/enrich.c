@@ -239,7 +239,8 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     unsigned char addr[16];
     size_t alen;
     out[0] = hash[0] = '\0';
-    if (len == 0 || len >= sizeof(text))
+    /* A NUL inside would end the text early and hide trailing bytes. */
+    if (len == 0 || len >= sizeof(text) || memchr(ip, '\0', len))
         return -1;
     memcpy(text, ip, len);
     text[len] = '\0';
@@ -247,7 +248,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     if (s[0] == '[') { /* "[2001:db8::1]" */
         s++;
         char *close = strchr(s, ']');
-        if (!close)
+        if (!close || close[1] != '\0') /* "]" ends it: no ":port" */
             return -1;
         *close = '\0';
     }
@@ -303,15 +304,17 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     return 0;
 }
 
-static double row_cost(const bf_event *ev, const catalog_model *m)
+/* failed: the row's status is "error" (given, or implied by an error
+ * message), so a failed image costs nothing. */
+static double row_cost(const bf_event *ev, const catalog_model *m, int failed)
 {
     if (!m || ev->cached)
         return 0.0; /* a cache hit costs nothing */
-    if (m->per_image > 0 && ev->dataset == BF_DATASET_image_events) {
-        int failed = BF_HAS(ev, status) && ev->status.len == 5; /* "error" */
+    if (m->per_image > 0 && ev->dataset == BF_DATASET_image_events)
         return failed ? 0.0 : m->per_image;
-    }
-    uint64_t prompt = ev->prompt_tokens, cached = ev->cached_tokens;
+    /* cached_tokens belongs to llm_events; elsewhere it is ignored. */
+    uint64_t prompt = ev->prompt_tokens,
+             cached = ev->dataset == BF_DATASET_llm_events ? ev->cached_tokens : 0;
     if (cached > prompt)
         cached = prompt; /* cached tokens are part of the prompt */
     return ((double)(prompt - cached) * m->prompt_per_mtok +
@@ -319,9 +322,8 @@ static double row_cost(const bf_event *ev, const catalog_model *m)
             (double)ev->completion_tokens * m->completion_per_mtok) / 1e6;
 }
 
-static bf_str str_or(const bf_event *ev, bf_str s, int has, const char *def)
+static bf_str str_or(bf_str s, int has, const char *def)
 {
-    (void)ev;
     if (has && s.len)
         return s;
     return (bf_str){def, strlen(def)};
@@ -336,7 +338,6 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     if (!m)
         stats.unknown_model++;
     row->provider = m ? m->provider : "unknown";
-    row->cost_usd = row_cost(ev, m);
 
     /* Timestamps: fill what is missing from what is given; a sender that
      * gives only duration_ms is taken to send when the request ended. */
@@ -373,11 +374,13 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     }
 
     int has_user = BF_HAS(ev, user_id) && ev->user_id.len;
-    row->user_id = str_or(ev, ev->user_id, has_user, "anonymous");
-    row->tier = str_or(ev, ev->tier, BF_HAS(ev, tier), has_user ? "" : "anonymous");
+    row->user_id = str_or(ev->user_id, has_user, "anonymous");
+    row->tier = str_or(ev->tier, BF_HAS(ev, tier), has_user ? "" : "anonymous");
     int has_err = BF_HAS(ev, error_message) && ev->error_message.len;
-    row->status = str_or(ev, ev->status, BF_HAS(ev, status),
+    row->status = str_or(ev->status, BF_HAS(ev, status),
                          has_err ? "error" : "success");
+    row->cost_usd = row_cost(ev, m, row->status.len == 5 &&
+                                        memcmp(row->status.ptr, "error", 5) == 0);
     row->prompt = ev->prompt;
     row->prompt.len = BF_HAS(ev, prompt)
                           ? enrich_utf8_prefix(ev->prompt.ptr, ev->prompt.len,

@@ -21,6 +21,7 @@
 #include "receive.h"
 #include "row.h"
 #include "sink.h"
+#include "spool.h"
 #include "stats.h"
 
 static struct {
@@ -67,6 +68,12 @@ static void on_flush(batch_buf *b, void *arg)
     sink_submit(b);
 }
 
+static void on_replay(batch_buf *b, uint64_t ref, void *arg)
+{
+    (void)arg;
+    sink_submit_replay(b, ref);
+}
+
 static void refresh_gauges(void *arg)
 {
     (void)arg;
@@ -93,16 +100,18 @@ static void on_drained(void *arg)
     for (unsigned i = 1; i < BF_R_MAX; i++)
         rejected += stats.rejected[i];
     sink_close();
+    spool_close();
     stats_stop();
     receive_close();
     if (app.watchdog_on)
         uv_timer_stop(&app.watchdog);
     uv_walk(app.loop, close_walk, NULL); /* signals, watchdog */
     log_info("stopped", "received=%llu accepted=%llu rejected=%llu delivered=%llu "
-                        "dropped=%llu",
+                        "dropped=%llu spooled=%llu replayed=%llu",
              (unsigned long long)stats.received, (unsigned long long)accepted,
              (unsigned long long)rejected, (unsigned long long)delivered,
-             (unsigned long long)dropped);
+             (unsigned long long)dropped, (unsigned long long)stats.rows_spooled,
+             (unsigned long long)stats.rows_replayed);
 }
 
 static void shutdown_start(const char *why)
@@ -209,9 +218,29 @@ int main(int argc, char **argv)
                   uv_strerror(rc));
     stats_on_refresh(refresh_gauges, NULL);
 
+    /* The open batches count against the memory cap too. */
+    if (cfg->flush_bytes > cfg->max_memory / 4) {
+        log_info("flush_bytes_lowered", "from=%llu to=%llu reason=max_memory",
+                 (unsigned long long)cfg->flush_bytes,
+                 (unsigned long long)(cfg->max_memory / 4));
+        cfg->flush_bytes = cfg->max_memory / 4;
+    }
+    stats.memory_cap = cfg->max_memory;
+    int spool = 0;
+    if (cfg->token) {
+        spool_opts po = {.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
+                         .segment_bytes = cfg->spool_segment_bytes,
+                         .dead_letter_max = cfg->max_dead_letter_bytes};
+        if (spool_open(app.loop, &po, on_replay, NULL, err, sizeof(err)) < 0)
+            return fail("spool", err);
+        spool = 1;
+    }
     sink_opts so = {.url = cfg->tinybird_url, .token = cfg->token,
                     .out_path = cfg->out, .timeout_ms = cfg->http_timeout_ms,
-                    .max_inflight = (unsigned)cfg->max_inflight};
+                    .max_inflight = (unsigned)cfg->max_inflight,
+                    .backoff_min_ms = cfg->backoff_min_ms,
+                    .backoff_max_ms = cfg->backoff_max_ms,
+                    .max_memory = cfg->max_memory, .spool = spool};
     if (sink_start(app.loop, &so, err, sizeof(err)) < 0)
         return fail("sink", err);
     if (cfg->token)

@@ -13,6 +13,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "spool.h"
 #include "stats.h"
 
 typedef struct flight {
@@ -20,6 +21,7 @@ typedef struct flight {
     unsigned char *gz;     /* gzip of b, once compressed; owned */
     size_t gz_len, gz_cap;
     unsigned attempts;
+    uint64_t spool_ref;    /* segment it was replayed from; 0: live */
     uv_work_t work;
     struct flight *next;
 } flight;
@@ -48,6 +50,8 @@ static struct {
     void (*drain_done)(void *);
     void *drain_arg;
     uv_timer_t drain_timer;
+    uv_timer_t replay_timer;
+    unsigned replaying;    /* replayed batches queued or in flight */
     int started;
 } sk;
 
@@ -55,6 +59,31 @@ static log_limit fail_limit, reject_limit, quarantine_limit;
 
 static void pump(ds_state *d);
 static void check_drained(void);
+static void pump_spool(void);
+
+/* A flight reached its end (delivered, or dropped and counted): a replayed
+ * one releases its rows in the spool. */
+static void flight_settled(flight *f)
+{
+    if (f->spool_ref) {
+        spool_ack(f->spool_ref, f->b->rows);
+        sk.replaying--;
+    }
+}
+
+/* Shutdown, or memory over the cap: a live batch goes to the spool; a
+ * replayed one is still in the spool and is simply let go. */
+static void flight_to_spool(flight *f)
+{
+    if (f->spool_ref) {
+        sk.replaying--;
+    } else if (sk.o.spool) {
+        spool_append(f->b);
+        f->b = NULL;
+    } else {
+        stats_drop(DROP_shutdown, f->b->dataset, f->b->rows);
+    }
+}
 
 static void flight_free(flight *f)
 {
@@ -62,7 +91,8 @@ static void flight_free(flight *f)
         stats.memory_bytes -= f->gz_cap;
         free(f->gz);
     }
-    batch_buf_free(f->b);
+    if (f->b)
+        batch_buf_free(f->b);
     free(f);
 }
 
@@ -239,8 +269,16 @@ static void compress_done(uv_work_t *w, int status)
     (void)status;
     if (f->gz)
         stats.memory_bytes += f->gz_cap;
+    ds_state *d = &sk.ds[f->b->dataset];
+    if (sk.aborting) { /* the deadline passed while it was compressing */
+        d->inflight--;
+        flight_to_spool(f);
+        flight_free(f);
+        check_drained();
+        return;
+    }
     /* Without gzip (allocation failed) the plain body is still valid. */
-    post(&sk.ds[f->b->dataset], f);
+    post(d, f);
 }
 
 static void on_resume(uv_timer_t *t)
@@ -252,12 +290,13 @@ static void on_resume(uv_timer_t *t)
 
 /* Wait ms before this dataset sends again (a drain waits 100 ms at most:
  * the backoff is cut short, not the retry). */
-static void pause_for(ds_state *d, uint64_t ms)
+static uint64_t pause_for(ds_state *d, uint64_t ms)
 {
     if (sk.draining && ms > 100)
         ms = 100;
     d->paused = 1;
     uv_timer_start(&d->timer, on_resume, ms, 0);
+    return ms;
 }
 
 static uint64_t next_backoff(ds_state *d)
@@ -309,6 +348,9 @@ static int split_flight(ds_state *d, flight *f)
         f->gz = NULL;
     }
     f2->b = b2;
+    f2->spool_ref = f->spool_ref;
+    if (f2->spool_ref)
+        sk.replaying++; /* each half settles on its own */
     push_front(d, f2);
     push_front(d, f);
     return 0;
@@ -352,15 +394,17 @@ static void on_posted(const http_result *res, void *arg)
     if (st >= 200 && st < 300) {
         count_delivered(f, res);
         d->backoff_ms = 0;
+        flight_settled(f);
         flight_free(f);
     } else if (sk.aborting) {
-        stats_drop(DROP_shutdown, f->b->dataset, f->b->rows);
+        flight_to_spool(f);
         flight_free(f);
     } else if (st == 413) {
         if (split_flight(d, f) < 0) {
             log_limited(&reject_limit, LOG_ERROR, "row_too_large",
                         "dataset=%s bytes=%zu", bf_dataset_name(d->dataset), f->b->len);
             stats_drop(DROP_too_large, f->b->dataset, f->b->rows);
+            flight_settled(f);
             flight_free(f);
         }
     } else if (st == 429 || st == 408 || st >= 500 || st == 0) {
@@ -372,12 +416,12 @@ static void on_posted(const http_result *res, void *arg)
         else
             wait = next_backoff(d);
         stats.retries++;
+        push_front(d, f);
+        wait = pause_for(d, wait);
         log_limited(&fail_limit, LOG_WARN, "send_retry",
                     "dataset=%s status=%ld error=\"%s\" attempt=%u wait_ms=%llu",
                     bf_dataset_name(d->dataset), st, res->error ? res->error : "",
                     f->attempts, (unsigned long long)wait);
-        push_front(d, f);
-        pause_for(d, wait);
     } else {
         const char *hint = st == 403   ? "the token is wrong or lacks DATASOURCE:APPEND"
                            : st == 404 ? "the datasource is missing, or the token's "
@@ -389,9 +433,15 @@ static void on_posted(const http_result *res, void *arg)
                     bf_dataset_name(d->dataset), st, (unsigned long long)f->b->rows,
                     hint, res->body);
         stats_drop(DROP_http_rejected, f->b->dataset, f->b->rows);
+        flight_settled(f);
+        if (sk.o.spool) { /* kept for a person to look at, not retried */
+            spool_dead_letter(f->b, st, res->body);
+            f->b = NULL;
+        }
         flight_free(f);
     }
     pump(d);
+    pump_spool();
     check_drained();
 }
 
@@ -414,18 +464,59 @@ static void pump(ds_state *d)
     }
 }
 
-void sink_submit(batch_buf *b)
+static void submit(batch_buf *b, uint64_t ref)
 {
     flight *f = calloc(1, sizeof(*f));
     if (!f) {
         stats_drop(DROP_no_memory, b->dataset, b->rows);
+        if (ref)
+            spool_ack(ref, b->rows);
         batch_buf_free(b);
         return;
     }
     f->b = b;
+    f->spool_ref = ref;
+    if (ref)
+        sk.replaying++;
     ds_state *d = &sk.ds[b->dataset];
     push_back(d, f);
     pump(d);
+}
+
+void sink_submit(batch_buf *b)
+{
+    /* Over the memory cap, a whole new batch waits on disk instead; the
+     * ones already queued keep their place. */
+    if (sk.o.spool && !sk.file_mode && stats.memory_bytes > sk.o.max_memory) {
+        spool_append(b);
+        return;
+    }
+    submit(b, 0);
+}
+
+void sink_submit_replay(batch_buf *b, uint64_t ref)
+{
+    submit(b, ref);
+}
+
+/* Read the spool back while the sink is healthy: nothing backing off or
+ * waiting, memory under half the cap, one replayed batch at a time per
+ * dataset's worth of slots. */
+static void pump_spool(void)
+{
+    if (!sk.o.spool || sk.file_mode || sk.draining)
+        return;
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
+        if (sk.ds[id].paused || sk.ds[id].head)
+            return;
+    if (sk.replaying < 2 && stats.memory_bytes < sk.o.max_memory / 2)
+        spool_read_next();
+}
+
+static void on_replay_tick(uv_timer_t *t)
+{
+    (void)t;
+    pump_spool();
 }
 
 int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
@@ -447,6 +538,9 @@ int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
                  opts->url, bf_dataset_name(id));
     }
     uv_timer_init(loop, &sk.drain_timer);
+    uv_timer_init(loop, &sk.replay_timer);
+    if (sk.o.spool && !sk.file_mode)
+        uv_timer_start(&sk.replay_timer, on_replay_tick, 200, 200);
     sk.started = 1;
     if (sk.file_mode) {
         if (strcmp(opts->out_path, "-") == 0) {
@@ -473,7 +567,11 @@ static void check_drained(void)
     void (*done)(void *) = sk.drain_done;
     sk.drain_done = NULL;
     uv_timer_stop(&sk.drain_timer);
-    done(sk.drain_arg);
+    /* Whatever was spooled on the way must be on disk before we exit. */
+    if (sk.o.spool)
+        spool_flush(done, sk.drain_arg);
+    else
+        done(sk.drain_arg);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
@@ -487,7 +585,7 @@ static void on_drain_deadline(uv_timer_t *t)
         uv_timer_stop(&d->timer);
         flight *f;
         while ((f = pop_front(d))) {
-            stats_drop(DROP_shutdown, f->b->dataset, f->b->rows);
+            flight_to_spool(f);
             flight_free(f);
         }
     }
@@ -499,6 +597,7 @@ static void on_drain_deadline(uv_timer_t *t)
 void sink_drain(uint64_t deadline_ms, void (*done)(void *arg), void *arg)
 {
     sk.draining = 1;
+    uv_timer_stop(&sk.replay_timer);
     sk.drain_done = done;
     sk.drain_arg = arg;
     for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
@@ -523,6 +622,7 @@ void sink_close(void)
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)
         uv_close((uv_handle_t *)&sk.ds[id].timer, NULL);
     uv_close((uv_handle_t *)&sk.drain_timer, NULL);
+    uv_close((uv_handle_t *)&sk.replay_timer, NULL);
     if (sk.file_mode) {
         if (sk.out_fd != STDOUT_FILENO)
             close(sk.out_fd);

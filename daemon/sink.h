@@ -11,8 +11,15 @@
  *              is still too large is dropped (dropped.too_large)
  *   5xx, 408,  exponential backoff with full jitter (0.5 s doubling to 60 s,
  *   no answer  reset by a success), then sent again
- *   other 4xx  never retried: dropped (dropped.http_rejected), logged, with
- *              a hint for 403 (token) and 404 (region host)
+ *   other 4xx  never retried: the batch goes to the dead-letter file with the
+ *              status and response (dropped.http_rejected), logged with a
+ *              hint for 403 (token) and 404 (region host)
+ *
+ * Memory: batches waiting and in flight are counted against max_memory;
+ * a batch closed while over it goes to the spool instead of the queue. The
+ * spool is replayed, oldest first, while the sink is healthy (no dataset
+ * backing off, nothing waiting, memory under half the cap). At shutdown
+ * whatever is not acknowledged by the deadline is spooled.
  * Without a token, batches are appended to a file (or stdout) in order.
  *
  * The sink owns every batch passed to sink_submit, on every path.
@@ -32,6 +39,8 @@ typedef struct sink_opts {
     uint64_t timeout_ms;      /* one request */
     unsigned max_inflight;    /* per dataset */
     uint64_t backoff_min_ms, backoff_max_ms;
+    uint64_t max_memory;      /* bytes; past it batches go to the spool */
+    int spool;                /* spool_open succeeded: use it */
 } sink_opts;
 
 /* Returns 0, or -1 with a message in err (size n). */
@@ -40,9 +49,13 @@ int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n);
 /* Queue b for delivery; the sink owns it from here, whatever happens. */
 void sink_submit(batch_buf *b);
 
+/* A batch read back from the spool (ref for spool_ack); the sink owns b. */
+void sink_submit_replay(batch_buf *b, uint64_t ref);
+
 /* Deliver what is queued and in flight, cutting backoff waits short; when
- * nothing is left, or deadline_ms (loop time) passes, abort the rest
- * (counted as dropped.shutdown) and call done. */
+ * nothing is left, or deadline_ms (loop time) passes, spool the rest (or,
+ * without a spool, count it as dropped.shutdown), wait for the spool's
+ * writes and call done. */
 void sink_drain(uint64_t deadline_ms, void (*done)(void *arg), void *arg);
 
 /* Close every handle; call after sink_drain's done ran. */

@@ -133,6 +133,13 @@ json_t *stats_snapshot(void)
     }
     json_object_set_new(o, "dropped_total", I(drop_total));
     json_object_set_new(o, "dropped", drop);
+    json_object_set_new(o, "rows_spooled", I(stats.rows_spooled));
+    json_object_set_new(o, "rows_replayed", I(stats.rows_replayed));
+    json_object_set_new(o, "rows_dead_lettered", I(stats.rows_dead_lettered));
+    json_object_set_new(o, "spool_torn", I(stats.spool_torn));
+    json_object_set_new(o, "spool_bytes", I(stats.spool_bytes));
+    json_object_set_new(o, "spool_segments", I(stats.spool_segments));
+    json_object_set_new(o, "memory_cap", I(stats.memory_cap));
     json_object_set_new(o, "kernel_drops", I(stats.kernel_drops));
     json_object_set_new(o, "socket_queue_bytes", I(stats.socket_queue_bytes));
     json_object_set_new(o, "rcvbuf_bytes", I(stats.rcvbuf_bytes));

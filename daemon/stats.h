@@ -43,11 +43,18 @@ typedef struct bf_stats {
     uint64_t rows_delivered[BF_DATASET_MAX];
     uint64_t rows_quarantined[BF_DATASET_MAX];
     uint64_t dropped[DROP_MAX];    /* rows, by reason */
+    uint64_t rows_spooled;         /* rows written to the spool */
+    uint64_t rows_replayed;        /* rows read back from the spool */
+    uint64_t rows_dead_lettered;   /* rows written to the dead-letter file */
+    uint64_t spool_torn;           /* torn or corrupt records skipped */
     /* gauges */
     uint64_t kernel_drops;         /* socket drop count (SO_MEMINFO) */
     uint64_t socket_queue_bytes;   /* bytes waiting in the receive queue */
     uint64_t rcvbuf_bytes;         /* SO_RCVBUF granted */
     uint64_t memory_bytes;         /* batch buffers waiting and in flight */
+    uint64_t memory_cap;           /* --max-memory */
+    uint64_t spool_bytes;
+    uint64_t spool_segments;
     uint64_t inflight_requests;
     uint64_t last_flush_ok_ms;     /* wall clock of the last 2xx, 0: never */
 } bf_stats;

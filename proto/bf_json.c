@@ -89,9 +89,10 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
 {
     json_error_t error;
 
-    /* Flags 0: an object or array at the top, no NUL in strings, nothing but
-     * whitespace after the value. Arrays fail in bf_event_from_json. */
-    *doc = json_loadb(buf, len, 0, &error);
+    /* An object or array at the top (arrays fail in bf_event_from_json), no
+     * NUL in strings, nothing but whitespace after the value, and no key
+     * twice: which of two values a sender meant is a guess we don't make. */
+    *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &error);
     if (!*doc) {
         bf_event_init(ev, BF_DATASET_NONE);
         if (bad_key)
@@ -101,11 +102,10 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
     return bf_event_from_json(*doc, ev, bad_key);
 }
 
-/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), or 0 when the
- * sequence is invalid; then *bad is the length of its maximal invalid
- * prefix, which is replaced by one U+FFFD (Unicode's "substitution of
- * maximal subparts", what Python and most decoders do). */
-static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), or 0 when
+ * the byte at s does not start one (overlongs, surrogates and values past
+ * U+10FFFF are not valid). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t want;
@@ -113,55 +113,53 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 
     if (c < 0x80)
         return 1;
-    if (c >= 0xC2 && c <= 0xDF)
+    if (c >= 0xC2 && c <= 0xDF) {
         want = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
+    } else if (c >= 0xE0 && c <= 0xEF) {
         want = 3;
         if (c == 0xE0)
-            lo = 0xA0; /* overlong */
+            lo = 0xA0;
         else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
+            hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         want = 4;
         if (c == 0xF0)
-            lo = 0x90; /* overlong */
+            lo = 0x90;
         else if (c == 0xF4)
-            hi = 0x8F; /* over U+10FFFF */
+            hi = 0x8F;
     } else {
-        *bad = 1;
         return 0;
     }
-    for (size_t i = 1; i < want; i++) {
-        unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xBF;
-        if (i >= n || s[i] < min || s[i] > max) {
-            *bad = i;
+    if (n < want || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < want; i++)
+        if ((s[i] & 0xC0) != 0x80)
             return 0;
-        }
-    }
     return want;
 }
 
-/* A JSON string of s, with invalid UTF-8 replaced (see bf_event_to_json). */
+/* A JSON string of s; each byte that is not part of a valid UTF-8 sequence
+ * becomes U+FFFD, as the daemon's row writer does (daemon/row.c), so the
+ * decoded view shows what would reach Tinybird. */
 static json_t *json_from_bytes(const bf_str *s)
 {
     const unsigned char *p = (const unsigned char *)s->ptr;
-    size_t n = s->len, i = 0, k, bad;
+    size_t n = s->len, i = 0, k;
 
     if (n == 0)
         return json_string("");
-    while (i < n && (k = utf8_seq(p + i, n - i, &bad)) != 0)
+    while (i < n && (k = utf8_seq(p + i, n - i)) != 0)
         i += k;
     if (i == n)
         return json_stringn_nocheck(s->ptr, n);
 
-    /* Rare: copy, replacing each maximal invalid subpart (>= 1 byte) by the
-     * three bytes of U+FFFD. */
+    /* Rare: copy with replacements (3 bytes out per bad byte at most). */
     char *out = malloc(n * 3);
     if (!out)
         return NULL;
     size_t o = 0;
     for (i = 0; i < n;) {
-        k = utf8_seq(p + i, n - i, &bad);
+        k = utf8_seq(p + i, n - i);
         if (k) {
             memcpy(out + o, p + i, k);
             o += k;
@@ -169,7 +167,7 @@ static json_t *json_from_bytes(const bf_str *s)
         } else {
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;
-            i += bad;
+            i++;
         }
     }
     json_t *v = json_stringn(out, o);

@@ -24,8 +24,8 @@ bf_reason bf_event_from_json(json_t *obj, bf_event *ev, const char **bad_key);
 /* Decode a JSON datagram as the daemon does: buf (len bytes, first byte '{')
  * must be exactly one JSON object, whitespace around it allowed; then
  * bf_event_from_json(). Anything that does not parse, including invalid
- * UTF-8, a NUL escape, an integer over 2^63-1 or trailing text, is bad_json;
- * of a repeated key the last one wins. Values are not validated.
+ * UTF-8, a NUL escape, an integer over 2^63-1, a repeated key or trailing
+ * text, is bad_json. Values are not validated.
  * *doc receives the parsed document, or NULL when nothing parsed; the
  * strings of ev and *bad_key borrow from it, so the caller json_decref()s
  * *doc once done with them, on success and on failure alike. */
@@ -33,8 +33,8 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
                          json_t **doc, const char **bad_key);
 
 /* A new JSON object with the dataset name (or its number when unknown) and
- * every present field, in tag order. Bytes of a string that are not valid
- * UTF-8 are replaced by U+FFFD, as Python's errors="replace" does, so the
+ * every present field, in tag order. Each byte of a string that is not part
+ * of a valid UTF-8 sequence becomes U+FFFD, as in the daemon's rows, so the
  * result always dumps. Integers over 2^63-1 (never valid in v1) come out
  * negative: validate first. The caller owns the result (json_decref).
  * Returns NULL on allocation failure. */

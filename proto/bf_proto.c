@@ -243,7 +243,7 @@ bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
         r = BF_R_missing_field;
         goto out;
     }
-    unsigned ds_bit = 1u << ev->dataset;
+    unsigned ds_bit = 1u << ev->dataset; /* a known id, so < 32 */
     for (bad = 1; bad < BF_F_MAX; bad++) {
         const bf_field_info *f = &bf_fields[bad];
         if (!f->name || !((ev->present >> bad) & 1u) || !(f->datasets & ds_bit))

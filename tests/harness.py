@@ -385,6 +385,8 @@ class Daemon:
                 cmd += ['--ip-hash-key-file', str(self.dir / 'ip-hash.key')]
             if not self._has_opt('--catalog') and REPO_CATALOG.is_file():
                 cmd += ['--catalog', str(REPO_CATALOG)]
+            if not self._has_opt('--spool-dir'):
+                cmd += ['--spool-dir', str(self.dir / 'spool')]
         cmd += self.args
         self.cmd = cmd
         self.stderr_path = self.dir / 'stderr.log'

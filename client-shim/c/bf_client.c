@@ -1,0 +1,197 @@
+/* bf_client.c: the C client shim. See bf_client.h for the contracts. */
+#include "bf_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct bf_client {
+    int fd;
+    _Atomic uint64_t sent;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t oversize;
+    _Atomic uint64_t failed;
+};
+
+/* Parse "A.B.C.D:PORT", "[IPv6]:PORT" or "localhost:PORT" into *ss.
+ * Numeric only: a name lookup could block the service that opens us. */
+static int client_parse_addr(const char *hp, struct sockaddr_storage *ss,
+                             socklen_t *sslen)
+{
+    char host[64];
+    const char *port;
+    size_t hlen;
+    int bracketed = hp[0] == '[';
+
+    if (bracketed) {
+        const char *close = strchr(hp, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        hlen = (size_t)(close - hp - 1);
+        hp++;
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(hp, ':');
+        if (!colon)
+            return -EINVAL;
+        hlen = (size_t)(colon - hp);
+        port = colon + 1;
+        if (memchr(hp, ':', hlen)) /* bare IPv6 needs brackets */
+            return -EINVAL;
+    }
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, hp, hlen);
+    host[hlen] = '\0';
+
+    unsigned long p = 0;
+    if (*port == '\0' || strlen(port) > 5)
+        return -EINVAL;
+    for (const char *c = port; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return -EINVAL;
+        p = p * 10 + (unsigned long)(*c - '0');
+    }
+    if (p == 0 || p > 65535)
+        return -EINVAL;
+
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (!bracketed && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)p);
+        *sslen = sizeof(*sin);
+    } else if (bracketed && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)p);
+        *sslen = sizeof(*sin6);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+bf_client *bf_client_open(const char *hostport, int *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    bf_client *c = NULL;
+    int result;
+
+    if (!hostport) {
+        hostport = getenv(BF_CLIENT_ADDR_ENV);
+        if (!hostport || !*hostport)
+            hostport = BF_CLIENT_DEFAULT_ADDR;
+    }
+    result = client_parse_addr(hostport, &ss, &sslen);
+    if (result)
+        goto fail;
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        result = -ENOMEM;
+        goto fail;
+    }
+    c->fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) {
+        result = -errno;
+        goto fail;
+    }
+    /* Connected: the kernel fills in the address once, and reports ICMP
+     * port-unreachable (no daemon) as ECONNREFUSED on a later send. */
+    if (connect(c->fd, (struct sockaddr *)&ss, sslen) < 0) {
+        result = -errno;
+        close(c->fd);
+        goto fail;
+    }
+    atomic_init(&c->sent, 0);
+    atomic_init(&c->dropped, 0);
+    atomic_init(&c->oversize, 0);
+    atomic_init(&c->failed, 0);
+    if (err)
+        *err = 0;
+    return c;
+fail:
+    free(c);
+    if (err)
+        *err = result;
+    return NULL;
+}
+
+/* Bytes of the first max_chars UTF-8 characters of s. A character starts at
+ * every byte that is not a continuation byte (10xxxxxx), so the cut never
+ * falls inside a sequence, even in text that is not valid UTF-8. */
+static size_t client_utf8_prefix(const char *s, size_t len, size_t max_chars)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80 && chars++ == max_chars)
+            return i;
+    }
+    return len;
+}
+
+size_t bf_client_encode(const bf_event *ev, uint8_t *out, size_t cap)
+{
+    if (!BF_HAS(ev, prompt))
+        return bf_encode(ev, out, cap);
+    bf_event cut = *ev;
+    cut.prompt.len = client_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
+                                        BF_CLIENT_PROMPT_CHARS);
+    return bf_encode(&cut, out, cap);
+}
+
+int bf_client_send(bf_client *c, const bf_event *ev)
+{
+    uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
+    size_t n = bf_client_encode(ev, buf, sizeof(buf));
+
+    if (n == 0) {
+        atomic_fetch_add_explicit(&c->oversize, 1, memory_order_relaxed);
+        return -EMSGSIZE;
+    }
+    /* MSG_DONTWAIT even though the socket is non-blocking, in case a caller
+     * ever dup()s it; MSG_NOSIGNAL so no send can raise SIGPIPE. */
+    if (send(c->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+        atomic_fetch_add_explicit(&c->sent, 1, memory_order_relaxed);
+        return 0;
+    }
+    int result = -errno;
+    switch (errno) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+    case ENOBUFS:
+    case ECONNREFUSED:
+        atomic_fetch_add_explicit(&c->dropped, 1, memory_order_relaxed);
+        break;
+    default:
+        atomic_fetch_add_explicit(&c->failed, 1, memory_order_relaxed);
+        break;
+    }
+    return result;
+}
+
+void bf_client_stats(const bf_client *c, struct bf_client_stats *out)
+{
+    out->sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    out->dropped = atomic_load_explicit(&c->dropped, memory_order_relaxed);
+    out->oversize = atomic_load_explicit(&c->oversize, memory_order_relaxed);
+    out->failed = atomic_load_explicit(&c->failed, memory_order_relaxed);
+}
+
+void bf_client_close(bf_client *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c);
+}

@@ -1,0 +1,672 @@
+/* spool.c: segmented on-disk spool and dead letters. See spool.h. */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <jansson.h>
+
+#include "log.h"
+#include "stats.h"
+
+#define REC_MAGIC 0x31534642u /* "BFS1" little endian */
+#define HDR_LEN 24
+#define REC_MAX (64u * 1024 * 1024) /* larger lengths mean a corrupt header */
+
+typedef struct segment {
+    uint64_t seq;
+    uint64_t bytes;       /* valid bytes (a torn tail is not counted) */
+    uint64_t read_off;    /* next record to read */
+    uint64_t rows_unread; /* rows in records not yet read */
+    uint64_t rows_out;    /* rows read and not yet acknowledged */
+    int active;           /* new appends go here */
+    int doomed;           /* dropped for space: goes once nothing uses it */
+    unsigned pending;     /* queued or running operations that use it */
+    int fd;               /* write fd, closed once inactive and idle */
+    struct segment *next;
+} segment;
+
+enum op_kind { OP_APPEND, OP_READ, OP_UNLINK, OP_DEAD, OP_BARRIER };
+
+typedef struct spool_op {
+    uv_work_t work;
+    enum op_kind kind;
+    segment *seg;         /* APPEND, READ */
+    batch_buf *b;         /* APPEND, DEAD: written; READ: result */
+    char path[300];       /* UNLINK */
+    char *text;           /* DEAD: header line */
+    int err;              /* errno of the I/O, 0 on success */
+    int torn;             /* READ: the record was torn or corrupt */
+    uint64_t off, len;    /* READ: where; result length incl header */
+    void (*done)(void *); /* BARRIER */
+    void *done_arg;
+    struct spool_op *next;
+} spool_op;
+
+static struct {
+    uv_loop_t *loop;
+    spool_opts o;
+    spool_replay_cb cb;
+    void *cb_arg;
+    segment *segs, *tail;  /* oldest first */
+    uint64_t next_seq;
+    spool_op *q_head, *q_tail; /* operations waiting for the running one */
+    int running;
+    int reading;
+    int open;
+} sp;
+
+static log_limit torn_limit, write_limit;
+
+static void seg_path(char *out, size_t n, uint64_t seq)
+{
+    snprintf(out, n, "%s/%016llx.seg", sp.o.dir, (unsigned long long)seq);
+}
+
+static void gauges(void)
+{
+    uint64_t bytes = 0, count = 0;
+    for (segment *s = sp.segs; s; s = s->next) {
+        bytes += s->bytes;
+        count++;
+    }
+    stats.spool_bytes = bytes;
+    stats.spool_segments = count;
+}
+
+static uint32_t rec_crc(const unsigned char *hdr, const char *payload, size_t len)
+{
+    uLong c = crc32(0L, hdr + 12, HDR_LEN - 12);
+    return (uint32_t)crc32(c, (const Bytef *)payload, (uInt)len);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static int write_all(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        ssize_t w = writev(fd, iov, cnt);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (cnt > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Read one record at off of fd (size bytes long). Returns a new batch_buf
+ * (not yet counted in stats.memory_bytes), or NULL with *torn set when the
+ * record is incomplete or fails its crc, or *err on an I/O error. */
+static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len,
+                              int *torn, int *err)
+{
+    unsigned char hdr[HDR_LEN];
+    *torn = 0;
+    *err = 0;
+    if (size - off < HDR_LEN ||
+        pread(fd, hdr, HDR_LEN, (off_t)off) != HDR_LEN || get32(hdr) != REC_MAGIC) {
+        *torn = 1;
+        return NULL;
+    }
+    uint32_t plen = get32(hdr + 4);
+    if (plen > REC_MAX || size - off - HDR_LEN < plen || hdr[12] == 0 ||
+        hdr[12] >= BF_DATASET_MAX) {
+        *torn = 1;
+        return NULL;
+    }
+    batch_buf *b = calloc(1, sizeof(*b));
+    char *data = malloc(plen ? plen : 1);
+    if (!b || !data) {
+        free(b);
+        free(data);
+        *err = ENOMEM;
+        return NULL;
+    }
+    ssize_t r = pread(fd, data, plen, (off_t)(off + HDR_LEN));
+    if (r != (ssize_t)plen || rec_crc(hdr, data, plen) != get32(hdr + 8)) {
+        free(b);
+        free(data);
+        *torn = 1;
+        return NULL;
+    }
+    b->dataset = hdr[12];
+    b->data = data;
+    b->len = b->cap = plen;
+    uint64_t rows = 0;
+    for (int i = 0; i < 8; i++)
+        rows |= (uint64_t)hdr[16 + i] << (8 * i);
+    b->rows = rows;
+    *len = HDR_LEN + plen;
+    return b;
+}
+
+/* ---- the operation queue: one at a time, in order ---- */
+
+static void op_run_next(void);
+
+static void op_work(uv_work_t *w)
+{
+    spool_op *op = w->data;
+    switch (op->kind) {
+    case OP_APPEND: {
+        segment *s = op->seg;
+        if (s->fd < 0) {
+            char path[300];
+            seg_path(path, sizeof(path), s->seq);
+            s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+            if (s->fd < 0) {
+                op->err = errno;
+                break;
+            }
+        }
+        unsigned char hdr[HDR_LEN] = {0};
+        put32(hdr, REC_MAGIC);
+        put32(hdr + 4, (uint32_t)op->b->len);
+        hdr[12] = (unsigned char)op->b->dataset;
+        for (int i = 0; i < 8; i++)
+            hdr[16 + i] = (unsigned char)(op->b->rows >> (8 * i));
+        put32(hdr + 8, rec_crc(hdr, op->b->data, op->b->len));
+        struct iovec iov[2] = {{hdr, HDR_LEN}, {op->b->data, op->b->len}};
+        int rc = write_all(s->fd, iov, 2);
+        if (rc < 0) {
+            op->err = -rc;
+            /* Cut back what a partial write left, so the next record starts
+             * on a boundary; a crash here is what the crc is for. */
+            if (ftruncate(s->fd, (off_t)s->bytes) < 0)
+                op->err = errno;
+        }
+        break;
+    }
+    case OP_READ: {
+        char path[300];
+        seg_path(path, sizeof(path), op->seg->seq);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            op->err = errno;
+            break;
+        }
+        op->b = read_record(fd, op->off, op->seg->bytes, &op->len, &op->torn, &op->err);
+        close(fd);
+        break;
+    }
+    case OP_UNLINK:
+        if (unlink(op->path) < 0 && errno != ENOENT)
+            op->err = errno;
+        break;
+    case OP_DEAD: {
+        char path[300], old[300];
+        snprintf(path, sizeof(path), "%s/dead-letter.ndjson", sp.o.dir);
+        struct stat st;
+        size_t add = strlen(op->text) + op->b->len;
+        if (stat(path, &st) == 0 && (uint64_t)st.st_size + add > sp.o.dead_letter_max) {
+            snprintf(old, sizeof(old), "%s/dead-letter.1.ndjson", sp.o.dir);
+            rename(path, old); /* keep the newest two files' worth */
+        }
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            op->err = errno;
+            break;
+        }
+        struct iovec iov[2] = {{op->text, strlen(op->text)}, {op->b->data, op->b->len}};
+        int rc = write_all(fd, iov, 2);
+        if (rc < 0)
+            op->err = -rc;
+        close(fd);
+        break;
+    }
+    case OP_BARRIER:
+        break;
+    }
+}
+
+static void seg_settle(segment *s);
+
+static void op_after(uv_work_t *w, int status)
+{
+    spool_op *op = w->data;
+    (void)status;
+    sp.running = 0;
+    switch (op->kind) {
+    case OP_APPEND:
+        op->seg->pending--;
+        if (op->seg->doomed) {
+            /* Made room for by dropping this segment: these rows too. */
+            stats_drop(DROP_spool_full, op->b->dataset, op->b->rows);
+        } else if (op->err) {
+            log_limited(&write_limit, LOG_ERROR, "spool_write_failed",
+                        "dir=%s error=\"%s\" rows=%llu", sp.o.dir, strerror(op->err),
+                        (unsigned long long)op->b->rows);
+            stats_drop(DROP_spool_write, op->b->dataset, op->b->rows);
+        } else {
+            op->seg->bytes += HDR_LEN + op->b->len;
+            op->seg->rows_unread += op->b->rows;
+            stats.rows_spooled += op->b->rows;
+            if (op->seg->bytes >= sp.o.segment_bytes)
+                op->seg->active = 0; /* rotate: the next append opens a new one */
+        }
+        batch_buf_free(op->b);
+        seg_settle(op->seg);
+        break;
+    case OP_READ:
+        sp.reading = 0;
+        op->seg->pending--;
+        if (op->seg->doomed) {
+            /* Its rows were counted as dropped when it was doomed. */
+            if (op->b) {
+                free(op->b->data);
+                free(op->b);
+            }
+            seg_settle(op->seg);
+        } else if (op->b) {
+            op->seg->read_off += op->len;
+            op->seg->rows_unread -= op->b->rows <= op->seg->rows_unread
+                                        ? op->b->rows : op->seg->rows_unread;
+            op->seg->rows_out += op->b->rows;
+            op->b->first_ms = uv_now(sp.loop);
+            stats.memory_bytes += op->b->cap;
+            stats.rows_replayed += op->b->rows;
+            sp.cb(op->b, op->seg->seq, sp.cb_arg);
+        } else {
+            /* Torn or unreadable: the rest of this segment is unusable. */
+            stats.spool_torn++;
+            log_limited(&torn_limit, LOG_WARN, "spool_torn",
+                        "segment=%016llx offset=%llu error=\"%s\" "
+                        "note=\"rest of the segment skipped\"",
+                        (unsigned long long)op->seg->seq,
+                        (unsigned long long)op->off,
+                        op->err ? strerror(op->err) : "incomplete or bad crc");
+            op->seg->read_off = op->seg->bytes;
+            op->seg->rows_unread = 0;
+            seg_settle(op->seg);
+        }
+        break;
+    case OP_DEAD:
+        if (op->err)
+            log_limited(&write_limit, LOG_ERROR, "dead_letter_write_failed",
+                        "dir=%s error=\"%s\"", sp.o.dir, strerror(op->err));
+        else
+            stats.rows_dead_lettered += op->b->rows;
+        batch_buf_free(op->b);
+        free(op->text);
+        break;
+    case OP_UNLINK:
+        if (op->err)
+            log_warn("spool_unlink_failed", "path=%s error=\"%s\"", op->path,
+                     strerror(op->err));
+        break;
+    case OP_BARRIER:
+        op->done(op->done_arg);
+        break;
+    }
+    free(op);
+    gauges();
+    op_run_next();
+}
+
+static void op_run_next(void)
+{
+    if (sp.running || !sp.q_head)
+        return;
+    spool_op *op = sp.q_head;
+    sp.q_head = op->next;
+    if (!sp.q_head)
+        sp.q_tail = NULL;
+    sp.running = 1;
+    op->work.data = op;
+    if (uv_queue_work(sp.loop, &op->work, op_work, op_after) < 0) {
+        op_work(&op->work); /* cannot happen with a live loop; stay correct */
+        op_after(&op->work, 0);
+    }
+}
+
+static spool_op *op_new(enum op_kind kind)
+{
+    spool_op *op = calloc(1, sizeof(*op));
+    if (op)
+        op->kind = kind;
+    return op;
+}
+
+static void op_push(spool_op *op)
+{
+    if (sp.q_tail)
+        sp.q_tail->next = op;
+    else
+        sp.q_head = op;
+    sp.q_tail = op;
+    op_run_next();
+}
+
+/* ---- segments ---- */
+
+static void seg_unlink(segment *s)
+{
+    for (segment **pp = &sp.segs; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    sp.tail = NULL;
+    for (segment *t = sp.segs; t; t = t->next)
+        sp.tail = t;
+    spool_op *op = op_new(OP_UNLINK);
+    if (op) {
+        seg_path(op->path, sizeof(op->path), s->seq);
+        op_push(op);
+    }
+    free(s);
+    gauges();
+}
+
+/* After anything that touched s: close its file once it takes no more
+ * appends and no operation uses it, and delete it once it is fully read
+ * and every row read from it was settled (or it was dropped for space). */
+static void seg_settle(segment *s)
+{
+    if (s->active || s->pending)
+        return;
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    if (s->rows_out == 0 && (s->doomed || s->read_off >= s->bytes))
+        seg_unlink(s);
+}
+
+static segment *seg_new(uint64_t seq)
+{
+    segment *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->seq = seq;
+    s->fd = -1;
+    if (sp.tail)
+        sp.tail->next = s;
+    else
+        sp.segs = s;
+    sp.tail = s;
+    return s;
+}
+
+/* Bytes the spool holds or will hold once queued appends finish, leaving
+ * out segments already dropped. */
+static uint64_t live_bytes(void)
+{
+    uint64_t t = 0;
+    for (segment *s = sp.segs; s; s = s->next)
+        if (!s->doomed)
+            t += s->bytes;
+    for (spool_op *q = sp.q_head; q; q = q->next)
+        if (q->kind == OP_APPEND && !q->seg->doomed)
+            t += HDR_LEN + q->b->len;
+    return t;
+}
+
+void spool_append(batch_buf *b)
+{
+    uint64_t need = HDR_LEN + b->len;
+    if (!sp.open || need > sp.o.max_bytes) {
+        stats_drop(sp.open ? DROP_spool_full : DROP_spool_write, b->dataset, b->rows);
+        batch_buf_free(b);
+        return;
+    }
+    /* Make room by dropping whole segments, oldest first; their unread
+     * rows are counted exactly. */
+    for (segment *old = sp.segs; old && live_bytes() + need > sp.o.max_bytes;) {
+        segment *next = old->next;
+        if (!old->doomed) {
+            old->doomed = 1;
+            old->active = 0;
+            stats_drop(DROP_spool_full, BF_DATASET_NONE, old->rows_unread);
+            log_warn("spool_full", "segment=%016llx rows_lost=%llu max_bytes=%llu",
+                     (unsigned long long)old->seq, (unsigned long long)old->rows_unread,
+                     (unsigned long long)sp.o.max_bytes);
+            old->rows_unread = 0;
+            old->read_off = old->bytes;
+            seg_settle(old);
+        }
+        old = next;
+    }
+    segment *s = sp.tail && sp.tail->active ? sp.tail : seg_new(sp.next_seq++);
+    spool_op *op = s ? op_new(OP_APPEND) : NULL;
+    if (!op) {
+        stats_drop(DROP_no_memory, b->dataset, b->rows);
+        batch_buf_free(b);
+        return;
+    }
+    s->active = 1;
+    s->pending++;
+    op->seg = s;
+    op->b = b;
+    op_push(op);
+}
+
+int spool_read_next(void)
+{
+    if (sp.reading || !sp.open)
+        return 0;
+    for (segment *s = sp.segs; s; s = s->next) {
+        if (s->read_off >= s->bytes)
+            continue;
+        if (s->doomed)
+            continue;
+        spool_op *op = op_new(OP_READ);
+        if (!op)
+            return 0;
+        s->pending++;
+        op->seg = s;
+        op->off = s->read_off;
+        sp.reading = 1;
+        op_push(op);
+        return 1;
+    }
+    return 0;
+}
+
+void spool_ack(uint64_t ref, uint64_t rows)
+{
+    for (segment *s = sp.segs; s; s = s->next) {
+        if (s->seq != ref)
+            continue;
+        s->rows_out -= rows <= s->rows_out ? rows : s->rows_out;
+        seg_settle(s);
+        return;
+    }
+}
+
+void spool_dead_letter(batch_buf *b, long status, const char *body)
+{
+    spool_op *op = op_new(OP_DEAD);
+    if (!op || !sp.open) {
+        free(op);
+        batch_buf_free(b);
+        return;
+    }
+    /* One JSON header line, then the refused rows as they were sent. */
+    json_t *h = json_pack("{s:{s:I,s:s,s:i,s:I,s:s}}", "dead_letter", "ts_ms",
+                          (json_int_t)time(NULL) * 1000, "dataset",
+                          bf_dataset_name(b->dataset), "status", (int)status, "rows",
+                          (json_int_t)b->rows, "response", body ? body : "");
+    char *text = h ? json_dumps(h, JSON_COMPACT) : NULL;
+    json_decref(h);
+    size_t tl = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, tl + 2) : NULL;
+    if (!line) {
+        free(text);
+        free(op);
+        batch_buf_free(b);
+        return;
+    }
+    line[tl] = '\n';
+    line[tl + 1] = '\0';
+    op->text = line;
+    op->b = b;
+    op_push(op);
+}
+
+uint64_t spool_rows_unread(void)
+{
+    uint64_t n = 0;
+    for (segment *s = sp.segs; s; s = s->next)
+        n += s->rows_unread;
+    return n;
+}
+
+void spool_flush(void (*done)(void *arg), void *arg)
+{
+    spool_op *op = op_new(OP_BARRIER);
+    if (!op) {
+        done(arg);
+        return;
+    }
+    op->done = done;
+    op->done_arg = arg;
+    op_push(op);
+}
+
+/* Index one segment left by an earlier run: walk its records (one at a
+ * time), count rows, stop at a torn tail. */
+static int index_segment(uint64_t seq)
+{
+    char path[300];
+    seg_path(path, sizeof(path), seq);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    fstat(fd, &st);
+    uint64_t off = 0, rows = 0, size = (uint64_t)st.st_size;
+    while (off < size) {
+        uint64_t len;
+        int torn, err;
+        batch_buf *b = read_record(fd, off, size, &len, &torn, &err);
+        if (!b) {
+            stats.spool_torn++;
+            log_warn("spool_torn", "segment=%016llx offset=%llu size=%llu "
+                                   "note=\"torn tail skipped\"",
+                     (unsigned long long)seq, (unsigned long long)off,
+                     (unsigned long long)size);
+            break;
+        }
+        rows += b->rows;
+        off += len;
+        free(b->data);
+        free(b);
+    }
+    close(fd);
+    segment *s = seg_new(seq);
+    if (!s)
+        return -1;
+    s->bytes = off;
+    s->rows_unread = rows;
+    if (off == 0)
+        seg_unlink(s);
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
+               void *arg, char *err, size_t n)
+{
+    memset(&sp, 0, sizeof(sp));
+    sp.loop = loop;
+    sp.o = *opts;
+    sp.cb = cb;
+    sp.cb_arg = arg;
+    if (mkdir(opts->dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(errno));
+        return -1;
+    }
+    DIR *d = opendir(opts->dir);
+    if (!d) {
+        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(errno));
+        return -1;
+    }
+    uint64_t *seqs = NULL;
+    size_t count = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned long long seq;
+        char tail[8];
+        if (strlen(e->d_name) != 20 ||
+            sscanf(e->d_name, "%16llx.%3s", &seq, tail) != 2 || strcmp(tail, "seg"))
+            continue;
+        if (count == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
+            if (!ns)
+                break;
+            seqs = ns;
+        }
+        seqs[count++] = seq;
+    }
+    closedir(d);
+    qsort(seqs, count, sizeof(*seqs), cmp_u64);
+    sp.open = 1;
+    for (size_t i = 0; i < count; i++) {
+        index_segment(seqs[i]);
+        sp.next_seq = seqs[i] + 1;
+    }
+    free(seqs);
+    if (!sp.next_seq)
+        sp.next_seq = 1;
+    gauges();
+    if (sp.segs)
+        log_info("spool_found", "dir=%s segments=%llu bytes=%llu rows=%llu "
+                                "note=\"replayed once the sink is healthy\"",
+                 opts->dir, (unsigned long long)stats.spool_segments,
+                 (unsigned long long)stats.spool_bytes,
+                 (unsigned long long)spool_rows_unread());
+    return 0;
+}
+
+void spool_close(void)
+{
+    segment *s = sp.segs;
+    while (s) {
+        segment *next = s->next;
+        if (s->fd >= 0) {
+            fdatasync(s->fd); /* a clean stop leaves nothing torn */
+            close(s->fd);
+        }
+        free(s);
+        s = next;
+    }
+    sp.segs = sp.tail = NULL;
+    sp.open = 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * spool.h: the disk spool, where batches wait when memory is full, the sink
+ * is down at shutdown, or Tinybird refuses them for good (dead letters).
+ *
+ * Layout: DIR/<16 hex digits>.seg segment files, append-only, each a run of
+ * records:
+ *
+ *   magic "BFS1" | u32 payload length | u32 crc32 | u8 dataset | u8 0 |
+ *   u16 0 | u64 rows | payload (NDJSON rows)          (little endian)
+ *
+ * The crc covers the 12 bytes after it and the payload, so a crash that
+ * leaves a torn last record is detected on read, skipped and counted
+ * (stats.spool_torn). Segments are replayed oldest first, one record at a
+ * time (never a whole segment in memory), and a segment is deleted once
+ * every row read from it was acknowledged or dropped by name. Past
+ * max_bytes the oldest segment is deleted and its unread rows are counted
+ * as dropped.spool_full.
+ *
+ * All file I/O runs on the libuv threadpool, one operation at a time in
+ * order; segment bookkeeping happens on the loop thread only.
+ * DIR/dead-letter.ndjson (rotated once to dead-letter.1.ndjson past
+ * dead_letter_max) holds batches Tinybird refused: a header line
+ * {"dead_letter":{...status, response...}} and then the rows.
+ */
+#ifndef BF_SPOOL_H
+#define BF_SPOOL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "batch.h"
+
+typedef struct spool_opts {
+    const char *dir;
+    uint64_t max_bytes;       /* all segments together */
+    uint64_t segment_bytes;   /* a segment is closed past this size */
+    uint64_t dead_letter_max; /* dead-letter.ndjson rotates past this */
+} spool_opts;
+
+/* A replayed batch and where it came from, for spool_ack. */
+typedef void (*spool_replay_cb)(batch_buf *b, uint64_t ref, void *arg);
+
+/* Create DIR (0700) when missing and index the segments already there
+ * (left by an earlier run), checking each record's crc. Blocking: runs
+ * before the loop starts. Returns 0 or -1 with a message in err. */
+int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
+               void *arg, char *err, size_t n);
+
+/* Write b as one record; the spool owns b from here. Rows that cannot be
+ * written are counted (dropped.spool_write, dropped.spool_full). */
+void spool_append(batch_buf *b);
+
+/* Start reading the next unread record, when there is one and no read is
+ * already under way; cb then receives it. Returns 1 when a read started. */
+int spool_read_next(void);
+
+/* Rows of a replayed batch (ref from cb) reached a final state: delivered,
+ * or dropped and counted. */
+void spool_ack(uint64_t ref, uint64_t rows);
+
+/* Append b with the response that refused it to the dead-letter file;
+ * the spool owns b from here. */
+void spool_dead_letter(batch_buf *b, long status, const char *body);
+
+/* Rows waiting in the spool and not yet read for replay. */
+uint64_t spool_rows_unread(void);
+
+/* Call done once every queued write has finished. */
+void spool_flush(void (*done)(void *arg), void *arg);
+
+/* Close files and free the index (after spool_flush's done). */
+void spool_close(void);
+
+#endif /* BF_SPOOL_H */
