@@ -50,6 +50,7 @@ static void slot_flush(batch_slot *s)
     if (!b)
         return;
     s->buf = NULL;
+    b->close_ms = uv_now(bt.loop);
     uv_timer_stop(&s->timer);
     stats.batches[b->dataset]++;
     bt.o.on_flush(b, bt.o.arg);

@@ -22,6 +22,7 @@ typedef struct batch_buf {
     size_t len, cap;
     uint64_t rows;
     uint64_t first_ms;     /* loop time (uv_now) of the first row */
+    uint64_t close_ms;     /* loop time the batch was closed */
     struct batch_buf *next; /* free for the owner's queues */
 } batch_buf;
 

@@ -312,7 +312,12 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
             printf("birdfeederd %s (protocol v1)\n", BF_VERSION);
             return CONFIG_EXIT_OK;
         } else if (c == '?') {
-            errf(err, n, "unknown option '%s' (see --help)", argv[optind - 1]);
+            /* An unknown short option ("-xy") may leave optind on its own
+             * element, so name it by optopt; long ones by argv. */
+            if (optopt > ' ' && optopt < 127)
+                errf(err, n, "unknown option '-%c' (see --help)", optopt);
+            else
+                errf(err, n, "unknown option '%s' (see --help)", argv[optind - 1]);
             return CONFIG_ERROR;
         } else if (c == ':') {
             errf(err, n, "option '%s' needs a value", argv[optind - 1]);

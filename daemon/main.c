@@ -34,6 +34,8 @@ static struct {
     decoder dec;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
+    uv_timer_t status;
+    uint64_t status_received; /* stats.received at the last STATUS= */
     int watchdog_on;
     int stopping;
     int exit_code;
@@ -105,6 +107,7 @@ static void on_drained(void *arg)
     receive_close();
     if (app.watchdog_on)
         uv_timer_stop(&app.watchdog);
+    uv_timer_stop(&app.status);
     uv_walk(app.loop, close_walk, NULL); /* signals, watchdog */
     log_info("stopped", "received=%llu accepted=%llu rejected=%llu delivered=%llu "
                         "dropped=%llu spooled=%llu replayed=%llu",
@@ -167,6 +170,22 @@ static void on_watchdog(uv_timer_t *t)
     /* Fed from the loop itself: a stuck loop stops feeding and systemd
      * restarts us. */
     sd_notify(0, "WATCHDOG=1");
+}
+
+/* STATUS= for `systemctl status`: a short summary every 5 s. */
+static void on_status(uv_timer_t *t)
+{
+    uint64_t delivered = 0, dropped = 0;
+    for (unsigned i = 1; i < BF_DATASET_MAX; i++)
+        delivered += stats.rows_delivered[i];
+    for (unsigned i = 0; i < DROP_MAX; i++)
+        dropped += stats.dropped[i];
+    uint64_t rate = (stats.received - app.status_received) / 5;
+    app.status_received = stats.received;
+    sd_notifyf(0, "STATUS=%llu events/s; delivered %llu, dropped %llu, spool %llu bytes",
+               (unsigned long long)rate, (unsigned long long)delivered,
+               (unsigned long long)dropped, (unsigned long long)stats.spool_bytes);
+    (void)t;
 }
 
 static int fail(const char *what, const char *err)
@@ -277,6 +296,8 @@ int main(int argc, char **argv)
     }
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(),
                cfg->token ? "tinybird" : "file");
+    uv_timer_init(app.loop, &app.status);
+    uv_timer_start(&app.status, on_status, 5000, 5000);
 
     uv_run(app.loop, UV_RUN_DEFAULT);
 

@@ -340,6 +340,7 @@ static int split_flight(ds_state *d, flight *f)
     b2->len = b->len - cut;
     b2->rows = b->rows - rows1;
     b2->first_ms = b->first_ms;
+    b2->close_ms = b->close_ms;
     b->len = cut;
     b->rows = rows1;
     if (f->gz) {
@@ -393,6 +394,13 @@ static void on_posted(const http_result *res, void *arg)
 
     if (st >= 200 && st < 300) {
         count_delivered(f, res);
+        /* Rows arrived between first_ms and close_ms: half the rows are
+         * counted at each end. Replayed batches lost their receipt times. */
+        if (!f->spool_ref) {
+            uint64_t now = uv_now(sk.loop), half = f->b->rows / 2;
+            stats_latency(now - f->b->first_ms, half, now);
+            stats_latency(now - f->b->close_ms, f->b->rows - half, now);
+        }
         d->backoff_ms = 0;
         flight_settled(f);
         flight_free(f);

@@ -84,6 +84,56 @@ static uint64_t sum_ds(const uint64_t *v)
     return s;
 }
 
+#define LAT_WINDOW_MS 60000
+
+static unsigned lat_bucket(uint64_t ms)
+{
+    /* Smallest i with 2^(i/4) >= ms, by integer steps of 2^(1/4). */
+    static const double step = 1.189207115002721;
+    double edge = 1.0;
+    unsigned i = 0;
+    while (i < STATS_LAT_BUCKETS - 1 && (double)ms > edge) {
+        edge *= step;
+        i++;
+    }
+    return i;
+}
+
+static double lat_edge(unsigned i)
+{
+    double edge = 1.0;
+    while (i--)
+        edge *= 1.189207115002721;
+    return edge;
+}
+
+void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms)
+{
+    if (now_ms - stats.lat_window_start_ms >= LAT_WINDOW_MS) {
+        stats.lat_cur ^= 1;
+        memset(stats.lat[stats.lat_cur], 0, sizeof(stats.lat[0]));
+        stats.lat_window_start_ms = now_ms;
+    }
+    stats.lat[stats.lat_cur][lat_bucket(delay_ms)] += rows;
+}
+
+/* The q-quantile (0..1) of both windows together, in ms; -1 when empty. */
+static double lat_quantile(double q)
+{
+    uint64_t total = 0, acc = 0;
+    for (unsigned i = 0; i < STATS_LAT_BUCKETS; i++)
+        total += stats.lat[0][i] + stats.lat[1][i];
+    if (!total)
+        return -1;
+    uint64_t want = (uint64_t)(q * (double)total);
+    for (unsigned i = 0; i < STATS_LAT_BUCKETS; i++) {
+        acc += stats.lat[0][i] + stats.lat[1][i];
+        if (acc > want)
+            return lat_edge(i);
+    }
+    return lat_edge(STATS_LAT_BUCKETS - 1);
+}
+
 json_t *stats_snapshot(void)
 {
     struct timespec ts;
@@ -146,6 +196,12 @@ json_t *stats_snapshot(void)
     json_object_set_new(o, "memory_bytes", I(stats.memory_bytes));
     json_object_set_new(o, "inflight_requests", I(stats.inflight_requests));
     json_object_set_new(o, "last_flush_ok_ms", I(stats.last_flush_ok_ms));
+    json_t *lat = json_object();
+    double p50 = lat_quantile(0.50), p99 = lat_quantile(0.99);
+    json_object_set_new(lat, "p50", p50 < 0 ? json_null() : json_integer((json_int_t)p50));
+    json_object_set_new(lat, "p99", p99 < 0 ? json_null() : json_integer((json_int_t)p99));
+    json_object_set_new(lat, "window_s", I(2 * LAT_WINDOW_MS / 1000));
+    json_object_set_new(o, "ack_delay_ms", lat);
 #undef I
     return o;
 }

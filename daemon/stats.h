@@ -24,6 +24,9 @@ enum bf_drop {
 };
 
 enum { STATS_HTTP_CODES = 600 }; /* index 0: transport error, no status */
+/* Receipt-to-acknowledgement delay histogram: bucket i holds delays up to
+ * 2^(i/4) ms (about 19% apart), so p50 and p99 are within 19%. */
+enum { STATS_LAT_BUCKETS = 96 };
 
 typedef struct bf_stats {
     uint64_t start_ms;             /* wall clock at start */
@@ -57,6 +60,11 @@ typedef struct bf_stats {
     uint64_t spool_segments;
     uint64_t inflight_requests;
     uint64_t last_flush_ok_ms;     /* wall clock of the last 2xx, 0: never */
+    /* Delay histograms, in rows: the current window and the one before, so
+     * percentiles cover the last one to two windows (LAT_WINDOW_MS). */
+    uint64_t lat[2][STATS_LAT_BUCKETS];
+    unsigned lat_cur;
+    uint64_t lat_window_start_ms;
 } bf_stats;
 
 extern bf_stats stats;
@@ -65,6 +73,10 @@ const char *stats_drop_name(enum bf_drop d);
 
 /* Count n rows lost for reason d, with a rate-limited warn line. */
 void stats_drop(enum bf_drop d, unsigned dataset, uint64_t n);
+
+/* Record that rows rows were acknowledged delay_ms after receipt.
+ * now_ms is loop time, to turn the window. */
+void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms);
 
 /* The current counters as a new JSON object (caller owns it). */
 struct json_t;
