@@ -3,6 +3,8 @@
  * fixed rate through the C client shim (one send(2) per event, as a service
  * would) to a daemon on loopback, for a fixed time, then prints a JSON line:
  *   {"sent":N,"dropped":N,"oversize":N,"failed":N,"seconds":S,"rate":R}
+ * With --ids PREFIX every event carries the id PREFIX<n>, n = 0, 1, ...
+ * in send order, so tests can check the exact set delivered.
  * Pacing: every millisecond, the events due so far are sent, so short
  * stalls are caught up rather than lost.
  */
@@ -27,6 +29,7 @@ int main(int argc, char **argv)
 {
     const char *to = "127.0.0.1:8190";
     double rate = 100000, seconds = 5;
+    const char *ids = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--to"))
             to = argv[i + 1];
@@ -34,8 +37,10 @@ int main(int argc, char **argv)
             rate = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ids"))
+            ids = argv[i + 1];
         else {
-            fprintf(stderr, "usage: %s [--to HOST:PORT] [--rate N] [--seconds S]\n",
+            fprintf(stderr, "usage: %s [--to HOST:PORT] [--rate N] [--seconds S] [--ids PREFIX]\n",
                     argv[0]);
             return 2;
         }
@@ -88,7 +93,14 @@ int main(int argc, char **argv)
             break;
         uint64_t due = (uint64_t)((t - t0) * rate);
         while (sent_calls < due) {
-            bf_client_send(c, &evs[sent_calls % VARIANTS]);
+            bf_event *ev = &evs[sent_calls % VARIANTS];
+            char id[64];
+            if (ids) {
+                int n = snprintf(id, sizeof(id), "%s%llu", ids,
+                                 (unsigned long long)sent_calls);
+                BF_SET_STR(ev, id, id, (size_t)n);
+            }
+            bf_client_send(c, ev);
             sent_calls++;
         }
         nanosleep(&tick, NULL);
