@@ -636,7 +636,8 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
         seqs[count++] = seq;
     }
     closedir(d);
-    qsort(seqs, count, sizeof(*seqs), cmp_u64);
+    if (count)
+        qsort(seqs, count, sizeof(*seqs), cmp_u64);
     sp.open = 1;
     for (size_t i = 0; i < count; i++) {
         index_segment(seqs[i]);
