@@ -125,6 +125,20 @@ static char *put_cost(char *p, double usd)
     return p;
 }
 
+/* Bytes that can be copied into a JSON string as they are: printable
+ * ASCII and DEL, but '"' and '\\'. Runs of them are copied with one memcpy. */
+static const unsigned char plain[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0), /* 0x00-0x1f: control */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x22 '"' */
+    R16(1), R16(1),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x5c '\\' */
+    R16(1),
+    R16(1), /* 0x70-0x7f, DEL included (JSON allows it) */
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
+#undef R16
+};
+
 /* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. */
 static char *put_str(char *p, const char *s, size_t len, int *replaced)
 {
@@ -132,12 +146,16 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
     const unsigned char *u = (const unsigned char *)s;
     *p++ = '"';
     for (size_t i = 0; i < len;) {
-        unsigned char c = u[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *p++ = (char)c;
-            i++;
+        size_t run = i;
+        while (run < len && plain[u[run]])
+            run++;
+        if (run > i) {
+            memcpy(p, u + i, run - i);
+            p += run - i;
+            i = run;
             continue;
         }
+        unsigned char c = u[i];
         if (c < 0x80) {
             *p++ = '\\';
             switch (c) {
@@ -146,7 +164,7 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
             case '\n': *p++ = 'n'; break;
             case '\r': *p++ = 'r'; break;
             case '\t': *p++ = 't'; break;
-            default:
+            default: /* other control characters */
                 p = LIT(p, "u00");
                 *p++ = hex[c >> 4];
                 *p++ = hex[c & 15];

@@ -59,6 +59,7 @@ def start_daemon(build, tmp, fake, extra=(), prefix=()):
     cmd = [*prefix, str(build / 'birdfeederd'), '--listen', '127.0.0.1:0',
            '--tinybird-url', fake.url, '--catalog', str(REPO / 'daemon/catalog.json'),
            '--ip-hash-key-file', str(tmp / 'key'), '--stats-socket', str(tmp / 's.sock'),
+           '--spool-dir', str(tmp / 'spool'),
            '--stats-interval-ms', '200', *extra]
     p = subprocess.Popen(cmd, stderr=log, env=env)
     addr = wait_until(lambda: re.search(r'event=listening addr=(\S+)',
@@ -111,7 +112,7 @@ def run_rate(build, rate, seconds):
         }
 
 
-def callgrind_total(build, events, rate):
+def callgrind_total(build, events, rate, keep=None):
     """Total instructions (all threads) of a daemon run that receives
     `events` events, from start to exit."""
     with tempfile.TemporaryDirectory() as d, FakeTinybird(token=TOKEN, count_only=True) as fake:
@@ -120,18 +121,23 @@ def callgrind_total(build, events, rate):
         p, addr = start_daemon(build, tmp, fake, extra=['--flush-interval-ms', '200'],
                                prefix=['valgrind', '--tool=callgrind',
                                        f'--callgrind-out-file={out}'])
+        sent = 0
         if events:
-            subprocess.run([str(build / 'bench-sender'), '--to', addr, '--rate', str(rate),
-                            '--seconds', str(events / rate)], check=True,
-                           capture_output=True)
-            wait_until(lambda: sum(fake.summary()['rows'].values()) >= events * 0.99,
+            res = subprocess.run([str(build / 'bench-sender'), '--to', addr, '--rate',
+                                  str(rate), '--seconds', str(events / rate)], check=True,
+                                 capture_output=True, text=True).stdout
+            sent = json.loads(res)['sent']
+            wait_until(lambda: sum(fake.summary()['rows'].values()) >= sent,
                        timeout=120, interval=0.5)
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=120)
         m = re.search(r'^totals:\s+(\d+)', out.read_text(), re.M) or \
             re.search(r'^summary:\s+(\d+)', out.read_text(), re.M)
+        if keep:
+            import shutil
+            shutil.copy(out, keep)
         delivered = sum(fake.summary()['rows'].values())
-        return int(m.group(1)), delivered
+        return int(m.group(1)), sent, delivered
 
 
 def main():
@@ -140,6 +146,7 @@ def main():
     ap.add_argument('--rates', default='100000,200000')
     ap.add_argument('--seconds', type=float, default=5)
     ap.add_argument('--callgrind-events', type=int, default=20000)
+    ap.add_argument('--callgrind-out', help='keep the loaded run\'s callgrind file here')
     a = ap.parse_args()
     build = (REPO / a.build).resolve()
     print(f'birdfeeder bench: {os.cpu_count()} CPUs; daemon loop thread on CPU 0 (gzip '
@@ -154,10 +161,11 @@ def main():
               f'{r["cpu_pct"]:>6.1f} {r["peak_rss_mb"]:>7.1f} {r["requests"]:>5}', flush=True)
     if a.callgrind_events and subprocess.run(['which', 'valgrind'],
                                              capture_output=True).returncode == 0:
-        base, _ = callgrind_total(build, 0, 1)
-        total, delivered = callgrind_total(build, a.callgrind_events, 2000)
-        print(f'callgrind: {(total - base) / a.callgrind_events:,.0f} instructions per event '
-              f'(all threads, receive to HTTP ack; {a.callgrind_events} events, '
+        base, _, _ = callgrind_total(build, 0, 1)
+        total, sent, delivered = callgrind_total(build, a.callgrind_events, 2000,
+                                                 keep=a.callgrind_out)
+        print(f'callgrind: {(total - base) / max(sent, 1):,.0f} instructions per event '
+              f'(all threads, receive to HTTP ack; {sent} events sent, '
               f'{delivered} delivered; start-up and shutdown subtracted)')
 
 
