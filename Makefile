@@ -23,7 +23,9 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wformat=2 -Wwrite-strings -Wvla -Werror
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
+VERSION = 1.0.0
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
+             -DBF_VERSION='"$(VERSION)"' -DBF_DATADIR='"$(PREFIX)/share/birdfeeder"' \
              -Iproto -Idaemon -Iclient-shim/c \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
@@ -63,8 +65,9 @@ $(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
 $(SHIM_LIB): $(call obj,$(SHIM_SRC) proto/bf_proto.c)
 	rm -f $@ && ar rcs $@ $^
 
+# The CLI needs jansson only; services linking libbirdfeeder.a need libc.
 $(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC)) $(SHIM_LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
 
 BENCH_SENDER = $(BUILD)/bench-sender
 $(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)

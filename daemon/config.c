@@ -264,6 +264,26 @@ void config_usage(void)
            "  --help, --version\n");
 }
 
+void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option_def *o = &options[k];
+        const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
+        int same;
+        if (o->type == OPT_STR) {
+            const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+            same = (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
+        } else {
+            same = *(const uint64_t *)pa == *(const uint64_t *)pb;
+        }
+        if (!same && used + strlen(o->name) + 2 < n)
+            used += (size_t)snprintf(out + used, n - used, "%s%s", used ? "," : "",
+                                     o->name);
+    }
+}
+
 void config_free(bf_config *cfg)
 {
     for (size_t k = 0; k < N_OPTIONS; k++)

@@ -149,9 +149,23 @@ static void reload(void)
     catalog_free(app.cat);
     app.cat = cat;
     log_set_level((enum log_level)log_level_parse(fresh.log_level));
-    log_info("reloaded", "catalog=%s models=%zu", fresh.catalog, catalog_size(cat));
-    /* Options that shape sockets and buffers (listen, flush sizes, sink)
-     * take effect at the next restart; say so instead of half-applying. */
+    /* The catalog and the log level apply now: move the new values in and
+     * the old ones out. Options that shape sockets, buffers and the sink
+     * take effect at the next restart: name them rather than half-apply. */
+    char *t = app.cfg.catalog;
+    app.cfg.catalog = fresh.catalog;
+    fresh.catalog = strdup(app.cfg.catalog);
+    free(t);
+    t = app.cfg.log_level;
+    app.cfg.log_level = fresh.log_level;
+    fresh.log_level = strdup(app.cfg.log_level);
+    free(t);
+    if (fresh.flush_bytes > fresh.max_memory / 4)
+        fresh.flush_bytes = fresh.max_memory / 4; /* as at start */
+    char changed[512];
+    config_diff(&app.cfg, &fresh, changed, sizeof(changed));
+    log_info("reloaded", "catalog=%s models=%zu restart_needed=%s", app.cfg.catalog,
+             catalog_size(cat), *changed ? changed : "none");
     config_free(&fresh);
 }
 
