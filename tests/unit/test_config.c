@@ -1,0 +1,650 @@
+/*
+ * test_config.c: daemon/config.c: defaults, the three sources and their
+ * precedence (flag > environment > file > default), size suffixes, bounds,
+ * and every kind of error naming what is wrong.
+ *
+ * The environment is process-wide: every test starts and ends with no
+ * BIRDFEEDER_* or TINYBIRD_* variable set, so tests also pass with
+ * CK_FORK=no. Config files go to a temporary directory.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+extern char **environ;
+
+/* As in config.c, unless the build sets it (make install may). */
+#ifndef BF_DATADIR
+#define BF_DATADIR "/usr/local/share/birdfeeder"
+#endif
+
+static char tmpdir[64];
+static char file_path[128];
+
+static void clear_env(void)
+{
+    char *names[256];
+    int n = 0;
+    for (char **e = environ; *e && n < 256; e++)
+        if (strncmp(*e, "BIRDFEEDER_", 11) == 0 || strncmp(*e, "TINYBIRD_", 9) == 0)
+            names[n++] = strndup(*e, strcspn(*e, "="));
+    for (int i = 0; i < n; i++) {
+        unsetenv(names[i]);
+        free(names[i]);
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void config_setup(void)
+{
+    clear_env();
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-config-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    snprintf(file_path, sizeof(file_path), "%s/birdfeeder.json", tmpdir);
+}
+
+static void config_teardown(void)
+{
+    clear_env();
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void write_config(const char *text)
+{
+    FILE *f = fopen(file_path, "wb");
+    ck_assert_msg(f != NULL, "%s: %s", file_path, strerror(errno));
+    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* config_load with argv = birdfeederd followed by the NULL-terminated
+ * arguments. err gets the message. */
+static enum config_result load(bf_config *cfg, char *err, size_t n, ...)
+{
+    char *argv[32];
+    int argc = 0;
+    va_list ap;
+    argv[argc++] = strdup("birdfeederd");
+    va_start(ap, n);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+        ck_assert_int_lt(argc, 31);
+        argv[argc++] = strdup(a);
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+    err[0] = '\0';
+    enum config_result r = config_load(cfg, argc, argv, err, n);
+    for (int i = 0; i < argc; i++) /* getopt permutes, never replaces */
+        free(argv[i]);
+    return r;
+}
+
+#define LOAD_OK(cfg, err, ...)                                                 \
+    do {                                                                       \
+        enum config_result r_ = load(cfg, err, sizeof(err), __VA_ARGS__);      \
+        ck_assert_msg(r_ == CONFIG_OK, "config_load: %d: %s", r_, err);        \
+    } while (0)
+
+/* Expect CONFIG_ERROR with both needles in the message. */
+static void must_fail(const char *n1, const char *n2, ...)
+{
+    bf_config cfg;
+    char err[512];
+    char *argv[32];
+    int argc = 0;
+    va_list ap;
+    argv[argc++] = strdup("birdfeederd");
+    va_start(ap, n2);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
+        argv[argc++] = strdup(a);
+    va_end(ap);
+    argv[argc] = NULL;
+    err[0] = '\0';
+    enum config_result r = config_load(&cfg, argc, argv, err, sizeof(err));
+    for (int i = 0; i < argc; i++)
+        free(argv[i]);
+    config_free(&cfg);
+    ck_assert_msg(r == CONFIG_ERROR, "expected an error naming '%s', got %d", n1, r);
+    ck_assert_msg(strstr(err, n1) != NULL, "'%s' lacks '%s'", err, n1);
+    if (n2)
+        ck_assert_msg(strstr(err, n2) != NULL, "'%s' lacks '%s'", err, n2);
+}
+
+START_TEST(test_config_defaults)
+{
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:8190");
+    ck_assert_str_eq(cfg.tinybird_url, "https://api.tinybird.co");
+    ck_assert_ptr_null(cfg.token);
+    ck_assert_str_eq(cfg.catalog, BF_DATADIR "/catalog.json");
+    ck_assert_str_eq(cfg.out, "-");
+    ck_assert_str_eq(cfg.ip_hash_key_file, "/var/lib/birdfeeder/ip-hash.key");
+    ck_assert_str_eq(cfg.stats_socket, "/run/birdfeeder/stats.sock");
+    ck_assert_str_eq(cfg.spool_dir, "/var/lib/birdfeeder/spool");
+    ck_assert_str_eq(cfg.log_level, "info");
+    ck_assert_ptr_null(cfg.config_file);
+    ck_assert_uint_eq(cfg.flush_bytes, 4194304);
+    ck_assert_uint_eq(cfg.flush_interval_ms, 1000);
+    ck_assert_uint_eq(cfg.stats_interval_ms, 1000);
+    ck_assert_uint_eq(cfg.max_datagram, 8192);
+    ck_assert_uint_eq(cfg.rcvbuf_bytes, 16777216);
+    ck_assert_uint_eq(cfg.http_timeout_ms, 10000);
+    ck_assert_uint_eq(cfg.max_inflight, 4);
+    ck_assert_uint_eq(cfg.shutdown_timeout_ms, 5000);
+    ck_assert_uint_eq(cfg.max_memory, 67108864);
+    ck_assert_uint_eq(cfg.max_spool_bytes, 1073741824);
+    ck_assert_uint_eq(cfg.spool_segment_bytes, 16777216);
+    ck_assert_uint_eq(cfg.max_dead_letter_bytes, 67108864);
+    ck_assert_uint_eq(cfg.backoff_min_ms, 500);
+    ck_assert_uint_eq(cfg.backoff_max_ms, 60000);
+    ck_assert_int_eq(cfg.check_only, 0);
+    config_free(&cfg);
+    ck_assert_ptr_null(cfg.listen);
+    config_free(&cfg); /* twice is harmless */
+}
+END_TEST
+
+/* flush-bytes from each source: the flag beats the environment beats the
+ * file beats the default. */
+static const struct {
+    const char *file, *env, *flag;
+    uint64_t want;
+} precedence[] = {
+    {NULL, NULL, NULL, 4194304},
+    {"1MiB", NULL, NULL, 1048576},
+    {NULL, "2MiB", NULL, 2097152},
+    {NULL, NULL, "3MiB", 3145728},
+    {"1MiB", "2MiB", NULL, 2097152},
+    {"1MiB", NULL, "3MiB", 3145728},
+    {NULL, "2MiB", "3MiB", 3145728},
+    {"1MiB", "2MiB", "3MiB", 3145728},
+    {"1MiB", "", NULL, 1048576},   /* an empty variable is unset */
+};
+
+START_TEST(test_config_precedence)
+{
+    bf_config cfg;
+    char err[512], text[128], flag[64];
+    const char *file = precedence[_i].file, *env = precedence[_i].env,
+               *fl = precedence[_i].flag;
+    if (file) {
+        snprintf(text, sizeof(text), "{\"flush-bytes\": \"%s\"}", file);
+        write_config(text);
+    }
+    if (env)
+        setenv("BIRDFEEDER_FLUSH_BYTES", env, 1);
+    snprintf(flag, sizeof(flag), "--flush-bytes=%s", fl ? fl : "");
+    if (file && fl)
+        LOAD_OK(&cfg, err, "--config", file_path, flag, NULL);
+    else if (file)
+        LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    else if (fl)
+        LOAD_OK(&cfg, err, flag, NULL);
+    else
+        LOAD_OK(&cfg, err, NULL);
+    ck_assert_msg(cfg.flush_bytes == precedence[_i].want, "case %d: %llu", _i,
+                  (unsigned long long)cfg.flush_bytes);
+    if (file)
+        ck_assert_str_eq(cfg.config_file, file_path);
+    config_free(&cfg);
+}
+END_TEST
+
+/* The token: --token, BIRDFEEDER_TOKEN, TINYBIRD_API_KEY, TINYBIRD_TOKEN. */
+static const struct {
+    const char *flag, *bf, *api_key, *tb_token;
+    const char *want; /* NULL: no token */
+} tokens[] = {
+    {NULL, NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, "t-token", "t-token"},
+    {NULL, NULL, "t-key", NULL, "t-key"},
+    {NULL, NULL, "t-key", "t-token", "t-key"},
+    {NULL, NULL, "", "t-token", "t-token"},
+    {NULL, "t-bf", "t-key", "t-token", "t-bf"},
+    {"t-flag", "t-bf", "t-key", "t-token", "t-flag"},
+    {"", NULL, "t-key", NULL, NULL},   /* an empty flag value: no token */
+};
+
+START_TEST(test_config_token_sources)
+{
+    bf_config cfg;
+    char err[512], flag[64];
+    if (tokens[_i].bf)
+        setenv("BIRDFEEDER_TOKEN", tokens[_i].bf, 1);
+    if (tokens[_i].api_key)
+        setenv("TINYBIRD_API_KEY", tokens[_i].api_key, 1);
+    if (tokens[_i].tb_token)
+        setenv("TINYBIRD_TOKEN", tokens[_i].tb_token, 1);
+    if (tokens[_i].flag) {
+        snprintf(flag, sizeof(flag), "--token=%s", tokens[_i].flag);
+        LOAD_OK(&cfg, err, flag, NULL);
+    } else {
+        LOAD_OK(&cfg, err, NULL);
+    }
+    if (tokens[_i].want)
+        ck_assert_msg(cfg.token && strcmp(cfg.token, tokens[_i].want) == 0,
+                      "case %d: token %s", _i, cfg.token ? cfg.token : "(null)");
+    else
+        ck_assert_msg(cfg.token == NULL, "case %d: token %s", _i, cfg.token);
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_tinybird_url_sources)
+{
+    bf_config cfg;
+    char err[512];
+    setenv("TINYBIRD_URL", "https://api.eu.tinybird.co", 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.tinybird_url, "https://api.eu.tinybird.co");
+    config_free(&cfg);
+    setenv("TINYBIRD_API_URL", "https://api.us-east.tinybird.co//", 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.tinybird_url, "https://api.us-east.tinybird.co");
+    config_free(&cfg);
+    setenv("BIRDFEEDER_TINYBIRD_URL", "http://localhost:8001/", 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.tinybird_url, "http://localhost:8001");
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_file_keys)
+{
+    bf_config cfg;
+    char err[512];
+    write_config("{\n"
+                 "  \"listen\": \"127.0.0.1:9999\",\n"
+                 "  \"flush_interval_ms\": 250,\n"
+                 "  \"flush-interval-ms\": 300,\n"
+                 "  \"max-datagram\": \"16KiB\",\n"
+                 "  \"max_inflight\": 8,\n"
+                 "  \"stats_socket\": \"\",\n"
+                 "  \"ip_hash_key_file\": \"/tmp/k\",\n"
+                 "  \"log-level\": \"debug\",\n"
+                 "  \"token\": \"from-file\"\n"
+                 "}\n");
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:9999");
+    /* Both spellings name one option; the later key wins. */
+    ck_assert_uint_eq(cfg.flush_interval_ms, 300);
+    ck_assert_uint_eq(cfg.max_datagram, 16384);
+    ck_assert_uint_eq(cfg.max_inflight, 8);
+    ck_assert_str_eq(cfg.stats_socket, "");
+    ck_assert_str_eq(cfg.ip_hash_key_file, "/tmp/k");
+    ck_assert_str_eq(cfg.log_level, "debug");
+    ck_assert_str_eq(cfg.token, "from-file");
+    ck_assert_str_eq(cfg.config_file, file_path);
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_file_from_env)
+{
+    bf_config cfg;
+    char err[512], other[160];
+    write_config("{\"max_inflight\": 9}");
+    setenv("BIRDFEEDER_CONFIG", file_path, 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 9);
+    ck_assert_str_eq(cfg.config_file, file_path);
+    config_free(&cfg);
+    /* --config beats BIRDFEEDER_CONFIG. */
+    snprintf(other, sizeof(other), "%s/other.json", tmpdir);
+    FILE *f = fopen(other, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"max_inflight\": 10}", f);
+    fclose(f);
+    LOAD_OK(&cfg, err, "--config", other, NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 10);
+    ck_assert_str_eq(cfg.config_file, other);
+    config_free(&cfg);
+}
+END_TEST
+
+/* A reload runs config_load again with the same argv: an edited file is
+ * read anew, flags keep priority. */
+START_TEST(test_config_reload)
+{
+    bf_config cfg;
+    char err[512];
+    write_config("{\"max_inflight\": 2, \"flush_bytes\": 8192}");
+    LOAD_OK(&cfg, err, "--config", file_path, "--flush-bytes", "16384", NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 2);
+    ck_assert_uint_eq(cfg.flush_bytes, 16384);
+    config_free(&cfg);
+    write_config("{\"max_inflight\": 3, \"flush_bytes\": 9000}");
+    LOAD_OK(&cfg, err, "--config", file_path, "--flush-bytes", "16384", NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 3);
+    ck_assert_uint_eq(cfg.flush_bytes, 16384);
+    config_free(&cfg);
+    /* And a different argv right after: nothing left over from getopt. */
+    LOAD_OK(&cfg, err, "--max-inflight=7", NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 7);
+    ck_assert_uint_eq(cfg.flush_bytes, 4194304);
+    ck_assert_ptr_null(cfg.config_file);
+    config_free(&cfg);
+}
+END_TEST
+
+static const struct {
+    const char *opt, *value;
+    uint64_t want;
+    size_t offset;
+} sizes[] = {
+    {"max-memory", "4MiB", 4194304, offsetof(bf_config, max_memory)},
+    {"max-memory", "4M", 4194304, offsetof(bf_config, max_memory)},
+    {"max-memory", "4mib", 4194304, offsetof(bf_config, max_memory)},
+    {"max-memory", "4MB", 4194304, offsetof(bf_config, max_memory)},
+    {"max-memory", "512k", 524288, offsetof(bf_config, max_memory)},
+    {"max-memory", "512K", 524288, offsetof(bf_config, max_memory)},
+    {"max-memory", "512KiB", 524288, offsetof(bf_config, max_memory)},
+    {"max-memory", "1g", 1073741824, offsetof(bf_config, max_memory)},
+    {"max-memory", "2GiB", 2147483648ull, offsetof(bf_config, max_memory)},
+    {"max-memory", "65536", 65536, offsetof(bf_config, max_memory)},
+    {"flush-bytes", "10000000", 10000000, offsetof(bf_config, flush_bytes)},
+    {"flush-bytes", "4096", 4096, offsetof(bf_config, flush_bytes)},
+    {"flush-bytes", "9MiB", 9437184, offsetof(bf_config, flush_bytes)},
+    {"max-datagram", "8KiB", 8192, offsetof(bf_config, max_datagram)},
+    {"max-datagram", "65507", 65507, offsetof(bf_config, max_datagram)},
+    {"max-datagram", "64", 64, offsetof(bf_config, max_datagram)},
+    {"max-inflight", "64", 64, offsetof(bf_config, max_inflight)},
+    {"shutdown-timeout-ms", "0", 0, offsetof(bf_config, shutdown_timeout_ms)},
+};
+
+START_TEST(test_config_size_suffix)
+{
+    bf_config cfg;
+    char err[512], flag[96];
+    snprintf(flag, sizeof(flag), "--%s=%s", sizes[_i].opt, sizes[_i].value);
+    LOAD_OK(&cfg, err, flag, NULL);
+    uint64_t got = *(uint64_t *)((char *)&cfg + sizes[_i].offset);
+    ck_assert_msg(got == sizes[_i].want, "%s: %llu", flag, (unsigned long long)got);
+    config_free(&cfg);
+}
+END_TEST
+
+static const struct {
+    const char *opt, *value, *why;
+} bad_values[] = {
+    {"max-memory", "4 MiB", "not a size"},
+    {"max-memory", "4Mi", "not a size"},
+    {"max-memory", "4MiBs", "not a size"},
+    {"max-memory", "4x", "not a size"},
+    {"max-memory", "", "not a size"},
+    {"max-memory", "-1", "not a size"},
+    {"max-memory", "+1", "not a size"},
+    {"max-memory", " 1", "not a size"},
+    {"max-memory", "0x10000", "not a size"},
+    {"max-memory", "1T", "not a size"},
+    {"max-memory", "1.5M", "not a size"},
+    {"max-memory", "MiB", "not a size"},
+    {"max-memory", "99999999999999999999", "not a size"},
+    {"max-memory", "18446744073709551615k", "not a size"},
+    {"flush-interval-ms", "1k", "not a non-negative integer"},
+    {"max-inflight", "4M", "not a non-negative integer"},
+    {"flush-bytes", "20000000", "out of range"},
+    {"flush-bytes", "4095", "out of range"},
+    {"flush-bytes", "10MiB", "out of range"},
+    {"max-inflight", "0", "out of range"},
+    {"max-inflight", "65", "out of range"},
+    {"max-datagram", "65508", "out of range"},
+    {"max-datagram", "63", "out of range"},
+    {"flush-interval-ms", "9", "out of range"},
+    {"max-memory", "64GiB", NULL}, /* the top of its range: fine */
+};
+
+START_TEST(test_config_bad_value)
+{
+    char flag[96], name[64];
+    snprintf(flag, sizeof(flag), "--%s=%s", bad_values[_i].opt, bad_values[_i].value);
+    snprintf(name, sizeof(name), "'%s'", bad_values[_i].opt);
+    if (!bad_values[_i].why) {
+        bf_config cfg;
+        char err[512];
+        LOAD_OK(&cfg, err, flag, NULL);
+        config_free(&cfg);
+        return;
+    }
+    must_fail(name, bad_values[_i].why, flag, NULL);
+}
+END_TEST
+
+START_TEST(test_config_bad_value_sources)
+{
+    /* The message names the source too. */
+    setenv("BIRDFEEDER_MAX_INFLIGHT", "100", 1);
+    must_fail("'max-inflight'", "environment", NULL);
+    unsetenv("BIRDFEEDER_MAX_INFLIGHT");
+    write_config("{\"flush_bytes\": 20000000}");
+    must_fail("'flush-bytes'", file_path, "--config", file_path, NULL);
+    must_fail("'flush-bytes'", "flag", "--flush-bytes", "20000000", NULL);
+}
+END_TEST
+
+static const struct {
+    const char *text, *n1, *n2;
+} bad_files[] = {
+    {"{\"flush-byte\": 8192}", "unknown key", "'flush-byte'"},
+    {"{\"listen\": \"x:1\", \"Listen\": \"y:2\"}", "unknown key", "'Listen'"},
+    {"{\"config\": \"/etc/x.json\"}", "unknown key", "'config'"},
+    {"{\"listen\": 8190}", "'listen'", "a string"},
+    {"{\"flush-bytes\": -1}", "'flush-bytes'", "non-negative integer"},
+    {"{\"flush-bytes\": true}", "'flush-bytes'", "non-negative integer"},
+    {"{\"flush-bytes\": 1.5}", "'flush-bytes'", "non-negative integer"},
+    {"{\"flush-bytes\": null}", "'flush-bytes'", NULL},
+    {"{\"token\": [\"x\"]}", "'token'", "a string"},
+    {"[\"listen\"]", "must be a JSON object", NULL},
+    {"listen = 1", "birdfeeder.json", NULL},
+    {"", "birdfeeder.json", NULL},
+    {"{\"listen\": \"a:1\", \"listen\": \"b:2\"}", "birdfeeder.json", "duplicate"},
+};
+
+START_TEST(test_config_bad_file)
+{
+    write_config(bad_files[_i].text);
+    must_fail(bad_files[_i].n1, bad_files[_i].n2, "--config", file_path, NULL);
+}
+END_TEST
+
+START_TEST(test_config_missing_file)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/nope.json", tmpdir);
+    must_fail(path, NULL, "--config", path, NULL);
+    setenv("BIRDFEEDER_CONFIG", path, 1);
+    must_fail(path, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_config_bad_flags)
+{
+    must_fail("unknown option", "--bogus", "--bogus", NULL);
+    must_fail("unknown option", "--bogus", "--listen=1.2.3.4:5", "--bogus=1", NULL);
+    must_fail("unknown option", "-x", "-x", NULL);
+    must_fail("needs a value", "--listen", "--listen", NULL);
+    must_fail("needs a value", "--config", "--config", NULL);
+    must_fail("unexpected argument", "'extra'", "extra", NULL);
+    must_fail("unexpected argument", "'extra'", "--max-inflight", "2", "extra", NULL);
+    /* --help takes no value. */
+    must_fail("unknown option", "--help=yes", "--help=yes", NULL);
+}
+END_TEST
+
+START_TEST(test_config_bad_short_flag_names_it)
+{
+    /* Short options are not defined at all; "-xy" must name "-x", not
+     * whatever argv element came before. */
+    must_fail("unknown option '-x", NULL, "-xy", NULL);
+}
+END_TEST
+
+START_TEST(test_config_cross_checks)
+{
+    must_fail("'tinybird-url'", "ftp://api.tinybird.co", "--tinybird-url",
+              "ftp://api.tinybird.co", NULL);
+    must_fail("'tinybird-url'", NULL, "--tinybird-url", "api.tinybird.co", NULL);
+    must_fail("'tinybird-url'", NULL, "--tinybird-url", "", NULL);
+    must_fail("'log-level'", "'loud'", "--log-level", "loud", NULL);
+    must_fail("'backoff-min-ms'", NULL, "--backoff-min-ms", "5000", "--backoff-max-ms",
+              "1000", NULL);
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--tinybird-url", "http://127.0.0.1:8001", "--log-level",
+            "error", NULL);
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_flag_forms)
+{
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--flush-bytes=8192", "--listen", "[::1]:7000", "--stats-socket=",
+            "--check-config", "--out", "/tmp/o.ndjson", NULL);
+    ck_assert_uint_eq(cfg.flush_bytes, 8192);
+    ck_assert_str_eq(cfg.listen, "[::1]:7000");
+    ck_assert_str_eq(cfg.stats_socket, "");
+    ck_assert_str_eq(cfg.out, "/tmp/o.ndjson");
+    ck_assert_int_eq(cfg.check_only, 1);
+    config_free(&cfg);
+    /* A repeated flag: the last one wins. */
+    LOAD_OK(&cfg, err, "--max-inflight=2", "--max-inflight=3", NULL);
+    ck_assert_uint_eq(cfg.max_inflight, 3);
+    config_free(&cfg);
+    /* Empty environment values are unset, not "". */
+    setenv("BIRDFEEDER_LISTEN", "", 1);
+    setenv("BIRDFEEDER_OUT", "/tmp/env.ndjson", 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:8190");
+    ck_assert_str_eq(cfg.out, "/tmp/env.ndjson");
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_diff)
+{
+    bf_config a, b;
+    char err[512], out[256];
+    LOAD_OK(&a, err, NULL);
+    LOAD_OK(&b, err, NULL);
+    memset(out, 'X', sizeof(out));
+    config_diff(&a, &b, out, sizeof(out));
+    ck_assert_str_eq(out, "");
+    config_free(&b);
+    LOAD_OK(&b, err, "--flush-bytes=8192", "--listen=127.0.0.1:1", "--token=t", NULL);
+    config_diff(&a, &b, out, sizeof(out));
+    ck_assert_str_eq(out, "listen,token,flush-bytes"); /* in table order */
+    config_diff(&b, &a, out, sizeof(out));
+    ck_assert_str_eq(out, "listen,token,flush-bytes");
+    /* A small buffer: whole names only, always terminated, never past n. */
+    memset(out, 'X', sizeof(out));
+    config_diff(&a, &b, out, 14);
+    ck_assert_str_eq(out, "listen,token");
+    ck_assert_int_eq(out[14], 'X');
+    config_diff(&a, &b, out, 1);
+    ck_assert_str_eq(out, "");
+    config_free(&a);
+    config_free(&b);
+}
+END_TEST
+
+/* Run config_load with stdout in a file; returns what it printed. */
+static char *capture_stdout(const char *arg, enum config_result *r)
+{
+    char path[160], err[512];
+    static char buf[16384];
+    snprintf(path, sizeof(path), "%s/stdout", tmpdir);
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    dup2(fd, STDOUT_FILENO);
+    close(fd);
+    bf_config cfg;
+    *r = load(&cfg, err, sizeof(err), arg, NULL);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    config_free(&cfg);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+START_TEST(test_config_help)
+{
+    enum config_result r;
+    const char *out = capture_stdout("--help", &r);
+    ck_assert_int_eq(r, CONFIG_EXIT_OK);
+    ck_assert_msg(strstr(out, "usage: birdfeederd") != NULL, "%s", out);
+    ck_assert(strstr(out, "--flush-bytes BYTES") != NULL);
+    ck_assert(strstr(out, "--flush-interval-ms N") != NULL);
+    ck_assert(strstr(out, "TINYBIRD_API_KEY TINYBIRD_TOKEN") != NULL);
+    ck_assert(strstr(out, "--config FILE") != NULL);
+}
+END_TEST
+
+START_TEST(test_config_version)
+{
+    enum config_result r;
+    const char *out = capture_stdout("--version", &r);
+    ck_assert_int_eq(r, CONFIG_EXIT_OK);
+    ck_assert_msg(strncmp(out, "birdfeederd ", 12) == 0, "%s", out);
+    ck_assert(strstr(out, "(protocol v1)\n") != NULL);
+}
+END_TEST
+
+Suite *config_suite(void);
+
+Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_add_checked_fixture(tc, config_setup, config_teardown);
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+    tcase_add_test(tc, test_config_defaults);
+    tcase_add_loop_test(tc, test_config_precedence, 0, N(precedence));
+    tcase_add_loop_test(tc, test_config_token_sources, 0, N(tokens));
+    tcase_add_test(tc, test_config_tinybird_url_sources);
+    tcase_add_test(tc, test_config_file_keys);
+    tcase_add_test(tc, test_config_file_from_env);
+    tcase_add_test(tc, test_config_reload);
+    tcase_add_loop_test(tc, test_config_size_suffix, 0, N(sizes));
+    tcase_add_loop_test(tc, test_config_bad_value, 0, N(bad_values));
+    tcase_add_test(tc, test_config_bad_value_sources);
+    tcase_add_loop_test(tc, test_config_bad_file, 0, N(bad_files));
+    tcase_add_test(tc, test_config_missing_file);
+    tcase_add_test(tc, test_config_bad_flags);
+    tcase_add_test(tc, test_config_bad_short_flag_names_it);
+    tcase_add_test(tc, test_config_cross_checks);
+    tcase_add_test(tc, test_config_flag_forms);
+    tcase_add_test(tc, test_config_diff);
+    tcase_add_test(tc, test_config_help);
+    tcase_add_test(tc, test_config_version);
+#undef N
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,354 @@
+/*
+ * test_decode.c: daemon/decode.c: datagrams, binary (made by the C encoder,
+ * bf_encode) and JSON, to validated events; every reject reason through
+ * decode_datagram with the field it names; the JSON document's lifetime.
+ *
+ * Datagrams are copied into buffers of their exact size so AddressSanitizer
+ * sees any read past the end.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_proto.h"
+#include "decode.h"
+
+static int str_is(bf_str s, const char *lit)
+{
+    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
+}
+#define ck_assert_bfstr(s, lit)                                                \
+    ck_assert_msg(str_is(s, lit), "%s is '%.*s', want '%s'", #s, (int)(s).len, \
+                  (s).ptr ? (s).ptr : "", lit)
+
+/* decode_datagram on an exact-size copy of buf. *copy is for the caller to
+ * free once done with ev (binary events borrow it). */
+static bf_reason decode_copy(decoder *d, const void *buf, size_t len, bf_event *ev,
+                             const char **detail, uint8_t **copy)
+{
+    *copy = malloc(len ? len : 1);
+    ck_assert_ptr_nonnull(*copy);
+    if (len)
+        memcpy(*copy, buf, len);
+    return decode_datagram(d, *copy, len, ev, detail);
+}
+
+START_TEST(test_decode_binary_image)
+{
+    bf_event in, out;
+    uint8_t buf[512], *copy;
+    decoder d = {0};
+    const char *detail = "unset";
+    bf_event_init(&in, BF_DATASET_image_events);
+    BF_SET_STR(&in, model, "flux", 4);
+    BF_SET_STR(&in, user_id, "u-1", 3);
+    BF_SET_STR(&in, prompt, "a caf\xc3\xa9 at dusk", 15);
+    BF_SET_U64(&in, width, 1024);
+    BF_SET_U64(&in, height, 768);
+    BF_SET_U64(&in, start_time, 1700000000000ull);
+    BF_SET_U64(&in, end_time, 1700000001500ull);
+    BF_SET_U64(&in, cached, 1);
+    BF_SET_STR(&in, status, "success", 7);
+    size_t n = bf_encode(&in, buf, sizeof(buf));
+    ck_assert_uint_gt(n, BF_HEADER_LEN);
+    ck_assert_int_eq(decode_copy(&d, buf, n, &out, &detail, &copy), BF_OK);
+    ck_assert_ptr_null(detail);
+    ck_assert_ptr_null(d.doc); /* binary: nothing held */
+    ck_assert_int_eq(out.dataset, BF_DATASET_image_events);
+    ck_assert_uint_eq(out.present, in.present);
+    ck_assert_bfstr(out.model, "flux");
+    ck_assert_bfstr(out.user_id, "u-1");
+    ck_assert_bfstr(out.prompt, "a caf\xc3\xa9 at dusk");
+    ck_assert_bfstr(out.status, "success");
+    ck_assert_uint_eq(out.width, 1024);
+    ck_assert_uint_eq(out.height, 768);
+    ck_assert_uint_eq(out.start_time, 1700000000000ull);
+    ck_assert_uint_eq(out.end_time, 1700000001500ull);
+    ck_assert_uint_eq(out.cached, 1);
+    /* Strings borrow the datagram. */
+    ck_assert(out.model.ptr >= (const char *)copy && out.model.ptr < (const char *)copy + n);
+    decode_release(&d);
+    free(copy);
+}
+END_TEST
+
+START_TEST(test_decode_binary_llm)
+{
+    bf_event in, out;
+    uint8_t buf[512], *copy;
+    decoder d = {0};
+    bf_event_init(&in, BF_DATASET_llm_events);
+    BF_SET_STR(&in, model, "gpt-5-nano", 10);
+    BF_SET_U64(&in, prompt_tokens, 4294967295ull);
+    BF_SET_U64(&in, completion_tokens, 12);
+    BF_SET_U64(&in, cached_tokens, 3);
+    BF_SET_U64(&in, stream, 1);
+    BF_SET_STR(&in, ip, "2001:db8::1", 11);
+    size_t n = bf_encode(&in, buf, sizeof(buf));
+    ck_assert_int_eq(decode_copy(&d, buf, n, &out, NULL, &copy), BF_OK);
+    ck_assert_int_eq(out.dataset, BF_DATASET_llm_events);
+    ck_assert_uint_eq(out.present, in.present);
+    ck_assert_bfstr(out.model, "gpt-5-nano");
+    ck_assert_bfstr(out.ip, "2001:db8::1");
+    ck_assert_uint_eq(out.prompt_tokens, 4294967295ull);
+    ck_assert_uint_eq(out.completion_tokens, 12);
+    ck_assert_uint_eq(out.cached_tokens, 3);
+    ck_assert_uint_eq(out.stream, 1);
+    free(copy);
+}
+END_TEST
+
+START_TEST(test_decode_json)
+{
+    static const char text[] =
+        " {\"dataset\": \"llm_events\", \"model\": \"gpt-5-nano\", \"prompt_tokens\": 12,"
+        " \"stream\": true, \"cached\": 0, \"user_id\": \"u\\u00e9\", \"tier\": null,"
+        " \"unknown_key\": [1, 2], \"start_time\": 1700000000000.0} ";
+    bf_event ev;
+    uint8_t *copy;
+    decoder d = {0};
+    const char *detail = "unset";
+    /* A leading space is not JSON ('{' must come first): bad_magic. */
+    ck_assert_int_eq(decode_copy(&d, text, sizeof(text) - 1, &ev, &detail, &copy),
+                     BF_R_bad_magic);
+    free(copy);
+    ck_assert_int_eq(decode_copy(&d, text + 1, sizeof(text) - 2, &ev, &detail, &copy),
+                     BF_OK);
+    ck_assert_ptr_null(detail);
+    ck_assert_ptr_nonnull(d.doc); /* the event borrows the document */
+    ck_assert_int_eq(ev.dataset, BF_DATASET_llm_events);
+    ck_assert_bfstr(ev.model, "gpt-5-nano");
+    ck_assert_bfstr(ev.user_id, "u\xc3\xa9");
+    ck_assert_uint_eq(ev.prompt_tokens, 12);
+    ck_assert_uint_eq(ev.stream, 1);
+    ck_assert(BF_HAS(&ev, cached));
+    ck_assert_uint_eq(ev.cached, 0);
+    ck_assert(!BF_HAS(&ev, tier)); /* null is absent */
+    ck_assert_uint_eq(ev.start_time, 1700000000000ull);
+    /* The strings do not borrow the datagram: it can go first. */
+    free(copy);
+    ck_assert_bfstr(ev.model, "gpt-5-nano");
+    decode_release(&d);
+    ck_assert_ptr_null(d.doc);
+    decode_release(&d); /* twice is harmless */
+    ck_assert_ptr_null(d.doc);
+}
+END_TEST
+
+/* Every reason, through decode_datagram, and the field it names. */
+#define J(lit) lit, sizeof(lit) - 1
+static const struct {
+    const char *name;
+    const char *buf;
+    size_t len;
+    bf_reason want;
+    const char *detail; /* NULL: none */
+} rejects[] = {
+    {"empty", "", 0, BF_R_empty, NULL},
+    {"bad magic", J("xyz"), BF_R_bad_magic, NULL},
+    {"json array", J("[{\"dataset\":\"image_events\"}]"), BF_R_bad_magic, NULL},
+    {"bad version", J("\xbf\xfd\x02\x01"), BF_R_bad_version, NULL},
+    {"truncated header", J("\xbf\xfd\x01"), BF_R_truncated, NULL},
+    {"truncated string", J("\xbf\xfd\x01\x01\x2a\x05" "fl"), BF_R_truncated, NULL},
+    {"bad varint", J("\xbf\xfd\x01\x01\x30\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f"),
+     BF_R_bad_varint, NULL},
+    {"bad wire type", J("\xbf\xfd\x01\x01\x2b"), BF_R_bad_wire_type, NULL},
+    {"binary bad type", J("\xbf\xfd\x01\x01\x28\x01"), BF_R_bad_type, NULL},
+    {"binary unknown dataset", J("\xbf\xfd\x01\x09\x2a\x01m"), BF_R_unknown_dataset,
+     NULL},
+    {"binary missing model", J("\xbf\xfd\x01\x01\x60\x80\x08"), BF_R_missing_field,
+     "model"},
+    {"binary out of range", J("\xbf\xfd\x01\x01\x2a\x01m\x60\x80\x80\x04"),
+     BF_R_out_of_range, "width"},
+    {"bad json", J("{not json"), BF_R_bad_json, "(root)"},
+    {"json trailing", J("{\"dataset\":\"image_events\",\"model\":\"m\"} x"),
+     BF_R_bad_json, "(root)"},
+    {"json duplicate key", J("{\"dataset\":\"image_events\",\"model\":\"a\",\"model\":\"b\"}"),
+     BF_R_bad_json, "(root)"},
+    {"json NUL", J("{\"dataset\":\"image_events\",\"model\":\"a\\u0000b\"}"),
+     BF_R_bad_json, "(root)"},
+    {"json invalid UTF-8", J("{\"dataset\":\"image_events\",\"model\":\"\xff\"}"),
+     BF_R_bad_json, "(root)"},
+    {"json missing dataset", J("{\"model\":\"flux\"}"), BF_R_missing_field, "dataset"},
+    {"json missing model", J("{\"dataset\":\"image_events\"}"), BF_R_missing_field,
+     "model"},
+    {"json empty model", J("{\"dataset\":\"image_events\",\"model\":\"\"}"),
+     BF_R_missing_field, "model"},
+    {"json unknown dataset", J("{\"dataset\":\"video_events\",\"model\":\"m\"}"),
+     BF_R_unknown_dataset, "dataset"},
+    {"json dataset not a string", J("{\"dataset\":1,\"model\":\"m\"}"), BF_R_bad_type,
+     "dataset"},
+    {"json bad type string", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"width\":\"wide\"}"),
+     BF_R_bad_type, "width"},
+    {"json bad type model", J("{\"dataset\":\"image_events\",\"model\":5}"),
+     BF_R_bad_type, "model"},
+    {"json bad type bool", J("{\"dataset\":\"llm_events\",\"model\":\"m\",\"stream\":2}"),
+     BF_R_bad_type, "stream"},
+    {"json bad type fraction", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"steps\":1.5}"),
+     BF_R_bad_type, "steps"},
+    {"json too long", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"tier\":"
+                        "\"012345678901234567890123456789012\"}"),
+     BF_R_too_long, "tier"},
+    {"json out of range", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"width\":65536}"),
+     BF_R_out_of_range, "width"},
+    {"json negative", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"height\":-1}"),
+     BF_R_out_of_range, "height"},
+    {"json bad status", J("{\"dataset\":\"image_events\",\"model\":\"m\",\"status\":\"ok\"}"),
+     BF_R_bad_value, "status"},
+    {"json times out of order",
+     J("{\"dataset\":\"image_events\",\"model\":\"m\",\"start_time\":2,\"end_time\":1}"),
+     BF_R_bad_value, "end_time"},
+};
+#undef J
+
+START_TEST(test_decode_reject)
+{
+    bf_event ev;
+    uint8_t *copy;
+    decoder d = {0};
+    const char *detail = "unset";
+    bf_reason r = decode_copy(&d, rejects[_i].buf, rejects[_i].len, &ev, &detail, &copy);
+    ck_assert_msg(r == rejects[_i].want, "%s: got %s, want %s", rejects[_i].name,
+                  bf_reason_name(r), bf_reason_name(rejects[_i].want));
+    if (rejects[_i].detail)
+        ck_assert_msg(detail && strcmp(detail, rejects[_i].detail) == 0,
+                      "%s: detail '%s', want '%s'", rejects[_i].name,
+                      detail ? detail : "(null)", rejects[_i].detail);
+    else
+        ck_assert_msg(detail == NULL, "%s: detail '%s'", rejects[_i].name, detail);
+    decode_release(&d);
+    free(copy);
+}
+END_TEST
+
+/* Every reason in reasons.def except oversize (counted by receive, before
+ * decoding) is reachable through decode_datagram. */
+START_TEST(test_decode_reject_covers_reasons)
+{
+    int seen[BF_R_MAX] = {0};
+    for (size_t i = 0; i < sizeof(rejects) / sizeof(rejects[0]); i++)
+        seen[rejects[i].want] = 1;
+    for (int r = 1; r < BF_R_MAX; r++)
+        if (r != BF_R_oversize)
+            ck_assert_msg(seen[r], "no case for reason %s", bf_reason_name((bf_reason)r));
+}
+END_TEST
+
+/* A JSON reject's detail borrows the document: valid until release. */
+START_TEST(test_decode_detail_lives_until_release)
+{
+    static const char text[] = "{\"dataset\":\"image_events\",\"model\":\"m\","
+                               "\"a_key_that_is_unknown\":1,\"width\":[]}";
+    bf_event ev;
+    uint8_t *copy;
+    decoder d = {0};
+    const char *detail = NULL;
+    ck_assert_int_eq(decode_copy(&d, text, sizeof(text) - 1, &ev, &detail, &copy),
+                     BF_R_bad_type);
+    free(copy);
+    ck_assert_ptr_nonnull(d.doc);
+    ck_assert_str_eq(detail, "width");
+    decode_release(&d);
+    ck_assert_ptr_null(d.doc);
+}
+END_TEST
+
+/* The next decode drops the previous document; many cycles leak nothing
+ * (valgrind and ASan check the frees). */
+START_TEST(test_decode_release_frees)
+{
+    decoder d = {0};
+    bf_event ev;
+    char text[256];
+    uint8_t bin[128];
+    for (int i = 0; i < 2000; i++) {
+        int len = snprintf(text, sizeof(text),
+                           "{\"dataset\":\"image_events\",\"model\":\"m%d\","
+                           "\"prompt\":\"p%d\",\"width\":%d}",
+                           i, i, i % 3 == 0 ? 70000 : i);
+        bf_reason want = i % 3 == 0 ? BF_R_out_of_range : BF_OK;
+        ck_assert_int_eq(decode_datagram(&d, (const uint8_t *)text, (size_t)len, &ev,
+                                         NULL),
+                         want);
+        ck_assert_ptr_nonnull(d.doc);
+        if (i % 5 == 0) {
+            /* A binary datagram in between also releases the document. */
+            bf_event b;
+            bf_event_init(&b, BF_DATASET_llm_events);
+            BF_SET_STR(&b, model, "x", 1);
+            size_t n = bf_encode(&b, bin, sizeof(bin));
+            ck_assert_int_eq(decode_datagram(&d, bin, n, &ev, NULL), BF_OK);
+            ck_assert_ptr_null(d.doc);
+        }
+        if (i % 7 == 0)
+            decode_release(&d);
+    }
+    decode_release(&d);
+    ck_assert_ptr_null(d.doc);
+}
+END_TEST
+
+/* Round trip: events built at random, encoded by the C encoder, come back
+ * equal through decode_datagram. */
+START_TEST(test_decode_binary_roundtrip)
+{
+    unsigned seed = 7;
+    static const char *const models[] = {"flux", "gpt-5-nano", "m"};
+    for (int round = 0; round < 300; round++) {
+        bf_event in, out;
+        uint8_t buf[1024];
+        char text[64];
+        decoder d = {0};
+        seed = seed * 1103515245u + 12345u;
+        unsigned ds = 1 + (seed >> 16) % 2;
+        bf_event_init(&in, ds);
+        const char *m = models[(seed >> 8) % 3];
+        BF_SET_STR(&in, model, m, strlen(m));
+        snprintf(text, sizeof(text), "user-%u", seed % 1000);
+        BF_SET_STR(&in, user_id, text, strlen(text));
+        BF_SET_U64(&in, start_time, (uint64_t)(seed % 4000000000u) * 1000);
+        BF_SET_U64(&in, duration_ms, seed % 100000);
+        if (ds == BF_DATASET_image_events) {
+            BF_SET_U64(&in, width, seed % 65536);
+            BF_SET_U64(&in, steps, seed % 10001);
+        } else {
+            BF_SET_U64(&in, prompt_tokens, seed);
+            BF_SET_U64(&in, stream, seed & 1);
+        }
+        size_t n = bf_encode(&in, buf, sizeof(buf));
+        ck_assert_int_eq(decode_datagram(&d, buf, n, &out, NULL), BF_OK);
+        ck_assert_uint_eq(out.present, in.present);
+        ck_assert_int_eq(out.dataset, ds);
+        ck_assert(str_is(out.model, m));
+        ck_assert(str_is(out.user_id, text));
+        ck_assert_uint_eq(out.start_time, in.start_time);
+        ck_assert_uint_eq(out.duration_ms, in.duration_ms);
+        ck_assert_uint_eq(out.width, in.width);
+        ck_assert_uint_eq(out.steps, in.steps);
+        ck_assert_uint_eq(out.prompt_tokens, in.prompt_tokens);
+        ck_assert_uint_eq(out.stream, in.stream);
+    }
+}
+END_TEST
+
+Suite *decode_suite(void);
+
+Suite *decode_suite(void)
+{
+    Suite *s = suite_create("decode");
+    TCase *tc = tcase_create("decode");
+    tcase_add_test(tc, test_decode_binary_image);
+    tcase_add_test(tc, test_decode_binary_llm);
+    tcase_add_test(tc, test_decode_json);
+    tcase_add_loop_test(tc, test_decode_reject, 0,
+                        (int)(sizeof(rejects) / sizeof(rejects[0])));
+    tcase_add_test(tc, test_decode_reject_covers_reasons);
+    tcase_add_test(tc, test_decode_detail_lives_until_release);
+    tcase_add_test(tc, test_decode_release_frees);
+    tcase_add_test(tc, test_decode_binary_roundtrip);
+    suite_add_tcase(s, tc);
+    return s;
+}
