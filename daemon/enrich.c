@@ -70,21 +70,26 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
             hex[2 * i + 1] = hexdig[raw[i] & 15];
         }
         hex[64] = '\n';
-        /* O_EXCL: two daemons starting at once never both write a key. */
-        int w = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (w >= 0) {
-            ssize_t k = write(w, hex, 65);
-            int bad = k != 65 || fsync(w) < 0;
-            close(w);
-            if (bad) {
-                unlink(path);
-                snprintf(err, n, "writing ip hash key %s: %s", path, strerror(errno));
-                return -1;
-            }
-        } else if (errno != EEXIST) {
-            snprintf(err, n, "creating ip hash key %s: %s", path, strerror(errno));
+        /* Written whole to a temporary name, then link(2)ed into place:
+         * a crash never leaves a short key behind, and of two daemons
+         * starting at once only one key wins (link fails with EEXIST). */
+        char tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+        int w = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (w < 0) {
+            snprintf(err, n, "creating ip hash key %s: %s", tmp, strerror(errno));
             return -1;
         }
+        ssize_t k = write(w, hex, 65);
+        int bad = k != 65 || fsync(w) < 0;
+        close(w);
+        if (bad || (link(tmp, path) < 0 && errno != EEXIST)) {
+            snprintf(err, n, "writing ip hash key %s: %s", path,
+                     bad && k == 65 ? strerror(errno) : bad ? "short write" : strerror(errno));
+            unlink(tmp);
+            return -1;
+        }
+        unlink(tmp);
         fd = open(path, O_RDONLY | O_CLOEXEC);
     }
     if (fd < 0) {

@@ -316,7 +316,10 @@ static void on_connection(uv_stream_t *server, int status)
     stats_client *c = calloc(1, sizeof(*c));
     if (!c)
         return;
-    uv_pipe_init(st.loop, &c->pipe, 0);
+    if (uv_pipe_init(st.loop, &c->pipe, 0) < 0) {
+        free(c);
+        return;
+    }
     c->pipe.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
         uv_close((uv_handle_t *)&c->pipe, on_client_closed);
@@ -347,7 +350,10 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms)
         return rc;
     }
     chmod(path, 0660);
-    st.path = strdup(path);
+    if (!(st.path = strdup(path))) {
+        uv_close((uv_handle_t *)&st.server, NULL);
+        return UV_ENOMEM;
+    }
     uv_timer_init(loop, &st.timer);
     uv_timer_start(&st.timer, on_tick, interval_ms ? interval_ms : 1000,
                    interval_ms ? interval_ms : 1000);
