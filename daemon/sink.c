@@ -32,6 +32,9 @@ typedef struct ds_state {
     unsigned inflight;     /* compressing or posting */
     uint64_t backoff_ms;   /* next backoff ceiling; 0 after a success */
     int paused;            /* waiting on timer before sending again */
+    int probing;           /* after a failure: one request at a time until
+                              one succeeds, so a recovering sink is not met
+                              with every queued batch at once */
     uv_timer_t timer;
     char url[512];
 } ds_state;
@@ -393,6 +396,7 @@ static void on_posted(const http_result *res, void *arg)
     stats.http[st > 0 && st < STATS_HTTP_CODES ? st : 0]++;
 
     if (st >= 200 && st < 300) {
+        d->probing = 0;
         count_delivered(f, res);
         /* Rows arrived between first_ms and close_ms: half the rows are
          * counted at each end. Replayed batches lost their receipt times. */
@@ -424,6 +428,7 @@ static void on_posted(const http_result *res, void *arg)
         else
             wait = next_backoff(d);
         stats.retries++;
+        d->probing = 1;
         push_front(d, f);
         wait = pause_for(d, wait);
         log_limited(&fail_limit, LOG_WARN, "send_retry",
@@ -459,7 +464,8 @@ static void pump(ds_state *d)
         file_write_next();
         return;
     }
-    while (!d->paused && !sk.aborting && d->inflight < sk.o.max_inflight && d->head) {
+    unsigned limit = d->probing ? 1 : sk.o.max_inflight;
+    while (!d->paused && !sk.aborting && d->inflight < limit && d->head) {
         flight *f = pop_front(d);
         d->inflight++;
         if (f->gz || f->attempts) {
@@ -505,11 +511,12 @@ void sink_submit(batch_buf *b)
 void sink_submit_replay(batch_buf *b, uint64_t ref)
 {
     submit(b, ref);
+    pump_spool(); /* keep reading while there is room */
 }
 
 /* Read the spool back while the sink is healthy: nothing backing off or
- * waiting, memory under half the cap, one replayed batch at a time per
- * dataset's worth of slots. */
+ * waiting, memory under half the cap, at most max_inflight replayed
+ * batches out at once (reads themselves go one at a time). */
 static void pump_spool(void)
 {
     if (!sk.o.spool || sk.file_mode || sk.draining)
@@ -517,7 +524,7 @@ static void pump_spool(void)
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)
         if (sk.ds[id].paused || sk.ds[id].head)
             return;
-    if (sk.replaying < 2 && stats.memory_bytes < sk.o.max_memory / 2)
+    if (sk.replaying < sk.o.max_inflight && stats.memory_bytes < sk.o.max_memory / 2)
         spool_read_next();
 }
 

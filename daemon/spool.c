@@ -393,7 +393,14 @@ static void seg_unlink(segment *s)
  * and every row read from it was settled (or it was dropped for space). */
 static void seg_settle(segment *s)
 {
-    if (s->active || s->pending)
+    if (s->pending)
+        return;
+    /* The segment being appended to is retired once the reader has caught
+     * up with it, so a drained spool leaves no file behind; the next
+     * append starts a new one. */
+    if (s->active && s->bytes && s->read_off >= s->bytes && s->rows_out == 0)
+        s->active = 0;
+    if (s->active)
         return;
     if (s->fd >= 0) {
         close(s->fd);
