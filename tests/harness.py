@@ -32,7 +32,7 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
-BUILD = Path(os.environ.get('BIRDFEEDER_BUILD_DIR', REPO / 'build'))
+BUILD = Path(os.environ.get('BIRDFEEDER_BUILD_DIR', REPO / 'build')).resolve()
 DAEMON_BIN = BUILD / 'birdfeederd'
 CLI_BIN = BUILD / 'birdfeeder'
 FAKE_SCRIPT = TESTS_DIR / 'fake_tinybird.py'
