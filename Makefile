@@ -6,7 +6,9 @@
 #   make test-asan  the same tests against an AddressSanitizer + UBSan build
 #   make demo       daemon on its local file sink, sample events, the rows
 #   make bench      throughput, loss, CPU per event, peak RSS (not a test)
-#   make install    PREFIX=/usr/local DESTDIR= binaries, config, catalog
+#   make install    PREFIX=/usr/local DESTDIR= binaries, config, catalog,
+#                   man pages, systemd units, sysctl drop-in (install-ops)
+#   make config-doc regenerate option lists in docs/ from birdfeederd --help
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -46,7 +48,7 @@ UNIT_BIN   = $(BUILD)/unit-tests
 SHIM_LIB   = $(BUILD)/libbirdfeeder.a
 
 .PHONY: all deps test test-unit test-integration test-asan demo bench \
-        install clean valgrind check-deps proto-doc
+        install clean valgrind check-deps proto-doc install-ops config-doc
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB)
 
 # Rebuild everything when the flags change (as redis does).
@@ -108,11 +110,12 @@ demo: deps
 bench: deps
 	$(MAKE) all $(BENCH_SENDER)
 	$(PYTHON) tests/bench/bench.py --build $(BUILD)
+	node tests/bench/node_bench.mjs --build $(BUILD)
 
 proto-doc:
 	$(PYTHON) proto/gen_doc.py --write
 
-install: all
+install: all install-ops
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
 	  $(DESTDIR)/etc/birdfeeder $(DESTDIR)$(PREFIX)/share/birdfeeder \
 	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib
@@ -122,8 +125,38 @@ install: all
 	install -m 0644 client-shim/c/bf_client.h proto/bf_proto.h proto/fields.def \
 	  proto/reasons.def $(DESTDIR)$(PREFIX)/include/
 	install -m 0644 daemon/catalog.json $(DESTDIR)$(PREFIX)/share/birdfeeder/catalog.json
-	[ -e $(DESTDIR)/etc/birdfeeder/birdfeeder.json ] || \
-	  install -m 0644 daemon/birdfeeder.json $(DESTDIR)/etc/birdfeeder/birdfeeder.json
+	[ -e $(DESTDIR)/etc/birdfeeder/birdfeeder.json ] || { \
+	  sed 's#"/usr/local/share/birdfeeder/#"$(PREFIX)/share/birdfeeder/#' daemon/birdfeeder.json \
+	    > $(DESTDIR)/etc/birdfeeder/birdfeeder.json && \
+	  chmod 0644 $(DESTDIR)/etc/birdfeeder/birdfeeder.json; }
 
 clean:
 	rm -rf build build-asan
+
+# --- ops files: man pages, systemd units, sysctl drop-in (issue 4) ---------
+#   make install-ops   PREFIX, DESTDIR as for install; PREFIX is written into
+#                      the unit's ExecStart and the man page's catalog path.
+#                      `install` depends on it.
+#   make config-doc    regenerate the option lists in docs/ and
+#                      daemon/birdfeeder.json from `birdfeederd --help`
+MAN_DIR          ?= $(PREFIX)/share/man
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+SYSCTL_DIR       ?= /etc/sysctl.d
+
+install-ops:
+	install -d $(DESTDIR)$(MAN_DIR)/man1 $(DESTDIR)$(MAN_DIR)/man7 \
+	  $(DESTDIR)$(MAN_DIR)/man8 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(SYSCTL_DIR)
+	install -m 0644 docs/man/birdfeeder.1 $(DESTDIR)$(MAN_DIR)/man1/birdfeeder.1
+	install -m 0644 docs/man/birdfeeder-protocol.7 \
+	  $(DESTDIR)$(MAN_DIR)/man7/birdfeeder-protocol.7
+	sed 's#/usr/local/share/birdfeeder/#$(PREFIX)/share/birdfeeder/#g' docs/man/birdfeederd.8 \
+	  > $(DESTDIR)$(MAN_DIR)/man8/birdfeederd.8
+	chmod 0644 $(DESTDIR)$(MAN_DIR)/man8/birdfeederd.8
+	sed 's#/usr/local/sbin/birdfeederd#$(PREFIX)/sbin/birdfeederd#' \
+	  systemd/birdfeeder.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
+	install -m 0644 systemd/birdfeeder.socket $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.socket
+	install -m 0644 systemd/99-birdfeeder.conf $(DESTDIR)$(SYSCTL_DIR)/99-birdfeeder.conf
+
+config-doc: $(DAEMON_BIN)
+	$(PYTHON) docs/gen_config_doc.py --write --daemon $(DAEMON_BIN)

@@ -260,8 +260,31 @@ void config_usage(void)
             printf("      environment: %s\n", o->env);
     }
     printf("  --config FILE\n      JSON config file (also BIRDFEEDER_CONFIG)\n"
-           "  --check-config\n      validate the configuration, print it, exit\n"
+           "  --check-config\n      validate the configuration and the catalog, print the\n"
+           "      effective values (token hidden) as JSON, exit\n"
            "  --help, --version\n");
+}
+
+void config_print(const bf_config *cfg)
+{
+    json_t *o = json_object();
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option_def *opt = &options[k];
+        const char *slot = (const char *)cfg + opt->offset;
+        json_t *v;
+        if (opt->type == OPT_STR) {
+            const char *str = *(char *const *)slot;
+            if (str && opt->offset == offsetof(bf_config, token))
+                str = "(set)"; /* never print a secret */
+            v = str ? json_string(str) : json_null();
+        } else {
+            v = json_integer((json_int_t) * (const uint64_t *)slot);
+        }
+        json_object_set_new(o, opt->name, v);
+    }
+    json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(o);
 }
 
 void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n)

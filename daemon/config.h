@@ -56,6 +56,10 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv,
 
 void config_free(bf_config *cfg);
 
+/* Print the effective configuration as one JSON object, keyed as the
+ * config file is, to stdout; the token is shown as "(set)", never itself. */
+void config_print(const bf_config *cfg);
+
 /* Names of the options whose values differ between a and b, comma
  * separated, into out (size n); "" when none. For a reload's log line. */
 void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n);

@@ -232,6 +232,7 @@ int main(int argc, char **argv)
     if (!app.cat)
         return fail("catalog", err);
     if (cfg->check_only) {
+        config_print(cfg);
         printf("birdfeederd: configuration OK%s%s; catalog %s: %zu models\n",
                cfg->config_file ? " in " : "", cfg->config_file ? cfg->config_file : "",
                cfg->catalog, catalog_size(app.cat));

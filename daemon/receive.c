@@ -108,18 +108,23 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss)
 static void set_rcvbuf(uv_os_fd_t fd, uint64_t want)
 {
     int v = want > INT32_MAX / 2 ? INT32_MAX / 2 : (int)want;
-    /* SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN);
-     * otherwise SO_RCVBUF is capped by it. The kernel reports double. */
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
     int got = 0;
     socklen_t gl = sizeof(got);
-    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
+    /* A socket systemd passed may already have a larger buffer
+     * (ReceiveBuffer=) than we could set without CAP_NET_ADMIN: keep it.
+     * Otherwise SO_RCVBUFFORCE passes net.core.rmem_max when we may;
+     * SO_RCVBUF is capped by it. The kernel reports double. */
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) < 0 || (uint64_t)got / 2 < want) {
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+        gl = sizeof(got);
+        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
+    }
     stats.rcvbuf_bytes = (uint64_t)got;
     if ((uint64_t)got / 2 < want)
         log_warn("rcvbuf_capped",
                  "requested=%llu granted=%d hint=\"raise net.core.rmem_max "
-                 "(systemd/99-birdfeeder.conf)\"",
+                 "(/etc/sysctl.d/99-birdfeeder.conf)\"",
                  (unsigned long long)want, got / 2);
 }
 

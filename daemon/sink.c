@@ -140,6 +140,13 @@ unsigned sink_pending(void)
     return n + (sk.out_cur != NULL);
 }
 
+static uint64_t now_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* ---- file mode: one write at a time, in order ---- */
 
 static void file_write_next(void);
@@ -162,11 +169,7 @@ static void on_file_written(uv_fs_t *req)
     } else {
         stats.rows_delivered[f->b->dataset] += f->b->rows;
         stats.bytes_sent += f->b->len;
-        stats.last_flush_ok_ms = (uint64_t)uv_now(sk.loop); /* replaced below */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        stats.last_flush_ok_ms =
-            (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        stats.last_flush_ok_ms = now_wall_ms();
     }
     sk.out_cur = NULL;
     sk.out_busy = 0;
@@ -201,12 +204,6 @@ static void file_write_next(void)
 
 /* ---- Tinybird mode ---- */
 
-static uint64_t now_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Threadpool: gzip the batch. Level 1: on a loaded 2-core host the CPU
  * matters more than the last 10% of size. */
@@ -441,10 +438,12 @@ static void on_posted(const http_result *res, void *arg)
                                          "workspace is on another region host"
                            : st == 401 ? "the token is missing"
                                        : "the rows were refused";
+        char body[256];
+        log_quote(body, sizeof(body), res->body, 200);
         log_limited(&reject_limit, LOG_ERROR, "send_rejected",
-                    "dataset=%s status=%ld rows=%llu hint=\"%s\" body=\"%.200s\"",
+                    "dataset=%s status=%ld rows=%llu hint=\"%s\" body=%s",
                     bf_dataset_name(d->dataset), st, (unsigned long long)f->b->rows,
-                    hint, res->body);
+                    hint, body);
         stats_drop(DROP_http_rejected, f->b->dataset, f->b->rows);
         flight_settled(f);
         if (sk.o.spool) { /* kept for a person to look at, not retried */
@@ -468,7 +467,7 @@ static void pump(ds_state *d)
     while (!d->paused && !sk.aborting && d->inflight < limit && d->head) {
         flight *f = pop_front(d);
         d->inflight++;
-        if (f->gz || f->attempts) {
+        if (f->gz) { /* a retry: compressed already */
             post(d, f);
             continue;
         }

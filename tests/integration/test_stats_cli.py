@@ -1,0 +1,424 @@
+"""`birdfeeder stats`: the live view, --once, --json and --prom.
+
+Against a real daemon (harness.Daemon with a FakeTinybird) for the numbers,
+and against a scripted stats socket (FakeStatsSocket) for what a daemon does
+not do on demand: odd lines, unknown keys, a restart mid-view.
+"""
+import json
+import math
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import (CLI_BIN, Daemon, FakeTinybird, _require, clean_env,  # noqa: E402
+                     send_json_lines, send_raw, wait_until)
+
+PROM_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
+PROM_LABEL = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*\Z')
+PROM_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (-?\d+))?\Z')
+PROM_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|\Z)')
+
+
+def check_prometheus(text):
+    """Assert text is a valid Prometheus text exposition (format 0.0.4) as
+    birdfeeder writes it: every family has one HELP and one TYPE line before
+    its samples, samples of a family are contiguous, names and labels are
+    valid, values parse as numbers, counters end in _total, no duplicate
+    series. Returns {family: {'type': t, 'samples': {labels_tuple: value}}}."""
+    families = {}
+    current = None
+    assert text.endswith('\n'), 'exposition must end with a newline'
+    for n, line in enumerate(text.split('\n')[:-1], 1):
+        where = f'line {n}: {line!r}'
+        assert line, f'{where}: empty line'
+        if line.startswith('#'):
+            parts = line.split(' ', 3)
+            assert len(parts) >= 3 and parts[1] in ('HELP', 'TYPE'), f'{where}: bad comment'
+            kind, name = parts[1], parts[2]
+            assert PROM_NAME.match(name), f'{where}: bad metric name'
+            fam = families.setdefault(name, {'help': None, 'type': None, 'samples': {}})
+            assert not fam['samples'], f'{where}: {kind} after samples of {name}'
+            if kind == 'HELP':
+                assert fam['help'] is None, f'{where}: second HELP'
+                assert len(parts) == 4 and parts[3].strip(), f'{where}: empty HELP'
+                fam['help'] = parts[3]
+            else:
+                assert fam['type'] is None, f'{where}: second TYPE'
+                assert len(parts) == 4 and parts[3] in ('counter', 'gauge'), \
+                    f'{where}: type must be counter or gauge'
+                fam['type'] = parts[3]
+            current = name
+            continue
+        m = PROM_SAMPLE.match(line)
+        assert m, f'{where}: not a sample'
+        name, labels, value = m.group(1), m.group(2), m.group(3)
+        assert name == current, f'{where}: sample outside its family ({current})'
+        fam = families[name]
+        assert fam['help'] is not None and fam['type'] is not None, \
+            f'{where}: sample before HELP and TYPE'
+        pairs = []
+        if labels:
+            pos = 0
+            while pos < len(labels):
+                pm = PROM_PAIR.match(labels, pos)
+                assert pm, f'{where}: bad labels at {labels[pos:]!r}'
+                assert PROM_LABEL.match(pm.group(1)), f'{where}: bad label name'
+                pairs.append((pm.group(1), pm.group(2)))
+                pos = pm.end()
+        key = tuple(pairs)
+        assert key not in fam['samples'], f'{where}: duplicate series'
+        v = float(value)  # raises on a non-number
+        assert not math.isnan(v), f'{where}: NaN'
+        fam['samples'][key] = v
+    for name, fam in families.items():
+        assert fam['samples'], f'family {name} has no samples'
+        if fam['type'] == 'counter':
+            assert name.endswith('_total'), f'counter {name} must end in _total'
+            assert all(v >= 0 for v in fam['samples'].values()), f'counter {name} < 0'
+    return families
+
+
+def run_stats(*args, env=None, timeout=20):
+    _require(CLI_BIN)
+    return subprocess.run([str(CLI_BIN), 'stats', *args], capture_output=True, text=True,
+                          timeout=timeout, env=clean_env(env))
+
+
+def images(n, prefix='i'):
+    return [{"dataset": "image_events", "model": "flux", "id": f"{prefix}{k}"} for k in range(n)]
+
+
+def llms(n, prefix='l'):
+    return [{"dataset": "llm_events", "model": "gpt-5-nano", "id": f"{prefix}{k}"}
+            for k in range(n)]
+
+
+class FakeStatsSocket:
+    """A Unix stream socket that plays the daemon's side: every client that
+    connects gets the next script from `scripts` (a list of lists of raw
+    lines, bytes), one line every `interval` s, then is closed (or kept open
+    with hold=True)."""
+
+    def __init__(self, scripts, interval=0.05, hold=False):
+        self.dir = tempfile.mkdtemp(prefix='bfs-', dir='/tmp')
+        self.path = os.path.join(self.dir, 'stats.sock')
+        self.scripts = list(scripts)
+        self.interval = interval
+        self.hold = hold
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.stop_ev = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop_ev.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            script = self.scripts.pop(0) if self.scripts else []
+            with conn:
+                try:
+                    for line in script:
+                        conn.sendall(line)
+                        time.sleep(self.interval)
+                    while self.hold and not self.stop_ev.is_set():
+                        time.sleep(0.05)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop_ev.set()
+        self.sock.close()
+        self.thread.join(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def snapshot(ts, uptime, **kw):
+    base = {"ts_ms": ts, "uptime_ms": uptime, "received": 0, "received_bytes": 0,
+            "rejected_total": 0, "rejected": {"bad_magic": 0}, "accepted_total": 0,
+            "accepted": {"image_events": 0, "llm_events": 0},
+            "rows_delivered_total": 0, "rows_delivered": {"image_events": 0, "llm_events": 0},
+            "http": {}, "memory_cap": 67108864, "memory_bytes": 0, "last_flush_ok_ms": 0}
+    base.update(kw)
+    return (json.dumps(base, separators=(',', ':')) + '\n').encode()
+
+
+class StatsCliTestCase(unittest.TestCase):
+    def setUp(self):
+        _require(CLI_BIN)
+
+    def daemon_with_events(self):
+        """A daemon delivering to a FakeTinybird, after 7 image and 3 llm
+        events and 2 bad datagrams (bad_magic, empty) were all counted."""
+        tb = FakeTinybird()
+        self.addCleanup(tb.stop)
+        d = Daemon(tinybird=tb)
+        self.addCleanup(d.cleanup)
+        p = send_json_lines(images(7) + llms(3), d.port)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        send_raw(b'hello', d.port)
+        send_raw(b'', d.port)
+        wait_until(lambda: (lambda s: s['rows_delivered_total'] == 10 and s['received'] == 12)(
+            d.stats()), msg='10 rows delivered, 12 datagrams received')
+        return tb, d
+
+
+class TestAgainstDaemon(StatsCliTestCase):
+    def test_once_shows_the_counts(self):
+        _, d = self.daemon_with_events()
+        t0 = time.monotonic()
+        p = run_stats('--socket', str(d.stats_path), '--once')
+        took = time.monotonic() - t0
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout
+        sys.stderr.write('\n' + out)
+        self.assertLess(took, 8, 'rates take about one second, not more')
+        self.assertIn('rates over', out)
+        expect = [
+            r'^received\s+12\s+\S+/s\s+\d+ B$',
+            r'^accepted\s+10\s+0/s\s+image_events 7, llm_events 3$',
+            r'^rejected\s+2\s+0/s\s+.*\bempty 1\b',
+            r'^rejected\s+.*\bbad_magic 1\b',
+            r'^batched\s+10\b',
+            r'^delivered\s+10\s+0/s\s+image_events 7, llm_events 3$',
+            r'^dropped\s+0\s+0/s$',
+            r'^requests\s+\d+\s+0/s\s+200 \d+',
+            r'^retries\s+0\b',
+            r'^memory\s+.* of 64\.0 MiB',
+            r'^socket\s+queue .* kernel drops 0',
+            r'^last flush\s+\d+(\.\d)?s ago$',
+        ]
+        for pattern in expect:
+            self.assertRegex(out, re.compile(pattern, re.M))
+        self.assertNotIn('\x1b', out, '--once writes no escape codes')
+
+    def test_once_rates_under_load(self):
+        _, d = self.daemon_with_events()
+        events = b''.join(json.dumps(e).encode() + b'\n' for e in images(1, 'load'))
+        sender = subprocess.Popen([str(CLI_BIN), 'send', '--to', d.addr, '--rate', '500',
+                                   '--repeat', '2000'], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=clean_env())
+        self.addCleanup(lambda: (sender.kill(), sender.wait()))
+        sender.stdin.write(events)
+        sender.stdin.close()
+        wait_until(lambda: d.stats()['received'] > 100, msg='load started')
+        p = run_stats('--socket', str(d.stats_path), '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.search(r'^received\s+(\d+)\s+(\d+(?:\.\d)?)/s', p.stdout, re.M)
+        self.assertTrue(m, p.stdout)
+        rate = float(m.group(2))
+        # 500/s sent; allow for a slow (sanitizer) build and timer jitter.
+        self.assertGreater(rate, 150, p.stdout)
+        self.assertLess(rate, 1000, p.stdout)
+        self.assertRegex(p.stdout, re.compile(r'^accepted\s+\d+\s+\d+(\.\d)?/s', re.M))
+
+    def test_json_passes_lines_through(self):
+        _, d = self.daemon_with_events()
+        p = run_stats('--socket', str(d.stats_path), '--json', '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 1, p.stdout)
+        obj = json.loads(lines[0])
+        # As the daemon wrote it: compact, same keys in the same order.
+        self.assertEqual(lines[0], json.dumps(obj, separators=(',', ':')))
+        self.assertEqual(list(obj), list(d.stats()))
+        self.assertEqual(obj['received'], 12)
+        self.assertEqual(obj['accepted'], {'image_events': 7, 'llm_events': 3})
+
+        # Streaming: one line per interval (100 ms in the harness).
+        proc = subprocess.Popen([str(CLI_BIN), 'stats', '--socket', str(d.stats_path),
+                                 '--json'], stdout=subprocess.PIPE, env=clean_env())
+        self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close()))
+        got = [json.loads(proc.stdout.readline()) for _ in range(4)]
+        ts = [o['ts_ms'] for o in got]
+        self.assertEqual(ts, sorted(ts))
+        self.assertGreater(ts[-1], ts[0])
+
+    def test_prom_is_valid_and_has_the_counts(self):
+        _, d = self.daemon_with_events()
+        p = run_stats('--socket', str(d.stats_path), '--prom')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        fams = check_prometheus(p.stdout)
+
+        def value(name, **labels):
+            self.assertIn(name, fams, f'{name} missing from:\n{p.stdout}')
+            return fams[name]['samples'][tuple(sorted(labels.items()))]
+
+        self.assertEqual(fams['birdfeeder_received_total']['type'], 'counter')
+        self.assertEqual(value('birdfeeder_received_total'), 12)
+        self.assertEqual(value('birdfeeder_accepted_total', dataset='image_events'), 7)
+        self.assertEqual(value('birdfeeder_accepted_total', dataset='llm_events'), 3)
+        self.assertEqual(value('birdfeeder_rejected_total', reason='bad_magic'), 1)
+        self.assertEqual(value('birdfeeder_rejected_total', reason='empty'), 1)
+        self.assertEqual(value('birdfeeder_rows_delivered_total', dataset='image_events'), 7)
+        self.assertGreaterEqual(value('birdfeeder_http_requests_total', status='200'), 1)
+        self.assertEqual(value('birdfeeder_rows_dropped_total', reason='shutdown'), 0)
+        self.assertEqual(fams['birdfeeder_memory_cap_bytes']['type'], 'gauge')
+        self.assertEqual(value('birdfeeder_memory_cap_bytes'), 64 * 1024 * 1024)
+        self.assertEqual(fams['birdfeeder_spool_bytes']['type'], 'gauge')
+        self.assertGreater(value('birdfeeder_last_flush_ok_timestamp_seconds'), 1.6e9)
+        # The sums (rejected_total in the JSON) are not exported twice.
+        self.assertNotIn('birdfeeder_rejected_total_total', fams)
+
+    def test_default_socket_from_environment(self):
+        _, d = self.daemon_with_events()
+        p = run_stats('--json', '--once', env={'BIRDFEEDER_STATS_SOCKET': str(d.stats_path)})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)['received'], 12)
+
+
+class TestAgainstScriptedSocket(StatsCliTestCase):
+    def test_missing_socket_is_exit_1_with_a_hint(self):
+        p = run_stats('--socket', '/nonexistent/bf/stats.sock', '--once')
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('/nonexistent/bf/stats.sock', p.stderr)
+        self.assertIn('is birdfeederd running', p.stderr)
+        self.assertEqual(p.stdout, '')
+
+    def test_usage_errors(self):
+        self.assertEqual(run_stats('--json', '--prom').returncode, 2)
+        self.assertEqual(run_stats('extra').returncode, 2)
+        self.assertEqual(run_stats('--bogus').returncode, 2)
+
+    def test_json_is_byte_for_byte(self):
+        odd = [b'{"ts_ms": 1,  "x" : [1, 2]}\n', b'{"ts_ms":2,"\\u00e9":"\xc3\xa9"}\n',
+               b'{"ts_ms":3}\n']
+        with FakeStatsSocket([odd]) as fake:
+            p = subprocess.run([str(CLI_BIN), 'stats', '--socket', fake.path, '--json'],
+                               capture_output=True, timeout=20, env=clean_env())
+        self.assertEqual(p.returncode, 0, p.stderr)  # the daemon closed: clean end
+        self.assertEqual(p.stdout, b''.join(odd))
+
+    def test_prom_exports_unknown_keys_as_gauges(self):
+        line = snapshot(1000, 10, received=5, new_counter=3,
+                        new_map={"a-b": 1, "c": 2},
+                        ack_delay_ms={"p50": 12, "p99": 250, "p999": 900, "window_s": 60},
+                        queue_delay_ms={"p50": 1.5}, text_key="ignored")
+        with FakeStatsSocket([[line]], hold=True) as fake:
+            p = run_stats('--socket', fake.path, '--prom')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        fams = check_prometheus(p.stdout)
+        self.assertEqual(fams['birdfeeder_received_total']['samples'][()], 5)
+        self.assertEqual(fams['birdfeeder_new_counter']['type'], 'gauge')
+        self.assertEqual(fams['birdfeeder_new_map']['samples'],
+                         {(('key', 'a-b'),): 1, (('key', 'c'),): 2})
+        self.assertEqual(fams['birdfeeder_ack_delay_seconds']['samples'],
+                         {(('quantile', '0.5'),): 0.012, (('quantile', '0.99'),): 0.25,
+                          (('quantile', '0.999'),): 0.9})
+        self.assertEqual(fams['birdfeeder_queue_delay_ms']['samples'],
+                         {(('quantile', '0.5'),): 1.5})
+        self.assertFalse([n for n in fams if 'ts_ms' in n or 'text_key' in n], fams.keys())
+
+    def test_once_with_one_line_shows_totals(self):
+        with FakeStatsSocket([[snapshot(1000, 10, received=42,
+                                        accepted={"image_events": 40, "llm_events": 2})]]) as f:
+            p = run_stats('--socket', f.path, '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn('totals only', p.stdout)
+        self.assertRegex(p.stdout, re.compile(r'^received\s+42\s+-/s', re.M))
+        self.assertRegex(p.stdout, re.compile(r'^accepted\s+42\s+-/s\s+image_events 40, '
+                                              r'llm_events 2$', re.M))
+        self.assertRegex(p.stdout, re.compile(r'^last flush\s+never$', re.M))
+
+    def test_once_rates_from_two_lines(self):
+        script = [snapshot(10_000, 5_000, received=100, rejected={"bad_magic": 0},
+                           http={"200": 1}),
+                  snapshot(12_000, 7_000, received=2_100, rejected={"bad_magic": 40},
+                           http={"200": 5, "503": 2}, last_flush_ok_ms=11_500,
+                           ack_delay_ms={"p50": 20, "p99": 700, "window_s": 120})]
+        with FakeStatsSocket([script]) as f:
+            p = run_stats('--socket', f.path, '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout
+        self.assertIn('rates over 2.0s', out)
+        self.assertRegex(out, re.compile(r'^received\s+2100\s+1000/s', re.M))
+        self.assertRegex(out, re.compile(r'^rejected\s+40\s+20\.0/s\s+bad_magic 40 \(20\.0/s\)$',
+                                         re.M))
+        self.assertRegex(out, re.compile(r'^requests\s+7\s+3\.0/s\s+200 5 \(2\.0/s\), '
+                                         r'503 2 \(1\.0/s\)$', re.M))
+        self.assertRegex(out, re.compile(r'^last flush\s+0\.5s ago$', re.M))
+        self.assertRegex(out, re.compile(r'^latency\s+p50 20 ms, p99 700 ms', re.M))
+
+    def test_live_view_redraws_on_a_terminal_and_reconnects(self):
+        first = [snapshot(1000 + 100 * k, 100 * k, received=10 * k) for k in range(3)]
+        second = [snapshot(50_000 + 100 * k, 100 * k, received=k) for k in range(3)]
+        with FakeStatsSocket([first, second], interval=0.1) as fake:
+            master, slave = pty.openpty()
+            proc = subprocess.Popen([str(CLI_BIN), 'stats', '--socket', fake.path],
+                                    stdout=slave, stderr=subprocess.DEVNULL, env=clean_env())
+            os.close(slave)
+            out = b''
+            deadline = time.monotonic() + 15
+            try:
+                # 3 frames, the reconnect notice, 3 frames.
+                while out.count(b'\x1b[H\x1b[2J') < 7 and time.monotonic() < deadline:
+                    r, _, _ = select.select([master], [], [], 0.2)
+                    if r:
+                        try:
+                            out += os.read(master, 65536)
+                        except OSError:
+                            break
+            finally:
+                proc.kill()
+                proc.wait()
+                os.close(master)
+        text = out.decode(errors='replace')
+        self.assertGreaterEqual(fake.connections, 2, text)
+        self.assertIn('\x1b[H\x1b[2J', text)             # home + clear per frame
+        self.assertIn('rates over 0.1s', text)
+        self.assertRegex(text, r'received\s+20\s+100/s')  # 10 per 100 ms
+        self.assertIn('connection closed, reconnecting', text)
+        # After the reconnect the first frame has no rates: another daemon.
+        after = text.split('reconnecting', 1)[1]
+        self.assertIn('totals only', after)
+
+    def test_live_view_on_a_pipe_has_no_escape_codes(self):
+        lines = [snapshot(1000 + 100 * k, 100 * k, received=k) for k in range(3)]
+        with FakeStatsSocket([lines], interval=0.05, hold=True) as fake:
+            proc = subprocess.Popen([str(CLI_BIN), 'stats', '--socket', fake.path],
+                                    stdout=subprocess.PIPE, env=clean_env())
+            self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close()))
+            frames = []
+            buf = b''
+            while len(frames) < 3:
+                line = proc.stdout.readline()
+                self.assertTrue(line, 'view ended early')
+                if line == b'\n':
+                    frames.append(buf)
+                    buf = b''
+                else:
+                    buf += line
+        self.assertNotIn(b'\x1b', b''.join(frames))
+        self.assertIn(b'totals only', frames[0])
+        self.assertIn(b'rates over 0.1s', frames[2])
+
+
+if __name__ == '__main__':
+    unittest.main()
