@@ -91,7 +91,7 @@ deps:
 	else echo "make deps: all packages present"; fi
 
 test: deps
-	$(MAKE) all $(UNIT_BIN)
+	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER)
 	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
 
 # Separate build directory so the sanitizer flags never mix with a normal build.
