@@ -55,6 +55,7 @@ static struct {
     uv_timer_t drain_timer;
     uv_timer_t replay_timer;
     unsigned replaying;    /* replayed batches queued or in flight */
+    int spool_flushing;    /* drain: waiting for the spool's writes */
     int started;
 } sk;
 
@@ -491,6 +492,12 @@ static void submit(batch_buf *b, uint64_t ref)
     f->spool_ref = ref;
     if (ref)
         sk.replaying++;
+    if (sk.aborting) { /* past the shutdown deadline (a spool read landing) */
+        flight_to_spool(f);
+        flight_free(f);
+        check_drained();
+        return;
+    }
     ds_state *d = &sk.ds[b->dataset];
     push_back(d, f);
     pump(d);
@@ -574,18 +581,35 @@ int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
     return http_init(loop, &ho, err, n);
 }
 
-static void check_drained(void)
+static void drain_finish(void)
 {
-    if (!sk.draining || !sk.drain_done || sink_pending())
-        return;
     void (*done)(void *) = sk.drain_done;
     sk.drain_done = NULL;
     uv_timer_stop(&sk.drain_timer);
+    done(sk.drain_arg);
+}
+
+static void on_spool_flushed(void *arg)
+{
+    (void)arg;
+    sk.spool_flushing = 0;
+    /* A spool read that was under way may have landed meanwhile: then its
+     * flight settles first and calls check_drained again. */
+    if (sk.drain_done && !sink_pending())
+        drain_finish();
+}
+
+static void check_drained(void)
+{
+    if (!sk.draining || !sk.drain_done || sk.spool_flushing || sink_pending())
+        return;
     /* Whatever was spooled on the way must be on disk before we exit. */
-    if (sk.o.spool)
-        spool_flush(done, sk.drain_arg);
-    else
-        done(sk.drain_arg);
+    if (sk.o.spool) {
+        sk.spool_flushing = 1;
+        spool_flush(on_spool_flushed, NULL);
+    } else {
+        drain_finish();
+    }
 }
 
 static void on_drain_deadline(uv_timer_t *t)
