@@ -11,6 +11,10 @@ Binaries come from build/ (override with BIRDFEEDER_BUILD_DIR).  When they do
 not exist yet, Daemon / send_json_lines raise unittest.SkipTest, unless
 BIRDFEEDER_REQUIRE_BINARIES=1 (for CI, where a missing binary is a failure).
 Set BIRDFEEDER_KEEP_TMP=1 to keep the daemon's temp dir for post-mortems.
+
+Test classes subclass BirdfeederTestCase: self.fake() / self.daemon() /
+self.tmpdir() are cleaned up after the test, and a failing test prints the
+logs of the daemons and fakes it started.
 """
 
 import datetime
@@ -38,6 +42,8 @@ CLI_BIN = BUILD / 'birdfeeder'
 FAKE_SCRIPT = TESTS_DIR / 'fake_tinybird.py'
 DATASOURCES = REPO / 'tinybird' / 'datasources'
 REPO_CATALOG = REPO / 'daemon' / 'catalog.json'
+IMAGE, LLM = 'image_events', 'llm_events'
+DATASETS = (IMAGE, LLM)
 
 sys.path.insert(0, str(TESTS_DIR))
 import fake_tinybird  # noqa: E402  (shares the .datasource parser/validator)
@@ -113,6 +119,30 @@ def ts_ms(dt=None):
     """Tinybird's safe DateTime64(3) text form: 'YYYY-MM-DD HH:MM:SS.mmm' (UTC)."""
     dt = dt or datetime.datetime.now(datetime.timezone.utc)
     return dt.strftime('%Y-%m-%d %H:%M:%S.') + f'{dt.microsecond // 1000:03d}'
+
+
+def stop_process(proc, timeout=5):
+    """SIGTERM, then SIGKILL after timeout s; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
+def stat_at_least(d, key, n):
+    """wait_until predicate: d.stats()[key] >= n (dotted key 'a.b'); returns
+    the stats dict once it holds."""
+    def pred():
+        s = d.stats()
+        v = s
+        for part in key.split('.'):
+            v = v[part]
+        return s if v >= n else None
+    return pred
 
 
 # ---------------------------------------------------------------------------
@@ -304,13 +334,7 @@ class FakeTinybird:
 
     def stop(self):
         """SIGTERM, then SIGKILL after 5 s; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         if self.proc.stdout and not self.proc.stdout.closed:
             self.proc.stdout.close()
         if not self._stderr.closed:
@@ -330,12 +354,12 @@ class FakeTinybird:
 # Daemon
 # ---------------------------------------------------------------------------
 
-def _short_tmpdir():
+def _short_tmpdir(prefix='bf-'):
     # A Unix socket path must fit in sun_path (108 bytes): keep the dir short.
     base = tempfile.gettempdir()
     if len(base) > 40:
         base = '/tmp'
-    return tempfile.mkdtemp(prefix='bf-', dir=base)
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
 class Daemon:
@@ -537,3 +561,76 @@ def send_raw(datagram, port, host='127.0.0.1'):
         datagram = datagram.encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(datagram, (host, port))
+
+
+# ---------------------------------------------------------------------------
+# test case base
+# ---------------------------------------------------------------------------
+
+class BirdfeederTestCase(unittest.TestCase):
+    """Base for the integration tests.
+
+    self.fake() / self.daemon() start a FakeTinybird / Daemon that stops when
+    the test ends; self.tmpdir() makes a temp dir removed then (kept with
+    BIRDFEEDER_KEEP_TMP=1).  When the test fails, the stderr of every daemon
+    and fake it started this way is written to stderr.  Subclasses that
+    override setUp must call super().setUp().
+    """
+    maxDiff = 4000
+    tmp_prefix = 'bf-test-'
+
+    def setUp(self):
+        self._daemons = []
+        self._fakes = []
+        self.addCleanup(self._dump_logs_on_failure)
+
+    # -- processes --------------------------------------------------------------
+
+    def fake(self, **kw):
+        tb = FakeTinybird(**kw)
+        self._fakes.append(tb)
+        self.addCleanup(tb.stop)
+        return tb
+
+    def daemon(self, args=(), tinybird=None, **kw):
+        d = Daemon(list(args), tinybird=tinybird, **kw)
+        self._daemons.append(d)
+        self.addCleanup(d.cleanup)
+        return d
+
+    def tmpdir(self, prefix=None):
+        """A fresh short temp dir (Unix sockets fit), removed after the test."""
+        p = Path(_short_tmpdir(prefix or self.tmp_prefix))
+        if os.environ.get('BIRDFEEDER_KEEP_TMP') != '1':
+            self.addCleanup(shutil.rmtree, p, True)
+        return p
+
+    # -- assertions -------------------------------------------------------------
+
+    def assert_no_quarantine(self, tb, datasets=DATASETS):
+        for ds in datasets:
+            self.assertEqual(tb.quarantine(ds), [], f"quarantined rows in {ds}")
+
+    # -- logs of a failed test ----------------------------------------------------
+
+    def _failed(self):
+        outcome = getattr(self, '_outcome', None)
+        result = getattr(outcome, 'result', None)
+        if result is not None:
+            for test, _ in list(getattr(result, 'failures', [])) + list(getattr(result, 'errors', [])):
+                if test is self or getattr(test, 'test_case', None) is self:
+                    return True
+        return bool(getattr(outcome, 'errors', None) and any(e for _, e in outcome.errors))
+
+    def _dump_logs_on_failure(self):
+        if not self._failed():
+            return
+        for i, d in enumerate(self._daemons):
+            log = d.log()
+            if len(log) > 20000:
+                log = log[:8000] + '\n[...]\n' + log[-12000:]
+            sys.stderr.write(f"\n--- {self.id()}: birdfeederd #{i} stderr ---\n{log}")
+        for i, tb in enumerate(self._fakes):
+            log = tb.log()
+            if log.strip():
+                sys.stderr.write(f"\n--- {self.id()}: fake_tinybird #{i} stderr ---\n{log[-8000:]}")

@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -30,11 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/
 
 import harness  # noqa: E402
-from harness import (FakeTinybird, Daemon, send_json_lines, send_raw,  # noqa: E402
-                     wait_until, validate_row_columns, REPO_CATALOG)
+from harness import (BirdfeederTestCase, send_json_lines, send_raw,  # noqa: E402
+                     stat_at_least, wait_until, validate_row_columns, REPO_CATALOG,
+                     IMAGE, LLM, DATASETS)
 
-IMAGE, LLM = 'image_events', 'llm_events'
-DATASETS = (IMAGE, LLM)
 FAST = ['--flush-interval-ms', '100']
 MAX_DATAGRAM = 8192           # the daemon's default --max-datagram (8KiB)
 TS_RE = re.compile(r'\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}')
@@ -126,64 +124,9 @@ def ids_by_ds(events):
     return out
 
 
-def stats_at_least(d, key, n):
-    """wait_until predicate: stats[key] >= n (dotted key 'a.b')."""
-    def pred():
-        s = d.stats()
-        v = s
-        for part in key.split('.'):
-            v = v[part]
-        return s if v >= n else None
-    return pred
-
-
-class DaemonTestCase(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self._daemons = []
-        self._fakes = []
-        self.addCleanup(self._dump_logs_on_failure)
-
-    # -- process management ---------------------------------------------------
-
-    def fake(self, **kw):
-        tb = FakeTinybird(**kw)
-        self._fakes.append(tb)
-        self.addCleanup(tb.stop)
-        return tb
-
-    def daemon(self, args=(), tinybird=None, **kw):
-        d = Daemon(list(args), tinybird=tinybird, **kw)
-        self._daemons.append(d)
-        self.addCleanup(d.cleanup)
-        return d
-
-    def tmpdir(self):
-        p = Path(tempfile.mkdtemp(prefix='bf-test-'))
-        self.addCleanup(shutil.rmtree, p, True)
-        return p
-
-    def _failed(self):
-        outcome = getattr(self, '_outcome', None)
-        result = getattr(outcome, 'result', None)
-        if result is not None:
-            for test, _ in list(getattr(result, 'failures', [])) + list(getattr(result, 'errors', [])):
-                if test is self or getattr(test, 'test_case', None) is self:
-                    return True
-        return bool(getattr(outcome, 'errors', None) and any(e for _, e in outcome.errors))
-
-    def _dump_logs_on_failure(self):
-        if not self._failed():
-            return
-        for i, d in enumerate(self._daemons):
-            sys.stderr.write(f"\n--- {self.id()}: birdfeederd #{i} stderr ---\n{d.log()}")
-        for i, tb in enumerate(self._fakes):
-            log = tb.log()
-            if log.strip():
-                sys.stderr.write(f"\n--- {self.id()}: fake_tinybird #{i} stderr ---\n{log}")
-
-    # -- assertions -------------------------------------------------------------
+class DaemonTestCase(BirdfeederTestCase):
+    """fake(), daemon(), tmpdir(), assert_no_quarantine() and the logs of a
+    failed test come from harness.BirdfeederTestCase."""
 
     def wait_ids(self, tb, ds, ids, timeout=10):
         """Wait until fake holds at least len(ids) rows of ds, then assert the
@@ -195,10 +138,6 @@ class DaemonTestCase(unittest.TestCase):
         self.assertEqual(len(got), len(set(got)), f"duplicate rows in {ds}")
         self.assertEqual(set(got), set(ids), f"row ids in {ds}")
         return rows
-
-    def assert_no_quarantine(self, tb):
-        for ds in DATASETS:
-            self.assertEqual(tb.quarantine(ds), [], f"quarantined rows in {ds}")
 
 
 # ---------------------------------------------------------------------------
@@ -237,7 +176,7 @@ class TestDelivery(DaemonTestCase):
         self.assertLess(summary['connections'], summary['requests'],
                         f"no keep-alive reuse: {summary}")
 
-        s = wait_until(stats_at_least(d, 'rows_delivered_total', 500), msg="delivered stat")
+        s = wait_until(stat_at_least(d, 'rows_delivered_total', 500), msg="delivered stat")
         self.assertEqual(s['received'], 500)
         self.assertEqual(s['accepted_total'], 500)
         self.assertEqual(s['accepted'], {IMAGE: 250, LLM: 250})
@@ -253,7 +192,7 @@ class TestDelivery(DaemonTestCase):
         d = self.daemon(FAST, tinybird=tb, env={'TINYBIRD_API_KEY': 'wrong-token'})
         events = [image(i) for i in range(5)]
         send(events, d.port)
-        s = wait_until(stats_at_least(d, 'dropped.http_rejected', 5), msg="http_rejected")
+        s = wait_until(stat_at_least(d, 'dropped.http_rejected', 5), msg="http_rejected")
         self.assertEqual(s['dropped']['http_rejected'], 5)
         self.assertEqual(s['retries'], 0)
         self.assertEqual(tb.row_count(IMAGE), 0)
@@ -509,7 +448,7 @@ class TestPrivacy(DaemonTestCase):
         events = self.privacy_events()
         send(events, d.port)
         send_json_raw(image(99, id='p-bad-ip', ip='999.1.2.3'), d.port)   # not an address
-        s = wait_until(stats_at_least(d, 'rows_delivered_total', len(events) + 1),
+        s = wait_until(stat_at_least(d, 'rows_delivered_total', len(events) + 1),
                        msg="rows written")
         self.assertEqual(s['ip_invalid'], 1)
         self.assertEqual(d.stop(), 0)
@@ -572,7 +511,7 @@ class TestInput(DaemonTestCase):
         for ds in DATASETS:
             self.wait_ids(tb, ds, want[ds])
         self.assert_no_quarantine(tb)
-        s = wait_until(stats_at_least(d, 'rows_delivered_total', len(good)),
+        s = wait_until(stat_at_least(d, 'rows_delivered_total', len(good)),
                        msg="all good rows delivered")
         self.assertEqual(s['received'], total)
         self.assertEqual(s['accepted_total'], len(good))
@@ -653,7 +592,7 @@ class TestShutdown(DaemonTestCase):
         self.assertEqual(sink[0].get('out'), str(out))
         events = [image(i) for i in range(20)] + [llm(i) for i in range(30)]
         send(events, d.port)
-        wait_until(stats_at_least(d, 'accepted_total', 50), msg="50 accepted")
+        wait_until(stat_at_least(d, 'accepted_total', 50), msg="50 accepted")
         self.assertEqual(out.read_bytes(), b'', "rows written before the flush interval")
         self.assertEqual(d.stop(signal.SIGTERM), 0)
         lines = out.read_text().splitlines()
@@ -675,7 +614,7 @@ class TestShutdown(DaemonTestCase):
         d = self.daemon(['--flush-interval-ms', '60000'], tinybird=tb)
         events = [image(i) for i in range(40)] + [llm(i) for i in range(60)]
         send(events, d.port)
-        wait_until(stats_at_least(d, 'accepted_total', 100), msg="100 accepted")
+        wait_until(stat_at_least(d, 'accepted_total', 100), msg="100 accepted")
         self.assertEqual(tb.summary()['requests'], 0, "sent before the flush interval")
         self.assertEqual(d.stop(signal.SIGTERM), 0)
         # Delivered before exit: no waiting here.
@@ -724,7 +663,7 @@ class TestShutdown(DaemonTestCase):
         tb.faults(status=0)
         d2 = self.daemon(FAST + spool_args + key_args, tinybird=tb)
         self.wait_ids(tb, IMAGE, ids_by_ds(events)[IMAGE])
-        s = wait_until(stats_at_least(d2, 'rows_replayed', 10), msg="rows_replayed")
+        s = wait_until(stat_at_least(d2, 'rows_replayed', 10), msg="rows_replayed")
         self.assertEqual(s['rows_replayed'], 10)
         self.assertEqual(s['dropped_total'], 0)
         self.assertEqual(d2.stop(), 0)
@@ -752,7 +691,7 @@ class TestRetry(DaemonTestCase):
             self.wait_ids(tb, ds, want[ds], timeout=15)
         self.assert_no_quarantine(tb)
         n503 = sum(1 for r in tb.requests() if r['status'] == 503)
-        s = wait_until(stats_at_least(d, 'rows_delivered_total', 20), msg="delivered stat")
+        s = wait_until(stat_at_least(d, 'rows_delivered_total', 20), msg="delivered stat")
         self.assertGreaterEqual(s['retries'], 1)
         self.assertEqual(s['retries'], n503)
         self.assertEqual(s['http'].get('503'), n503)
@@ -766,7 +705,7 @@ class TestRetry(DaemonTestCase):
         d = self.daemon(FAST, tinybird=tb)
         events = [image(i) for i in range(7)] + [llm(i) for i in range(5)]
         send(events, d.port)
-        s = wait_until(stats_at_least(d, 'dropped.http_rejected', 12), msg="12 rows rejected")
+        s = wait_until(stat_at_least(d, 'dropped.http_rejected', 12), msg="12 rows rejected")
         n_req = tb.summary()['requests']
         # Negative check: give a (wrong) retry time to happen; the shortest
         # backoff is 250 ms.

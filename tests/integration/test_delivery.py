@@ -18,14 +18,11 @@ docs/delivery.md describes the behaviour checked here.
 
 import collections
 import json
-import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -35,10 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/
 
 import harness  # noqa: E402
-from harness import FakeTinybird, Daemon, send_json_lines, wait_until, REPO_CATALOG  # noqa: E402
+from harness import (BirdfeederTestCase, send_json_lines, stat_at_least,  # noqa: E402
+                     wait_until, REPO_CATALOG, IMAGE, LLM, DATASETS)
 
-IMAGE, LLM = 'image_events', 'llm_events'
-DATASETS = (IMAGE, LLM)
 DATASET_IDS = {1: IMAGE, 2: LLM}          # proto/fields.def BF_DATASET
 BENCH_SENDER = harness.BUILD / 'bench-sender'
 MIB = 1024 * 1024
@@ -184,35 +180,17 @@ class RssSampler(threading.Thread):
 # base class
 # ---------------------------------------------------------------------------
 
-class DeliveryTestCase(unittest.TestCase):
-    maxDiff = 4000
+class DeliveryTestCase(BirdfeederTestCase):
+    """fake(), daemon(), tmpdir(), assert_no_quarantine() and the logs of a
+    failed test come from harness.BirdfeederTestCase."""
+    tmp_prefix = 'bf-dl-'
 
     def setUp(self):
-        self._daemons = []
-        self._fakes = []
+        super().setUp()
         self._procs = []
         self.t_start = time.monotonic()
-        self.addCleanup(self._dump_logs_on_failure)
 
     # -- processes --------------------------------------------------------------
-
-    def fake(self, **kw):
-        tb = FakeTinybird(**kw)
-        self._fakes.append(tb)
-        self.addCleanup(tb.stop)
-        return tb
-
-    def daemon(self, args=(), tinybird=None, **kw):
-        d = Daemon(list(args), tinybird=tinybird, **kw)
-        self._daemons.append(d)
-        self.addCleanup(d.cleanup)
-        return d
-
-    def tmpdir(self):
-        p = Path(tempfile.mkdtemp(prefix='bf-dl-', dir='/tmp'))
-        if os.environ.get('BIRDFEEDER_KEEP_TMP') != '1':
-            self.addCleanup(shutil.rmtree, p, True)
-        return p
 
     def bench(self, port, rate, seconds, prefix, background=False):
         """build/bench-sender at a fixed rate with ids prefix<n>; returns the
@@ -238,28 +216,6 @@ class DeliveryTestCase(unittest.TestCase):
         if p.returncode != 0 or f'sent {len(events)}, invalid 0, dropped 0' not in p.stderr.decode():
             raise AssertionError(f"birdfeeder send: rc={p.returncode} stderr={p.stderr!r}")
         return {e['id'] for e in events}
-
-    def _failed(self):
-        outcome = getattr(self, '_outcome', None)
-        result = getattr(outcome, 'result', None)
-        if result is not None:
-            for test, _ in list(getattr(result, 'failures', [])) + list(getattr(result, 'errors', [])):
-                if test is self or getattr(test, 'test_case', None) is self:
-                    return True
-        return bool(getattr(outcome, 'errors', None) and any(e for _, e in outcome.errors))
-
-    def _dump_logs_on_failure(self):
-        if not self._failed():
-            return
-        for i, d in enumerate(self._daemons):
-            log = d.log()
-            if len(log) > 20000:
-                log = log[:8000] + '\n[...]\n' + log[-12000:]
-            sys.stderr.write(f"\n--- {self.id()}: birdfeederd #{i} stderr ---\n{log}")
-        for i, tb in enumerate(self._fakes):
-            log = tb.log()
-            if log.strip():
-                sys.stderr.write(f"\n--- {self.id()}: fake_tinybird #{i} stderr ---\n{log[-8000:]}")
 
     # -- what arrived -----------------------------------------------------------
 
@@ -308,22 +264,8 @@ class DeliveryTestCase(unittest.TestCase):
     def duplicates(got):
         return sum(n - 1 for n in got.values())
 
-    def assert_no_quarantine(self, tb):
-        for ds in DATASETS:
-            self.assertEqual(tb.quarantine(ds), [], f"quarantined rows in {ds}")
-
     def elapsed(self):
         return f"{time.monotonic() - self.t_start:.1f}s"
-
-
-def stat_at_least(d, key, n):
-    def pred():
-        s = d.stats()
-        v = s
-        for part in key.split('.'):
-            v = v[part]
-        return s if v >= n else None
-    return pred
 
 
 def http_failures(s):

@@ -30,10 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/
 
-from harness import (FakeTinybird, Daemon, REPO, REPO_CATALOG,  # noqa: E402
-                     clean_env, validate_row_columns, wait_until)
+from harness import (BirdfeederTestCase, REPO, REPO_CATALOG, IMAGE, LLM,  # noqa: E402
+                     clean_env, stop_process, validate_row_columns, wait_until)
 
-IMAGE, LLM = 'image_events', 'llm_events'
 FAST = ['--flush-interval-ms', '100']
 SHIM_ESM = REPO / 'client-shim' / 'node' / 'index.js'
 SHIM_CJS = REPO / 'client-shim' / 'node' / 'index.cjs'
@@ -90,25 +89,17 @@ def provider(model):
     return CATALOG[model]['provider'] if model in CATALOG else 'unknown'
 
 
-class NodeTestCase(unittest.TestCase):
-    maxDiff = 4000
+class NodeTestCase(BirdfeederTestCase):
+    """Every test gets self.tb (a FakeTinybird) and self.d (a daemon delivering
+    to it); harness.BirdfeederTestCase stops them and prints their logs when
+    the test fails."""
 
     def setUp(self):
         self.node = node_bin()
+        super().setUp()
         self._procs = []
-        self.tb = FakeTinybird()
-        self.addCleanup(self.tb.stop)
-        self.d = Daemon(FAST, tinybird=self.tb)
-        self.addCleanup(self.d.cleanup)
-        self.addCleanup(self._dump_logs_on_failure)
-
-    def _dump_logs_on_failure(self):
-        outcome = getattr(self, '_outcome', None)
-        result = getattr(outcome, 'result', None)
-        failed = result is not None and any(
-            t is self for t, _ in list(result.failures) + list(result.errors))
-        if failed:
-            sys.stderr.write(f'\n--- {self.id()}: birdfeederd stderr ---\n{self.d.log()}')
+        self.tb = self.fake()
+        self.d = self.daemon(FAST, tinybird=self.tb)
 
     def run_node(self, args, stdin='', env=None, timeout=30):
         p = subprocess.run([self.node, *args], input=stdin, capture_output=True, text=True,
@@ -324,13 +315,7 @@ class Service:
             return ''
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if f and not f.closed:
                 f.close()

@@ -21,7 +21,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import (CLI_BIN, Daemon, FakeTinybird, _require, clean_env,  # noqa: E402
+from harness import (CLI_BIN, BirdfeederTestCase, _require, clean_env,  # noqa: E402
                      send_json_lines, send_raw, wait_until)
 
 PROM_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
@@ -169,17 +169,16 @@ def snapshot(ts, uptime, **kw):
     return (json.dumps(base, separators=(',', ':')) + '\n').encode()
 
 
-class StatsCliTestCase(unittest.TestCase):
+class StatsCliTestCase(BirdfeederTestCase):
     def setUp(self):
         _require(CLI_BIN)
+        super().setUp()
 
     def daemon_with_events(self):
         """A daemon delivering to a FakeTinybird, after 7 image and 3 llm
         events and 2 bad datagrams (bad_magic, empty) were all counted."""
-        tb = FakeTinybird()
-        self.addCleanup(tb.stop)
-        d = Daemon(tinybird=tb)
-        self.addCleanup(d.cleanup)
+        tb = self.fake()
+        d = self.daemon(tinybird=tb)
         p = send_json_lines(images(7) + llms(3), d.port)
         self.assertEqual(p.returncode, 0, p.stderr)
         send_raw(b'hello', d.port)

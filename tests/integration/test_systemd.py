@@ -22,15 +22,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import (CLI_BIN, DAEMON_BIN, REPO, REPO_CATALOG, Daemon,  # noqa: E402
-                     FakeTinybird, _require, clean_env, send_json_lines, wait_until)
+from harness import (CLI_BIN, DAEMON_BIN, REPO, REPO_CATALOG,  # noqa: E402
+                     BirdfeederTestCase, _require, clean_env, send_json_lines, wait_until)
 
 SYSTEMD = REPO / 'systemd'
 SERVICE = SYSTEMD / 'birdfeeder.service'
@@ -50,12 +49,6 @@ def need(tool):
     if not path:
         raise unittest.SkipTest(f'{tool} is not installed (Debian: systemd, man-db, groff-base)')
     return path
-
-
-def tmpdir(test):
-    d = Path(tempfile.mkdtemp(prefix='bf-sd-', dir='/tmp'))
-    test.addCleanup(shutil.rmtree, d, True)
-    return d
 
 
 def free_udp_port():
@@ -108,11 +101,17 @@ def help_defaults(text):
     return out
 
 
+class SystemdTestCase(BirdfeederTestCase):
+    """fake(), daemon(), tmpdir() and the logs of a failed test come from
+    harness.BirdfeederTestCase."""
+    tmp_prefix = 'bf-sd-'
+
+
 # ---------------------------------------------------------------------------
 # unit files
 # ---------------------------------------------------------------------------
 
-class TestUnits(unittest.TestCase):
+class TestUnits(SystemdTestCase):
     def test_verify_service_and_socket(self):
         """systemd-analyze verify passes with no warnings. ExecStart points at
         build/birdfeederd in a temp copy (verify wants an executable), and the
@@ -120,7 +119,7 @@ class TestUnits(unittest.TestCase):
         need('systemd-analyze')
         need('man')
         _require(DAEMON_BIN)
-        d = tmpdir(self)
+        d = self.tmpdir()
         text = SERVICE.read_text()
         self.assertIn('ExecStart=/usr/local/sbin/birdfeederd ', text)
         (d / SERVICE.name).write_text(text.replace('/usr/local/sbin/birdfeederd',
@@ -230,17 +229,16 @@ class TestUnits(unittest.TestCase):
 # socket activation
 # ---------------------------------------------------------------------------
 
-class TestSocketActivation(unittest.TestCase):
+class TestSocketActivation(SystemdTestCase):
     def test_systemd_socket_activate(self):
         """The daemon starts on the first datagram, adopts the socket
         (activated=yes) and delivers that datagram and the ones after it."""
         activate = need('systemd-socket-activate')
         _require(DAEMON_BIN)
-        tb = FakeTinybird()
-        self.addCleanup(tb.stop)
+        tb = self.fake()
         port = free_udp_port()
         wrapper = write_script(
-            tmpdir(self) / 'activate.sh',
+            self.tmpdir() / 'activate.sh',
             f'#!/bin/sh\nexec {activate} --datagram -l 127.0.0.1:{port} '
             f'-E TINYBIRD_API_KEY {DAEMON_BIN.resolve()} "$@"\n')
 
@@ -252,8 +250,7 @@ class TestSocketActivation(unittest.TestCase):
 
         t = threading.Thread(target=first_datagram, daemon=True)
         t.start()
-        d = Daemon(FAST, tinybird=tb, binary=wrapper)
-        self.addCleanup(d.cleanup)
+        d = self.daemon(FAST, tinybird=tb, binary=wrapper)
         t.join(timeout=10)
         self.assertEqual(d.port, port)
         rec = d.log_records('listening')[0]
@@ -300,7 +297,7 @@ class NotifyListener:
     """A Unix datagram socket for NOTIFY_SOCKET; collects the messages."""
 
     def __init__(self, test):
-        self.path = str(tmpdir(test) / 'notify.sock')
+        self.path = str(test.tmpdir() / 'notify.sock')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.sock.settimeout(0.1)
@@ -324,12 +321,11 @@ class NotifyListener:
                                                f'(got {self.messages!r})')
 
 
-class TestNotify(unittest.TestCase):
+class TestNotify(SystemdTestCase):
     def test_ready_status_stopping(self):
         n = NotifyListener(self)
-        d = Daemon(env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': None,
-                        'WATCHDOG_PID': None})
-        self.addCleanup(d.cleanup)
+        d = self.daemon(env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': None,
+                             'WATCHDOG_PID': None})
         n.wait_for('READY=1')
         status = n.wait_for('STATUS=')[0]
         self.assertIn(f'127.0.0.1:{d.port}', status)
@@ -348,9 +344,8 @@ class TestNotify(unittest.TestCase):
     def test_watchdog_pings(self):
         n = NotifyListener(self)
         # 200 ms: pings every 100 ms. WATCHDOG_PID unset means "for us".
-        d = Daemon(env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '200000',
-                        'WATCHDOG_PID': None})
-        self.addCleanup(d.cleanup)
+        d = self.daemon(env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '200000',
+                             'WATCHDOG_PID': None})
         n.wait_for('READY=1')
         wait_until(lambda: n.assignments().count('WATCHDOG=1') >= 3, timeout=10,
                    msg='3 WATCHDOG=1 pings')
@@ -359,19 +354,17 @@ class TestNotify(unittest.TestCase):
     def test_watchdog_pid_is_honoured(self):
         """WATCHDOG_PID naming the daemon pings; naming another process does not."""
         n = NotifyListener(self)
-        wrapper = write_script(tmpdir(self) / 'wd.sh',
+        wrapper = write_script(self.tmpdir() / 'wd.sh',
                                '#!/bin/sh\nWATCHDOG_PID=$$ exec '
                                f'{DAEMON_BIN.resolve()} "$@"\n')
-        d = Daemon(binary=wrapper, env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '200000'})
-        self.addCleanup(d.cleanup)
+        d = self.daemon(binary=wrapper, env={'NOTIFY_SOCKET': n.path, 'WATCHDOG_USEC': '200000'})
         wait_until(lambda: n.assignments().count('WATCHDOG=1') >= 2, timeout=10,
                    msg='WATCHDOG=1 with WATCHDOG_PID = the daemon')
         d.stop()
 
         n2 = NotifyListener(self)
-        d2 = Daemon(env={'NOTIFY_SOCKET': n2.path, 'WATCHDOG_USEC': '100000',
-                         'WATCHDOG_PID': '1'})
-        self.addCleanup(d2.cleanup)
+        d2 = self.daemon(env={'NOTIFY_SOCKET': n2.path, 'WATCHDOG_USEC': '100000',
+                              'WATCHDOG_PID': '1'})
         n2.wait_for('READY=1')
         time.sleep(0.5)  # five would-be ping periods: none may come
         self.assertNotIn('WATCHDOG=1', n2.assignments())
@@ -392,7 +385,7 @@ class HeldSocket:
         self.udp.bind(('127.0.0.1', 0))
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.port = self.udp.getsockname()[1]
-        d = tmpdir(test)
+        d = test.tmpdir()
         self.path = str(d / 'fd.sock')
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(self.path)
@@ -461,19 +454,17 @@ class SteadySender(threading.Thread):
         return {f'{self.prefix}{i}' for i in range(self.total)}
 
 
-class TestRestartUnderLoad(unittest.TestCase):
+class TestRestartUnderLoad(SystemdTestCase):
     RATE, SECONDS = 5000, 3
 
     def test_restart_through_held_socket_loses_nothing(self):
         _require(DAEMON_BIN)
-        tb = FakeTinybird(count_only=False)
-        self.addCleanup(tb.stop)
+        tb = self.fake(count_only=False)
         held = HeldSocket(self)
-        state = tmpdir(self)  # one StateDirectory for both runs: spool, key
+        state = self.tmpdir()  # one StateDirectory for both runs: spool, key
         args = FAST + ['--spool-dir', str(state / 'spool'),
                        '--ip-hash-key-file', str(state / 'ip-hash.key')]
-        d1 = Daemon(args, tinybird=tb, binary=held.wrapper)
-        self.addCleanup(d1.cleanup)
+        d1 = self.daemon(args, tinybird=tb, binary=held.wrapper)
         self.assertEqual(d1.port, held.port)
         self.assertEqual(d1.log_records('listening')[0]['activated'], 'yes')
 
@@ -483,8 +474,7 @@ class TestRestartUnderLoad(unittest.TestCase):
         # Restart as systemd does: stop, wait for the exit, start again.
         self.assertEqual(d1.stop(signal.SIGTERM, timeout=20), 0, d1.log())
         sent_at_restart = sender.sent
-        d2 = Daemon(args, tinybird=tb, binary=held.wrapper)
-        self.addCleanup(d2.cleanup)
+        d2 = self.daemon(args, tinybird=tb, binary=held.wrapper)
         self.assertEqual(d2.log_records('listening')[0]['activated'], 'yes')
         sender.join(timeout=30)
         self.assertFalse(sender.is_alive())
@@ -508,7 +498,7 @@ class TestRestartUnderLoad(unittest.TestCase):
         self.assertEqual(int(r1['received']) + s['received'], len(want))
 
 
-class TestReceiveBuffer(unittest.TestCase):
+class TestReceiveBuffer(SystemdTestCase):
     def test_inherited_receive_buffer_is_not_lowered(self):
         """birdfeeder.socket sets ReceiveBuffer= with SO_RCVBUFFORCE (systemd
         is root); the daemon, without CAP_NET_ADMIN, must not shrink it to
@@ -525,11 +515,10 @@ class TestReceiveBuffer(unittest.TestCase):
             self.skipTest('needs CAP_NET_ADMIN to play systemd')
         granted = held.udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.assertGreater(granted, rmem_max * 2)
-        wrapper = write_script(tmpdir(self) / 'nocaps.sh',
+        wrapper = write_script(self.tmpdir() / 'nocaps.sh',
                                '#!/bin/sh\nexec setpriv --bounding-set=-all --inh-caps=-all '
                                f'{held.wrapper} "$@"\n')
-        d = Daemon(['--rcvbuf', '16MiB'], binary=wrapper)
-        self.addCleanup(d.cleanup)
+        d = self.daemon(['--rcvbuf', '16MiB'], binary=wrapper)
         self.assertEqual(d.log_records('listening')[0]['activated'], 'yes')
         self.assertGreaterEqual(d.stats()['rcvbuf_bytes'], granted, d.log())
 
@@ -622,18 +611,16 @@ class TestDocs(unittest.TestCase):
 SECRET = 'p.bfSECRETtoken-9f3a7c21e5d04b8a'
 
 
-class TestTokenNeverLogged(unittest.TestCase):
+class TestTokenNeverLogged(SystemdTestCase):
     def assert_no_secret(self, text, where):
         for needle in (SECRET, SECRET[2:14], SECRET[-12:]):
             self.assertNotIn(needle, text, f'token fragment {needle!r} in {where}')
 
     def test_token_is_not_logged_on_403_or_5xx(self):
-        tb = FakeTinybird(token='the-right-token')
-        self.addCleanup(tb.stop)
-        d = Daemon(FAST + ['--log-level', 'debug', '--backoff-min-ms', '10',
-                           '--backoff-max-ms', '50'],
-                   tinybird=tb, env={'TINYBIRD_API_KEY': SECRET})
-        self.addCleanup(d.cleanup)
+        tb = self.fake(token='the-right-token')
+        d = self.daemon(FAST + ['--log-level', 'debug', '--backoff-min-ms', '10',
+                                '--backoff-max-ms', '50'],
+                        tinybird=tb, env={'TINYBIRD_API_KEY': SECRET})
         events = [{"dataset": "image_events", "model": "flux", "id": f"t{i}"} for i in range(5)]
         send_json_lines(events, d.port)
         wait_until(lambda: d.stats()['dropped']['http_rejected'] >= 5, msg='403 -> dropped')
@@ -656,7 +643,7 @@ class TestTokenNeverLogged(unittest.TestCase):
 
     def test_token_is_not_printed_by_config_errors_or_check(self):
         _require(DAEMON_BIN)
-        d = tmpdir(self)
+        d = self.tmpdir()
         bad = d / 'bad.json'
         bad.write_text(json.dumps({"token": SECRET, "flush-bytes": "lots"}))
         runs = [

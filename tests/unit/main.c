@@ -3,9 +3,7 @@
 #include <check.h>
 #include <stdlib.h>
 
-#define BF_SUITE(name) Suite *name##_suite(void);
-#include "suites.def"
-#undef BF_SUITE
+#include "testutil.h" /* declares every suite of suites.def */
 
 int main(void)
 {

@@ -17,6 +17,7 @@
 #include "batch.h"
 #include "row.h"
 #include "stats.h"
+#include "testutil.h"
 
 static uv_loop_t loop;
 static batch_buf *got[256];
@@ -308,13 +309,10 @@ START_TEST(test_batch_buf_new_free)
 }
 END_TEST
 
-Suite *batch_suite(void);
-
 Suite *batch_suite(void)
 {
-    Suite *s = suite_create("batch");
-    TCase *tc = tcase_create("batch");
-    tcase_add_checked_fixture(tc, batch_setup, NULL);
+    TCase *tc;
+    Suite *s = tu_suite("batch", batch_setup, NULL, &tc);
     tcase_add_test(tc, test_batch_flush_by_size);
     tcase_add_test(tc, test_batch_flush_by_age);
     tcase_add_test(tc, test_batch_size_flush_stops_timer);
@@ -322,6 +320,5 @@ Suite *batch_suite(void)
     tcase_add_test(tc, test_batch_flush_all_empty);
     tcase_add_test(tc, test_batch_close_flushes_pending);
     tcase_add_test(tc, test_batch_buf_new_free);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -6,38 +6,24 @@
  * the repo root (daemon/catalog.json).
  */
 #include <check.h>
-#include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "catalog.h"
-
-#define CATALOG_PATH "daemon/catalog.json"
+#include "testutil.h"
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void catalog_setup(void)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-catalog-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_mkdtemp(tmpdir, sizeof(tmpdir), "catalog");
 }
 
 static void catalog_teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(tmpdir);
 }
 
 /* Write text to a new file in tmpdir; returns its path (static). */
@@ -45,10 +31,7 @@ static const char *write_catalog(const char *text)
 {
     static char path[128];
     snprintf(path, sizeof(path), "%s/catalog.json", tmpdir);
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    ck_assert_int_eq(fclose(f), 0);
+    tu_write_file(path, text, strlen(text));
     return path;
 }
 
@@ -80,7 +63,7 @@ static const struct {
     {"gpt-5-nano", "OpenAI (Azure)", 0, 0.05, 0.01, 0.35},
     {"deepseek-r1", "DeepSeek", 0, 1.35, 1.35, 5.40},
 };
-#define N_SHIPPED ((int)(sizeof(shipped) / sizeof(shipped[0])))
+#define N_SHIPPED N(shipped)
 
 START_TEST(test_catalog_shipped_size)
 {
@@ -299,14 +282,10 @@ START_TEST(test_catalog_error_truncated_safely)
 }
 END_TEST
 
-Suite *catalog_suite(void);
-
 Suite *catalog_suite(void)
 {
-    Suite *s = suite_create("catalog");
-    TCase *tc = tcase_create("catalog");
-    tcase_add_checked_fixture(tc, catalog_setup, catalog_teardown);
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+    TCase *tc;
+    Suite *s = tu_suite("catalog", catalog_setup, catalog_teardown, &tc);
     tcase_add_test(tc, test_catalog_shipped_size);
     tcase_add_loop_test(tc, test_catalog_shipped_model, 0, N_SHIPPED);
     tcase_add_loop_test(tc, test_catalog_find_exact_length, 0, N(not_found));
@@ -318,7 +297,5 @@ Suite *catalog_suite(void)
     tcase_add_loop_test(tc, test_catalog_bad_file, 0, N(bad));
     tcase_add_test(tc, test_catalog_provider_too_long);
     tcase_add_test(tc, test_catalog_error_truncated_safely);
-#undef N
-    suite_add_tcase(s, tc);
     return s;
 }

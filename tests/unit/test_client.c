@@ -21,6 +21,7 @@
 
 #include "bf_client.h"
 #include "bf_proto.h"
+#include "testutil.h"
 
 /* A receiving socket on 127.0.0.1 (or ::1); its "host:port" in addr. */
 typedef struct receiver {
@@ -433,12 +434,10 @@ START_TEST(test_client_threads)
 }
 END_TEST
 
-Suite *client_suite(void);
-
 Suite *client_suite(void)
 {
-    Suite *s = suite_create("client");
-    TCase *tc = tcase_create("client");
+    TCase *tc;
+    Suite *s = tu_suite("client", NULL, NULL, &tc);
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_client_send_arrives);
     tcase_add_test(tc, test_client_send_ipv6);
@@ -449,6 +448,5 @@ Suite *client_suite(void)
     tcase_add_test(tc, test_client_oversize);
     tcase_add_test(tc, test_client_prompt_cut);
     tcase_add_test(tc, test_client_threads);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -8,17 +8,15 @@
  * CK_FORK=no. Config files go to a temporary directory.
  */
 #include <check.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "testutil.h"
 
 extern char **environ;
 
@@ -43,35 +41,22 @@ static void clear_env(void)
     }
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void config_setup(void)
 {
     clear_env();
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-config-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_mkdtemp(tmpdir, sizeof(tmpdir), "config");
     snprintf(file_path, sizeof(file_path), "%s/birdfeeder.json", tmpdir);
 }
 
 static void config_teardown(void)
 {
     clear_env();
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(tmpdir);
 }
 
 static void write_config(const char *text)
 {
-    FILE *f = fopen(file_path, "wb");
-    ck_assert_msg(f != NULL, "%s: %s", file_path, strerror(errno));
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    ck_assert_int_eq(fclose(f), 0);
+    tu_write_file(file_path, text, strlen(text));
 }
 
 /* config_load with argv = birdfeederd followed by the NULL-terminated
@@ -617,14 +602,10 @@ START_TEST(test_config_version)
 }
 END_TEST
 
-Suite *config_suite(void);
-
 Suite *config_suite(void)
 {
-    Suite *s = suite_create("config");
-    TCase *tc = tcase_create("config");
-    tcase_add_checked_fixture(tc, config_setup, config_teardown);
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+    TCase *tc;
+    Suite *s = tu_suite("config", config_setup, config_teardown, &tc);
     tcase_add_test(tc, test_config_defaults);
     tcase_add_loop_test(tc, test_config_precedence, 0, N(precedence));
     tcase_add_loop_test(tc, test_config_token_sources, 0, N(tokens));
@@ -644,7 +625,5 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_diff);
     tcase_add_test(tc, test_config_help);
     tcase_add_test(tc, test_config_version);
-#undef N
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -15,14 +15,7 @@
 
 #include "bf_proto.h"
 #include "decode.h"
-
-static int str_is(bf_str s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
-}
-#define ck_assert_bfstr(s, lit)                                                \
-    ck_assert_msg(str_is(s, lit), "%s is '%.*s', want '%s'", #s, (int)(s).len, \
-                  (s).ptr ? (s).ptr : "", lit)
+#include "testutil.h"
 
 /* decode_datagram on an exact-size copy of buf. *copy is for the caller to
  * free once done with ev (binary events borrow it). */
@@ -334,21 +327,17 @@ START_TEST(test_decode_binary_roundtrip)
 }
 END_TEST
 
-Suite *decode_suite(void);
-
 Suite *decode_suite(void)
 {
-    Suite *s = suite_create("decode");
-    TCase *tc = tcase_create("decode");
+    TCase *tc;
+    Suite *s = tu_suite("decode", NULL, NULL, &tc);
     tcase_add_test(tc, test_decode_binary_image);
     tcase_add_test(tc, test_decode_binary_llm);
     tcase_add_test(tc, test_decode_json);
-    tcase_add_loop_test(tc, test_decode_reject, 0,
-                        (int)(sizeof(rejects) / sizeof(rejects[0])));
+    tcase_add_loop_test(tc, test_decode_reject, 0, N(rejects));
     tcase_add_test(tc, test_decode_reject_covers_reasons);
     tcase_add_test(tc, test_decode_detail_lives_until_release);
     tcase_add_test(tc, test_decode_release_frees);
     tcase_add_test(tc, test_decode_binary_roundtrip);
-    suite_add_tcase(s, tc);
     return s;
 }

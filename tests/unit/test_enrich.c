@@ -8,9 +8,7 @@
  * Runs from the repo root (daemon/catalog.json).
  */
 #include <check.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdint.h>
@@ -23,54 +21,25 @@
 #include "catalog.h"
 #include "enrich.h"
 #include "stats.h"
-
-#define CATALOG_PATH "daemon/catalog.json"
-#define TEST_KEY "0123456789abcdef0123456789abcdef" /* 32 bytes of key */
+#include "testutil.h"
 
 static char tmpdir[64];
 static char key_path[128];
 static enrich_ctx *ctx;
 static catalog *cat;
 
-static void write_file(const char *path, const char *text, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
-    ck_assert_uint_eq(fwrite(text, 1, len, f), len);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void enrich_setup(void)
 {
-    char err[256];
     memset(&stats, 0, sizeof(stats));
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-enrich-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_mkdtemp(tmpdir, sizeof(tmpdir), "enrich");
     snprintf(key_path, sizeof(key_path), "%s/ip-hash.key", tmpdir);
-    write_file(key_path, TEST_KEY "\n", strlen(TEST_KEY) + 1);
-    ctx = enrich_new(key_path, err, sizeof(err));
-    ck_assert_msg(ctx != NULL, "enrich_new: %s", err);
-    cat = catalog_load(CATALOG_PATH, err, sizeof(err));
-    ck_assert_msg(cat != NULL, "catalog_load: %s", err);
-    enrich_set_catalog(ctx, cat);
+    tu_enrich_open(key_path, &ctx, &cat);
 }
 
 static void enrich_teardown(void)
 {
-    enrich_free(ctx);
-    ctx = NULL;
-    catalog_free(cat);
-    cat = NULL;
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tu_enrich_close(&ctx, &cat);
+    tu_rmtree(tmpdir);
 }
 
 /* HMAC-SHA256 of the address bytes with key, first 16 bytes as hex. */
@@ -92,14 +61,6 @@ static int is_lower_hex(const char *s, size_t n)
             return 0;
     return s[n] == '\0';
 }
-
-static int str_is(bf_str s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
-}
-#define ck_assert_bfstr(s, lit)                                                \
-    ck_assert_msg(str_is(s, lit), "%s is '%.*s', want '%s'", #s, (int)(s).len, \
-                  (s).ptr ? (s).ptr : "", lit)
 
 /* ---- enrich_utf8_prefix ---------------------------------------------- */
 
@@ -387,7 +348,7 @@ START_TEST(test_enrich_ip_hash_properties)
     /* Another key: another hash for the same address. */
     char err[256], other[128];
     snprintf(other, sizeof(other), "%s/other.key", tmpdir);
-    write_file(other, "fedcba9876543210fedcba9876543210", 32);
+    tu_write_file(other, "fedcba9876543210fedcba9876543210", 32);
     enrich_ctx *c2 = enrich_new(other, err, sizeof(err));
     ck_assert_msg(c2 != NULL, "%s", err);
     ck_assert_int_eq(enrich_ip(c2, "1.2.3.4", 7, out, h3), 0);
@@ -443,16 +404,16 @@ START_TEST(test_enrich_key_too_short)
 {
     char err[256], path[160];
     snprintf(path, sizeof(path), "%s/short.key", tmpdir);
-    write_file(path, "0123456789abcde\n", 16); /* 15 bytes of key */
+    tu_write_file(path, "0123456789abcde\n", 16); /* 15 bytes of key */
     err[0] = '\0';
     ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
     ck_assert_msg(strstr(err, path) && strstr(err, "16 bytes"), "err: %s", err);
-    write_file(path, "", 0);
+    tu_write_file(path, "", 0);
     ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
-    write_file(path, "\n\n\r\n", 4);
+    tu_write_file(path, "\n\n\r\n", 4);
     ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
     /* 16 bytes is enough. */
-    write_file(path, "0123456789abcdef\n", 17);
+    tu_write_file(path, "0123456789abcdef\n", 17);
     enrich_ctx *c = enrich_new(path, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     enrich_free(c);
@@ -752,7 +713,7 @@ START_TEST(test_enrich_event_cost_cached_tokens_llm_only)
         "{\"models\": {\"img\": {\"provider\": \"P\", \"prompt_per_mtok\": 10,"
         " \"cached_prompt_per_mtok\": 1, \"completion_per_mtok\": 0}}}";
     snprintf(path, sizeof(path), "%s/catalog.json", tmpdir);
-    write_file(path, text, strlen(text));
+    tu_write_file(path, text, strlen(text));
     catalog *c = catalog_load(path, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     enrich_set_catalog(ctx, c);
@@ -843,14 +804,10 @@ START_TEST(test_enrich_event_referrer_and_tokens)
 }
 END_TEST
 
-Suite *enrich_suite(void);
-
 Suite *enrich_suite(void)
 {
-    Suite *s = suite_create("enrich");
-    TCase *tc = tcase_create("enrich");
-    tcase_add_checked_fixture(tc, enrich_setup, enrich_teardown);
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+    TCase *tc;
+    Suite *s = tu_suite("enrich", enrich_setup, enrich_teardown, &tc);
     tcase_add_loop_test(tc, test_enrich_utf8_prefix_table, 0, N(prefix_cases));
     tcase_add_test(tc, test_enrich_utf8_prefix_120_chars);
     tcase_add_test(tc, test_enrich_utf8_prefix_never_splits);
@@ -876,7 +833,5 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_event_unknown_model);
     tcase_add_test(tc, test_enrich_event_ip);
     tcase_add_test(tc, test_enrich_event_referrer_and_tokens);
-#undef N
-    suite_add_tcase(s, tc);
     return s;
 }

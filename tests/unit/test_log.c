@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "testutil.h"
 
 /* ---- capturing stderr -------------------------------------------------- */
 
@@ -317,14 +318,10 @@ START_TEST(test_log_limited_window_real_time)
 }
 END_TEST
 
-Suite *log_suite(void);
-
 Suite *log_suite(void)
 {
-    Suite *s = suite_create("log");
-    TCase *tc = tcase_create("log");
-    tcase_add_checked_fixture(tc, log_setup, log_teardown);
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+    TCase *tc;
+    Suite *s = tu_suite("log", log_setup, log_teardown, &tc);
     tcase_add_loop_test(tc, test_log_quote_table, 0, N(quote_cases));
     tcase_add_test(tc, test_log_quote_bounds);
     tcase_add_loop_test(tc, test_log_level_parse, 0, N(level_cases));
@@ -335,7 +332,5 @@ Suite *log_suite(void)
     tcase_add_test(tc, test_log_limited_per_site);
     tcase_add_test(tc, test_log_limited_below_level_not_counted);
     tcase_add_test(tc, test_log_limited_window_real_time);
-#undef N
-    suite_add_tcase(s, tc);
     return s;
 }

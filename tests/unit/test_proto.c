@@ -18,6 +18,7 @@
 
 #include "bf_json.h"
 #include "bf_proto.h"
+#include "testutil.h"
 
 /* Loaded once in proto_suite(), before Check forks the tests; left for the
  * process exit to free (the loop counts must be known up front). */
@@ -708,12 +709,10 @@ START_TEST(test_proto_to_json_unknown_dataset)
 }
 END_TEST
 
-Suite *proto_suite(void);
-
 Suite *proto_suite(void)
 {
-    Suite *s = suite_create("proto");
-    TCase *tc = tcase_create("proto");
+    TCase *tc;
+    Suite *s = tu_suite("proto", NULL, NULL, &tc);
     vectors_load();
     int n = vectors ? (int)json_array_size(vectors) : 0;
 
@@ -738,6 +737,5 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_proto_json_decode_doc);
     tcase_add_test(tc, test_proto_to_json_invalid_utf8);
     tcase_add_test(tc, test_proto_to_json_unknown_dataset);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -9,7 +9,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <regex.h>
@@ -17,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +24,8 @@
 #include "enrich.h"
 #include "row.h"
 #include "stats.h"
+#include "testutil.h"
 
-#define CATALOG_PATH "daemon/catalog.json"
 #define DATASOURCE_DIR "tinybird/datasources"
 #define RECV_MS 1709210096789ull /* 2024-02-29 12:34:56.789 */
 
@@ -35,45 +33,19 @@ static char tmpdir[64];
 static enrich_ctx *ctx;
 static catalog *cat;
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void row_setup(void)
 {
-    char err[256], key[128];
+    char key[128];
     memset(&stats, 0, sizeof(stats));
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-row-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_mkdtemp(tmpdir, sizeof(tmpdir), "row");
     snprintf(key, sizeof(key), "%s/ip-hash.key", tmpdir);
-    write_file(key, "0123456789abcdef0123456789abcdef\n");
-    ctx = enrich_new(key, err, sizeof(err));
-    ck_assert_msg(ctx != NULL, "enrich_new: %s", err);
-    cat = catalog_load(CATALOG_PATH, err, sizeof(err));
-    ck_assert_msg(cat != NULL, "catalog_load: %s", err);
-    enrich_set_catalog(ctx, cat);
+    tu_enrich_open(key, &ctx, &cat);
 }
 
 static void row_teardown(void)
 {
-    enrich_free(ctx);
-    ctx = NULL;
-    catalog_free(cat);
-    cat = NULL;
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tu_enrich_close(&ctx, &cat);
+    tu_rmtree(tmpdir);
 }
 
 /* ---- the datafiles --------------------------------------------------- */
@@ -421,9 +393,8 @@ START_TEST(test_row_format_time_cache)
 {
     char out[24];
     for (int round = 0; round < 3; round++)
-        for (int i = 0; i < (int)(sizeof(time_cases) / sizeof(time_cases[0])); i++) {
-            int k = round == 1 ? (int)(sizeof(time_cases) / sizeof(time_cases[0])) - 1 - i
-                               : i;
+        for (int i = 0; i < N(time_cases); i++) {
+            int k = round == 1 ? N(time_cases) - 1 - i : i;
             row_format_time(out, time_cases[k].ms);
             ck_assert_str_eq(out, time_cases[k].want);
         }
@@ -641,7 +612,7 @@ static catalog *worst_catalog(void)
              " \"prompt_per_mtok\": 1.2345678901234e-300,"
              " \"completion_per_mtok\": 1.2345678901234e-300}}}");
     snprintf(path, sizeof(path), "%s/worst.json", tmpdir);
-    write_file(path, text);
+    tu_write_file(path, text, strlen(text));
     catalog *c = catalog_load(path, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
     return c;
@@ -735,13 +706,10 @@ START_TEST(test_row_format_never_exceeds_bound)
 }
 END_TEST
 
-Suite *row_suite(void);
-
 Suite *row_suite(void)
 {
-    Suite *s = suite_create("row");
-    TCase *tc = tcase_create("row");
-    tcase_add_checked_fixture(tc, row_setup, row_teardown);
+    TCase *tc;
+    Suite *s = tu_suite("row", row_setup, row_teardown, &tc);
     tcase_add_loop_test(tc, test_row_columns_match_datasource, 1, BF_DATASET_MAX);
     tcase_add_test(tc, test_row_columns_unknown_dataset);
     tcase_add_loop_test(tc, test_row_format_columns_and_types, 0,
@@ -749,17 +717,13 @@ Suite *row_suite(void)
     tcase_add_test(tc, test_row_format_values_image);
     tcase_add_test(tc, test_row_format_values_llm);
     tcase_add_test(tc, test_row_format_defaults);
-    tcase_add_loop_test(tc, test_row_format_time_table, 0,
-                        (int)(sizeof(time_cases) / sizeof(time_cases[0])));
+    tcase_add_loop_test(tc, test_row_format_time_table, 0, N(time_cases));
     tcase_add_test(tc, test_row_format_time_cache);
     tcase_add_test(tc, test_row_format_time_matches_gmtime);
-    tcase_add_loop_test(tc, test_row_format_cost_text, 0,
-                        (int)(sizeof(cost_text) / sizeof(cost_text[0])));
+    tcase_add_loop_test(tc, test_row_format_cost_text, 0, N(cost_text));
     tcase_add_test(tc, test_row_format_escaping);
-    tcase_add_loop_test(tc, test_row_format_invalid_utf8, 0,
-                        (int)(sizeof(utf8_cases) / sizeof(utf8_cases[0])));
+    tcase_add_loop_test(tc, test_row_format_invalid_utf8, 0, N(utf8_cases));
     tcase_add_test(tc, test_row_format_utf8_replaced_per_row);
     tcase_add_loop_test(tc, test_row_format_never_exceeds_bound, 0, 96);
-    suite_add_tcase(s, tc);
     return s;
 }

@@ -10,7 +10,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
@@ -24,6 +23,7 @@
 #include <uv.h>
 
 #include "stats.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 static char sock_path[100]; /* fits sun_path */
@@ -31,21 +31,11 @@ static uv_loop_t loop;
 static int loop_live; /* initialised and not yet closed */
 static int refreshes;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void stats_setup(void)
 {
     memset(&stats, 0, sizeof(stats));
     stats_on_refresh(NULL, NULL);
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/bf-stats-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_mkdtemp(tmpdir, sizeof(tmpdir), "stats");
     snprintf(sock_path, sizeof(sock_path), "%s/stats.sock", tmpdir);
     refreshes = 0;
     loop_live = 0;
@@ -67,7 +57,7 @@ static void loop_close(void)
 static void stats_teardown(void)
 {
     stats_on_refresh(NULL, NULL);
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(tmpdir);
 }
 
 static uint64_t wall_ms(void)
@@ -482,13 +472,10 @@ START_TEST(test_stats_socket_bad_path)
 }
 END_TEST
 
-Suite *stats_suite(void);
-
 Suite *stats_suite(void)
 {
-    Suite *s = suite_create("stats");
-    TCase *tc = tcase_create("stats");
-    tcase_add_checked_fixture(tc, stats_setup, stats_teardown);
+    TCase *tc;
+    Suite *s = tu_suite("stats", stats_setup, stats_teardown, &tc);
     tcase_add_test(tc, test_stats_snapshot_reasons_and_drops);
     tcase_add_test(tc, test_stats_snapshot_counters);
     tcase_add_test(tc, test_stats_drop_names);
@@ -501,6 +488,5 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_stats_socket_replaces_stale_path);
     tcase_add_test(tc, test_stats_socket_none);
     tcase_add_test(tc, test_stats_socket_bad_path);
-    suite_add_tcase(s, tc);
     return s;
 }
