@@ -118,12 +118,12 @@ proto-doc:
 install: all install-ops
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
 	  $(DESTDIR)/etc/birdfeeder $(DESTDIR)$(PREFIX)/share/birdfeeder \
-	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib
+	  $(DESTDIR)$(PREFIX)/include/birdfeeder $(DESTDIR)$(PREFIX)/lib
 	install -m 0755 $(DAEMON_BIN) $(DESTDIR)$(PREFIX)/sbin/birdfeederd
 	install -m 0755 $(CLI_BIN) $(DESTDIR)$(PREFIX)/bin/birdfeeder
 	install -m 0644 $(SHIM_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 client-shim/c/bf_client.h proto/bf_proto.h proto/fields.def \
-	  proto/reasons.def $(DESTDIR)$(PREFIX)/include/
+	  proto/reasons.def $(DESTDIR)$(PREFIX)/include/birdfeeder/
 	install -m 0644 daemon/catalog.json $(DESTDIR)$(PREFIX)/share/birdfeeder/catalog.json
 	[ -e $(DESTDIR)/etc/birdfeeder/birdfeeder.json ] || { \
 	  sed 's#"/usr/local/share/birdfeeder/#"$(PREFIX)/share/birdfeeder/#' daemon/birdfeeder.json \
