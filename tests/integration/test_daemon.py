@@ -19,7 +19,9 @@ import json
 import math
 import re
 import shutil
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -522,6 +524,34 @@ class TestInput(DaemonTestCase):
         self.assertEqual(s['rejected'], want_rej)
         self.assertIsNone(d.proc.poll(), "daemon died")
         self.assertTrue(d.log_records('reject'), "no event=reject log lines")
+        self.assertEqual(d.stop(), 0)
+
+    def test_kernel_drops_are_counted_exactly(self):
+        """A stopped daemon with a small receive buffer: every datagram the
+        kernel accepted from the sender was either read by the daemon or
+        counted in kernel_drops, which matches /proc/net/udp."""
+        tb = self.fake()
+        d = self.daemon(FAST + ['--rcvbuf', '65536'], tinybird=tb)
+        dgram = encode([image(0, id='flood')])[0]
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        sent = 0
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for _ in range(5000):
+                    s.sendto(dgram, ('127.0.0.1', d.port))
+                    sent += 1
+            port_hex = f'{d.port:04X}'
+            with open('/proc/net/udp') as f:
+                rows = [l.split() for l in f.read().splitlines()[1:]]
+            proc_drops = [int(r[-1]) for r in rows if r[1].endswith(':' + port_hex)]
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        self.assertEqual(len(proc_drops), 1, "the daemon's socket in /proc/net/udp")
+        self.assertGreater(proc_drops[0], 0, "a 64 KiB buffer must overflow")
+        s = wait_until(lambda: (lambda st: st if st['received'] + st['kernel_drops'] >= sent
+                                else None)(d.stats()), msg="received + drops == sent")
+        self.assertEqual(s['kernel_drops'], proc_drops[0])
+        self.assertEqual(s['received'] + s['kernel_drops'], sent)
         self.assertEqual(d.stop(), 0)
 
     def test_json_datagrams_equal_binary_ones(self):
