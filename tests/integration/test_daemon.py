@@ -808,3 +808,39 @@ class TestCheckConfig(DaemonTestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+# ---------------------------------------------------------------------------
+# the stats socket and a client that never reads
+# ---------------------------------------------------------------------------
+
+class TestStatsSocket(DaemonTestCase):
+
+    def test_stuck_client_is_dropped_and_never_slows_the_pipeline(self):
+        tb = self.fake()
+        d = self.daemon(FAST + ['--stats-interval-ms', '10'], tinybird=tb)
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(str(d.stats_path))
+        self.addCleanup(stuck.close)
+        # Events keep flowing while the stuck client's lines pile up.
+        sent = []
+        t_end = time.monotonic() + 8
+        i = 0
+        while time.monotonic() < t_end and not d.log_records('stats_client_closed'):
+            batch = [llm(i + k, id=f'stuck-{i + k}') for k in range(50)]
+            send(batch, d.port)
+            sent += batch
+            i += 50
+            time.sleep(0.05)
+        closed = d.log_records('stats_client_closed')
+        self.assertTrue(closed, "a client that never reads is closed")
+        self.assertEqual(closed[0].get('reason'), 'not_reading')
+        self.wait_ids(tb, LLM, {e['id'] for e in sent})
+        # Other clients still get their lines.
+        self.assertGreaterEqual(d.stats()['accepted_total'], len(sent))
+        # The stuck one reads what was queued, then EOF.
+        stuck.settimeout(5)
+        while stuck.recv(65536):
+            pass
+        self.assertEqual(d.stop(), 0)
