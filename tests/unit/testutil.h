@@ -8,12 +8,18 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
 
+#include "batch.h"
 #include "bf_proto.h"
 #include "catalog.h"
 #include "enrich.h"
@@ -84,6 +90,188 @@ static inline void tu_write_file(const char *path, const char *text, size_t len)
     ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
     ck_assert_uint_eq(fwrite(text, 1, len, f), len);
     ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The whole of path, NUL-terminated, in a new buffer (caller frees);
+ * *len (when not NULL) gets its length. NULL when it cannot be read. */
+static inline char *tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap + 1);
+    ck_assert_ptr_nonnull(buf);
+    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            ck_assert_ptr_nonnull(buf);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+/* Size of path in bytes, -1 when it does not exist. */
+static inline long long tu_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* Send stderr (the daemon's log lines) to path, created or truncated, so a
+ * suite stays quiet and a test can read the lines back. Returns the saved
+ * stderr for tu_stderr_restore. With BF_TEST_STDERR=1 in the environment
+ * nothing is redirected and -1 is returned: then a sanitizer's report from
+ * a failing test shows on the terminal (otherwise it is in path, in the
+ * /tmp/bf-* directory the dead test left). */
+static inline int tu_stderr_to(const char *path)
+{
+    const char *keep = getenv("BF_TEST_STDERR");
+    if (keep && *keep && strcmp(keep, "0") != 0)
+        return -1;
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    ck_assert_msg(fd >= 0, "%s: %s", path, strerror(errno));
+    ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
+    close(fd);
+    return saved;
+}
+
+/* Put stderr back (saved from tu_stderr_to). Lines of path that are not the
+ * daemon's ("ts=..."), such as valgrind's reports, are copied to the real
+ * stderr, so they are not lost with the test's directory. */
+static inline void tu_stderr_restore(int saved, const char *path)
+{
+    if (saved < 0)
+        return;
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[4096];
+    int mid = 0, show = 0; /* mid: the rest of a line longer than the buffer */
+    while (fgets(line, sizeof(line), f)) {
+        if (!mid)
+            show = strncmp(line, "ts=", 3) != 0;
+        if (show)
+            fputs(line, stderr);
+        mid = strchr(line, '\n') == NULL;
+    }
+    fclose(f);
+}
+
+/* ---- clocks and running a loop ------------------------------------------ */
+
+/* Monotonic and wall clocks in milliseconds. */
+static inline uint64_t tu_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static inline uint64_t tu_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static inline void tu_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Turn loop until pred(arg) holds or timeout_ms (monotonic) passed; returns
+ * pred's last answer. A 2 ms timer of its own keeps uv_run from blocking
+ * longer than that (work from other threads wakes the loop anyway); it is
+ * closed before this returns. pred must not use ck_assert when the test
+ * has replaced Check's file descriptors. */
+static inline int tu_run_until(uv_loop_t *loop, int (*pred)(void *), void *arg,
+                               uint64_t timeout_ms)
+{
+    uv_timer_t tick;
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, tu_tick, 2, 2);
+    uint64_t end = tu_mono_ms() + timeout_ms;
+    int ok;
+    while (!(ok = pred(arg)) && tu_mono_ms() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT); /* the close completes in this turn */
+    return ok;
+}
+
+static inline int tu_never(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* Turn loop for ms milliseconds. */
+static inline void tu_run_for(uv_loop_t *loop, uint64_t ms)
+{
+    tu_run_until(loop, tu_never, NULL, ms);
+}
+
+/* A counter and the value tu_run_until_u64 waits for. */
+typedef struct tu_at_least {
+    const volatile uint64_t *v;
+    uint64_t want;
+} tu_at_least;
+
+static inline int tu_pred_at_least(void *arg)
+{
+    const tu_at_least *a = arg;
+    return *a->v >= a->want;
+}
+
+/* Turn loop until *v >= want or timeout_ms passed; returns whether it got
+ * there. */
+static inline int tu_run_until_u64(uv_loop_t *loop, const volatile uint64_t *v,
+                                   uint64_t want, uint64_t timeout_ms)
+{
+    tu_at_least a = {v, want};
+    return tu_run_until(loop, tu_pred_at_least, &a, timeout_ms);
+}
+
+/* ---- batches written by hand -------------------------------------------- */
+
+/* The NDJSON of n rows {"id":"<tag>-<i>","n":<i>} (i from 0) into out (size
+ * cap); returns its length. */
+static inline size_t tu_rows(char *out, size_t cap, int n, const char *tag)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(out + len, cap - len, "{\"id\":\"%s-%04d\",\"n\":%d}\n", tag, i, i);
+        ck_assert_int_lt(w, (int)(cap - len));
+        len += (size_t)w;
+    }
+    if (len < cap)
+        out[len] = '\0';
+    return len;
+}
+
+/* A batch of dataset ds holding tu_rows(n, tag), cap == len (1 when
+ * empty), counted in stats.memory_bytes as batch_buf_new does. */
+static inline batch_buf *tu_batch(unsigned ds, int n, const char *tag)
+{
+    char tmp[16384];
+    size_t len = tu_rows(tmp, sizeof(tmp), n, tag);
+    batch_buf *b = batch_buf_new(ds, len ? len : 1);
+    ck_assert_ptr_nonnull(b);
+    memcpy(b->data, tmp, len);
+    b->len = len;
+    b->rows = (uint64_t)n;
+    return b;
 }
 
 /* ---- enrich context on the shipped catalog ------------------------------- */
