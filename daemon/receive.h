@@ -28,7 +28,8 @@ typedef struct receive_opts {
 } receive_opts;
 
 /* Open (or adopt) the socket and start reading. On error returns a
- * negative libuv error with a message in err (size n). */
+ * negative libuv error with a message in err (size n); call receive_close
+ * in every case, which releases the handle and the buffer. */
 int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n);
 
 /* The bound address as "HOST:PORT" (for logs and tests). */

@@ -302,7 +302,8 @@ static uint64_t pause_for(ds_state *d, uint64_t ms)
 
 static uint64_t next_backoff(ds_state *d)
 {
-    /* Full jitter: uniform in [0, ceiling], ceiling doubling per failure. */
+    /* Jitter: uniform in [ceiling/2, ceiling], the ceiling doubling per
+     * failure, so datasets and hosts that failed together spread out. */
     d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : sk.o.backoff_min_ms;
     if (d->backoff_ms > sk.o.backoff_max_ms)
         d->backoff_ms = sk.o.backoff_max_ms;
@@ -319,13 +320,20 @@ static int split_flight(ds_state *d, flight *f)
     batch_buf *b = f->b;
     if (b->rows < 2)
         return -1;
+    /* Cut after the newline nearest the middle, before or after it. The
+     * last byte is a newline too, so only earlier ones can cut. */
     size_t mid = b->len / 2;
-    const char *nl = memchr(b->data + mid, '\n', b->len - mid);
-    if (!nl || (size_t)(nl - b->data) + 1 >= b->len) {
-        nl = memrchr(b->data, '\n', mid);
-        if (!nl)
-            return -1;
-    }
+    const char *after = memchr(b->data + mid, '\n', b->len - mid - 1);
+    const char *before = mid ? memrchr(b->data, '\n', mid) : NULL;
+    /* First half: up to and including the newline; its size against mid
+     * (a tie goes to the later newline). */
+    const char *nl = !after ? before
+                     : !before ? after
+                     : (size_t)(after + 1 - (b->data + mid)) <=
+                               (size_t)(b->data + mid - (before + 1))
+                         ? after : before;
+    if (!nl)
+        return -1;
     size_t cut = (size_t)(nl - b->data) + 1;
     uint64_t rows1 = 0;
     for (const char *p = b->data; p < b->data + cut; p++)
@@ -545,6 +553,7 @@ int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
     memset(&sk, 0, sizeof(sk));
     sk.loop = loop;
     sk.o = *opts;
+    sk.out_fd = -1; /* nothing to close until the file is open */
     if (!sk.o.backoff_min_ms)
         sk.o.backoff_min_ms = 500;
     if (!sk.o.backoff_max_ms)
@@ -662,9 +671,9 @@ void sink_close(void)
     uv_close((uv_handle_t *)&sk.drain_timer, NULL);
     uv_close((uv_handle_t *)&sk.replay_timer, NULL);
     if (sk.file_mode) {
-        if (sk.out_fd != STDOUT_FILENO)
+        if (sk.out_fd > STDOUT_FILENO)
             close(sk.out_fd);
-        else
+        else if (sk.out_fd == STDOUT_FILENO)
             fsync(STDOUT_FILENO);
     } else {
         http_close();

@@ -43,7 +43,8 @@ typedef struct sink_opts {
     int spool;                /* spool_open succeeded: use it */
 } sink_opts;
 
-/* Returns 0, or -1 with a message in err (size n). */
+/* Returns 0, or -1 with a message in err (size n). Either way call
+ * sink_close before closing the loop: timers are initialised first. */
 int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n);
 
 /* Queue b for delivery; the sink owns it from here, whatever happens. */

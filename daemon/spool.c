@@ -25,6 +25,7 @@
 typedef struct segment {
     uint64_t seq;
     uint64_t bytes;       /* valid bytes (a torn tail is not counted) */
+    uint64_t queued;      /* bytes of appends queued or running for it */
     uint64_t read_off;    /* next record to read */
     uint64_t rows_unread; /* rows in records not yet read */
     uint64_t rows_out;    /* rows read and not yet acknowledged */
@@ -258,6 +259,7 @@ static void op_after(uv_work_t *w, int status)
     switch (op->kind) {
     case OP_APPEND:
         op->seg->pending--;
+        op->seg->queued -= HDR_LEN + op->b->len;
         if (op->seg->doomed) {
             /* Made room for by dropping this segment: these rows too. */
             stats_drop(DROP_spool_full, op->b->dataset, op->b->rows);
@@ -425,17 +427,14 @@ static segment *seg_new(uint64_t seq)
     return s;
 }
 
-/* Bytes the spool holds or will hold once queued appends finish, leaving
- * out segments already dropped. */
+/* Bytes the spool holds or will hold once the appends queued or running
+ * finish, leaving out segments already dropped. */
 static uint64_t live_bytes(void)
 {
     uint64_t t = 0;
     for (segment *s = sp.segs; s; s = s->next)
         if (!s->doomed)
-            t += s->bytes;
-    for (spool_op *q = sp.q_head; q; q = q->next)
-        if (q->kind == OP_APPEND && !q->seg->doomed)
-            t += HDR_LEN + q->b->len;
+            t += s->bytes + s->queued;
     return t;
 }
 
@@ -464,6 +463,13 @@ void spool_append(batch_buf *b)
         }
         old = next;
     }
+    /* Rotate on what the segment will hold, queued appends included, so a
+     * burst (the shutdown deadline spools every waiting batch at once) is
+     * spread over segments of the configured size. */
+    if (sp.tail && sp.tail->active && sp.tail->bytes + sp.tail->queued >= sp.o.segment_bytes) {
+        sp.tail->active = 0;
+        seg_settle(sp.tail);
+    }
     segment *s = sp.tail && sp.tail->active ? sp.tail : seg_new(sp.next_seq++);
     spool_op *op = s ? op_new(OP_APPEND) : NULL;
     if (!op) {
@@ -473,6 +479,7 @@ void spool_append(batch_buf *b)
     }
     s->active = 1;
     s->pending++;
+    s->queued += need;
     op->seg = s;
     op->b = b;
     op_push(op);
@@ -520,8 +527,11 @@ void spool_dead_letter(batch_buf *b, long status, const char *body)
         return;
     }
     /* One JSON header line, then the refused rows as they were sent. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     json_t *h = json_pack("{s:{s:I,s:s,s:i,s:I,s:s}}", "dead_letter", "ts_ms",
-                          (json_int_t)time(NULL) * 1000, "dataset",
+                          (json_int_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                          "dataset",
                           bf_dataset_name(b->dataset), "status", (int)status, "rows",
                           (json_int_t)b->rows, "response", body ? body : "");
     char *text = h ? json_dumps(h, JSON_COMPACT) : NULL;

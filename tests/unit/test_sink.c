@@ -249,8 +249,7 @@ START_TEST(test_sink_file_drain_empty)
 }
 END_TEST
 
-#if 0
-/* KNOWN BUG, kept out of the run (fails): when the --out file cannot be
+/* Regression test (the daemon failed it until fixed): when the --out file cannot be
  * opened, sink_start returns -1 with its timers already initialised (so
  * sink_close must run for uv_loop_close to succeed) but sk.out_fd still 0
  * from the memset, and sink_close then closes fd 0, the process's stdin.
@@ -275,7 +274,6 @@ START_TEST(test_sink_file_open_error)
     ck_assert_msg(stdin_open, "sink_close closed fd 0");
 }
 END_TEST
-#endif
 
 /* Failed writes (here: no space left) are counted as dropped.out_write,
  * every batch's rows, and the drain still ends. */
@@ -593,8 +591,7 @@ START_TEST(test_sink_http_413_split_again)
 }
 END_TEST
 
-#if 0
-/* KNOWN BUG, kept out of the run (fails): split_flight looks for the first
+/* Regression test (the daemon failed it until fixed): split_flight looked for the first
  * newline at or after len/2, so when the middle falls just after a newline
  * (rows of one length, an even count) it skips that newline for the next
  * one: four rows split 3 + 1, not 2 + 2 as "the newline nearest the
@@ -617,7 +614,6 @@ START_TEST(test_sink_http_413_split_nearest_middle)
     finish();
 }
 END_TEST
-#endif
 
 START_TEST(test_sink_http_413_single_row)
 {
@@ -932,9 +928,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_file_in_order);
     tcase_add_test(tc, test_sink_file_oldest_first_across_datasets);
     tcase_add_test(tc, test_sink_file_drain_empty);
-#if 0 /* KNOWN BUG: see test_sink_file_open_error above */
     tcase_add_test(tc, test_sink_file_open_error);
-#endif
     tcase_add_test(tc, test_sink_file_write_error);
     tcase_add_test(tc, test_sink_http_200_counts);
     tcase_add_test(tc, test_sink_http_per_dataset);
@@ -945,9 +939,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_http_400_dead_letter);
     tcase_add_test(tc, test_sink_http_413_split);
     tcase_add_test(tc, test_sink_http_413_split_again);
-#if 0 /* KNOWN BUG: see test_sink_http_413_split_nearest_middle above */
     tcase_add_test(tc, test_sink_http_413_split_nearest_middle);
-#endif
     tcase_add_test(tc, test_sink_http_413_single_row);
     tcase_add_test(tc, test_sink_http_max_inflight);
     tcase_add_test(tc, test_sink_http_probe_after_failure);
