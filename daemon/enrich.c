@@ -155,49 +155,6 @@ void enrich_free(enrich_ctx *ctx)
 
 void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat) { ctx->cat = cat; }
 
-/* Length of a valid UTF-8 sequence at s (at most len bytes), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t need;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        need = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        need = 4;
-    else
-        return 0;
-    if (len < need)
-        return 0;
-    for (size_t i = 1; i < need; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    /* Overlongs, surrogates and values past U+10FFFF. */
-    if (c == 0xE0 && s[1] < 0xA0)
-        return 0;
-    if (c == 0xED && s[1] > 0x9F)
-        return 0;
-    if (c == 0xF0 && s[1] < 0x90)
-        return 0;
-    if (c == 0xF4 && s[1] > 0x8F)
-        return 0;
-    return need;
-}
-
-size_t enrich_utf8_prefix(const char *s, size_t len, size_t max_chars)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    for (size_t chars = 0; i < len && chars < max_chars; chars++) {
-        size_t k = utf8_seq(u + i, len - i);
-        i += k ? k : 1;
-    }
-    return i;
-}
-
 static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 
 size_t enrich_referrer(const char *url, size_t len, char *out)
@@ -388,12 +345,12 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                                         memcmp(row->status.ptr, "error", 5) == 0);
     row->prompt = ev->prompt;
     row->prompt.len = BF_HAS(ev, prompt)
-                          ? enrich_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
-                                               PROMPT_MAX_CHARS)
+                          ? bf_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
+                                               BF_PROMPT_MAX_CHARS)
                           : 0;
     row->error_message = ev->error_message;
     row->error_message.len =
-        has_err ? enrich_utf8_prefix(ev->error_message.ptr, ev->error_message.len,
+        has_err ? bf_utf8_prefix(ev->error_message.ptr, ev->error_message.len,
                                      ERROR_MAX_CHARS)
                 : 0;
     row->total_tokens = ev->prompt_tokens + ev->completion_tokens;

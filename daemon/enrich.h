@@ -3,7 +3,8 @@
  *
  * Adds what the sender does not know or must not send: provider and cost
  * from the catalog, an anonymised IP and its keyed hash, an id, complete
- * timestamps, a prompt cut to PROMPT_MAX_CHARS, a referrer cut to its origin.
+ * timestamps, a prompt cut to BF_PROMPT_MAX_CHARS, a referrer cut to its
+ * origin.
  * Privacy: the raw IP never leaves this module (bf_row holds only the
  * anonymised form and the hash); the referrer loses credentials, path, query
  * and fragment, where tokens hide.
@@ -17,7 +18,6 @@
 #include "bf_proto.h"
 #include "catalog.h"
 
-#define PROMPT_MAX_CHARS 120
 #define ERROR_MAX_CHARS 500
 #define REFERRER_MAX 256 /* longest origin kept; longer ones become "" */
 #define IP_HASH_HEX 32   /* hex digits of HMAC-SHA256 kept (128 bits) */
@@ -54,9 +54,7 @@ void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat);
 void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                   bf_row *row);
 
-/* Exposed for tests. Length in bytes of the first max_chars characters of
- * s (an invalid byte counts as one character). */
-size_t enrich_utf8_prefix(const char *s, size_t len, size_t max_chars);
+/* Exposed for tests. */
 /* Origin of a URL into out (size REFERRER_MAX + 1): "scheme://host[:port]",
  * lowercased; "" when it has no scheme://host. Returns the length. */
 size_t enrich_referrer(const char *url, size_t len, char *out);

@@ -172,9 +172,8 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
             i++;
             continue;
         }
-        size_t k = enrich_utf8_prefix((const char *)u + i, len - i, 1);
-        /* A valid sequence here is 2 to 4 bytes; 1 means an invalid byte. */
-        if (k > 1) {
+        size_t k = bf_utf8_seq(u + i, len - i); /* 2 to 4 here, or 0 */
+        if (k) {
             memcpy(p, u + i, k);
             p += k;
             i += k;

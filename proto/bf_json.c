@@ -102,42 +102,6 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
     return bf_event_from_json(*doc, ev, bad_key);
 }
 
-/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), or 0 when
- * the byte at s does not start one (overlongs, surrogates and values past
- * U+10FFFF are not valid). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t want;
-    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        want = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        want = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        want = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < want || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < want; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return want;
-}
-
 /* A JSON string of s; each byte that is not part of a valid UTF-8 sequence
  * becomes U+FFFD, as the daemon's row writer does (daemon/row.c), so the
  * decoded view shows what would reach Tinybird. */
@@ -148,7 +112,7 @@ static json_t *json_from_bytes(const bf_str *s)
 
     if (n == 0)
         return json_string("");
-    while (i < n && (k = utf8_seq(p + i, n - i)) != 0)
+    while (i < n && (k = bf_utf8_seq(p + i, n - i)) != 0)
         i += k;
     if (i == n)
         return json_stringn_nocheck(s->ptr, n);
@@ -159,7 +123,7 @@ static json_t *json_from_bytes(const bf_str *s)
         return NULL;
     size_t o = 0;
     for (i = 0; i < n;) {
-        k = utf8_seq(p + i, n - i);
+        k = bf_utf8_seq(p + i, n - i);
         if (k) {
             memcpy(out + o, p + i, k);
             o += k;

@@ -281,3 +281,49 @@ bf_reason bf_validate(const bf_event *ev)
 {
     return bf_validate_detail(ev, NULL);
 }
+
+size_t bf_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t want;
+    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        want = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        want = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        want = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n < want || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < want; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return want;
+}
+
+size_t bf_utf8_prefix(const char *s, size_t len, size_t max_chars)
+{
+    if (len <= max_chars)
+        return len; /* every character is at least one byte */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    for (size_t chars = 0; i < len && chars < max_chars; chars++) {
+        size_t k = bf_utf8_seq(u + i, len - i);
+        i += k ? k : 1;
+    }
+    return i;
+}

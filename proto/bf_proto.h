@@ -142,6 +142,20 @@ bf_reason bf_validate(const bf_event *ev);
  * lines and the CLI's "line N: reason: key" messages. */
 bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag);
 
+/* Prompts are cut to this many characters (code points): by the shims
+ * before encoding, and by the daemon before writing a row. */
+#define BF_PROMPT_MAX_CHARS 120
+
+/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), or 0 when the
+ * byte at s does not start one (overlongs, surrogates and values past
+ * U+10FFFF are not valid). */
+size_t bf_utf8_seq(const unsigned char *s, size_t n);
+
+/* Bytes of the first max_chars characters of s (len bytes): a valid UTF-8
+ * sequence counts as one character, an invalid byte as one too, so a cut
+ * never falls inside a sequence. */
+size_t bf_utf8_prefix(const char *s, size_t len, size_t max_chars);
+
 /* Varint helpers, exposed for tests and other encoders.
  * bf_varint_put: writes v at out (room for 10 bytes needed), returns length.
  * bf_varint_get: reads at *p (< end), advances *p; returns 0 on success,

@@ -125,26 +125,13 @@ fail:
     return NULL;
 }
 
-/* Bytes of the first max_chars UTF-8 characters of s. A character starts at
- * every byte that is not a continuation byte (10xxxxxx), so the cut never
- * falls inside a sequence, even in text that is not valid UTF-8. */
-static size_t client_utf8_prefix(const char *s, size_t len, size_t max_chars)
-{
-    size_t chars = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80 && chars++ == max_chars)
-            return i;
-    }
-    return len;
-}
-
 size_t bf_client_encode(const bf_event *ev, uint8_t *out, size_t cap)
 {
     if (!BF_HAS(ev, prompt))
         return bf_encode(ev, out, cap);
     bf_event cut = *ev;
-    cut.prompt.len = client_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
-                                        BF_CLIENT_PROMPT_CHARS);
+    cut.prompt.len = bf_utf8_prefix(ev->prompt.ptr, ev->prompt.len,
+                                    BF_CLIENT_PROMPT_CHARS);
     return bf_encode(&cut, out, cap);
 }
 

@@ -43,7 +43,7 @@
 /* The prompt is cut to this many UTF-8 characters (code points) before
  * encoding, as the daemon cuts it before writing rows: sending more only
  * costs socket buffer. A character is never split. */
-#define BF_CLIENT_PROMPT_CHARS 120
+#define BF_CLIENT_PROMPT_CHARS BF_PROMPT_MAX_CHARS
 
 typedef struct bf_client bf_client;
 

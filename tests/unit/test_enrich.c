@@ -62,7 +62,7 @@ static int is_lower_hex(const char *s, size_t n)
     return s[n] == '\0';
 }
 
-/* ---- enrich_utf8_prefix ---------------------------------------------- */
+/* ---- bf_utf8_prefix (the prompt and error cuts) --------------------- */
 
 static const struct {
     const char *s;
@@ -96,7 +96,7 @@ static const struct {
 START_TEST(test_enrich_utf8_prefix_table)
 {
     const char *s = prefix_cases[_i].s;
-    size_t got = enrich_utf8_prefix(s, strlen(s), prefix_cases[_i].max_chars);
+    size_t got = bf_utf8_prefix(s, strlen(s), prefix_cases[_i].max_chars);
     ck_assert_msg(got == prefix_cases[_i].want, "case %d: got %zu, want %zu", _i,
                   got, prefix_cases[_i].want);
 }
@@ -111,19 +111,19 @@ START_TEST(test_enrich_utf8_prefix_120_chars)
     n = 119;
     memcpy(buf + n, "\xf0\x9f\x98\x80" "b", 5);
     n += 5;
-    ck_assert_uint_eq(enrich_utf8_prefix(buf, n, PROMPT_MAX_CHARS), 123);
-    ck_assert_uint_eq(enrich_utf8_prefix(buf, n, 119), 119);
+    ck_assert_uint_eq(bf_utf8_prefix(buf, n, BF_PROMPT_MAX_CHARS), 123);
+    ck_assert_uint_eq(bf_utf8_prefix(buf, n, 119), 119);
     /* Exactly 120 two-byte characters: all kept, nothing after. */
     for (n = 0; n < 240; n += 2)
         memcpy(buf + n, "\xc3\xa9", 2);
-    ck_assert_uint_eq(enrich_utf8_prefix(buf, n, PROMPT_MAX_CHARS), 240);
+    ck_assert_uint_eq(bf_utf8_prefix(buf, n, BF_PROMPT_MAX_CHARS), 240);
     buf[n++] = 'x';
-    ck_assert_uint_eq(enrich_utf8_prefix(buf, n, PROMPT_MAX_CHARS), 240);
+    ck_assert_uint_eq(bf_utf8_prefix(buf, n, BF_PROMPT_MAX_CHARS), 240);
     /* 121 ASCII: cut to 120. */
     memset(buf, 'z', 121);
-    ck_assert_uint_eq(enrich_utf8_prefix(buf, 121, PROMPT_MAX_CHARS), 120);
+    ck_assert_uint_eq(bf_utf8_prefix(buf, 121, BF_PROMPT_MAX_CHARS), 120);
     /* The length is a bound: no read past len even without a NUL. */
-    ck_assert_uint_eq(enrich_utf8_prefix("\xf0\x9f\x98\x80", 2, 5), 2);
+    ck_assert_uint_eq(bf_utf8_prefix("\xf0\x9f\x98\x80", 2, 5), 2);
 }
 END_TEST
 
@@ -146,7 +146,7 @@ START_TEST(test_enrich_utf8_prefix_never_splits)
             chars++;
         }
         want_chars = (size_t)round % 300;
-        size_t got = enrich_utf8_prefix(buf, n, want_chars);
+        size_t got = bf_utf8_prefix(buf, n, want_chars);
         ck_assert(got <= n);
         if (got < n)
             ck_assert_msg(((unsigned char)buf[got] & 0xC0) != 0x80,
@@ -533,7 +533,7 @@ START_TEST(test_enrich_event_truncation)
     BF_SET_STR(&ev, error_message, msg, sizeof(msg));
     enrich_event(ctx, &ev, RECV_MS, &row);
     ck_assert_ptr_eq(row.prompt.ptr, prompt);
-    ck_assert_uint_eq(row.prompt.len, PROMPT_MAX_CHARS);
+    ck_assert_uint_eq(row.prompt.len, BF_PROMPT_MAX_CHARS);
     ck_assert_ptr_eq(row.error_message.ptr, msg);
     ck_assert_uint_eq(row.error_message.len, ERROR_MAX_CHARS);
 }
