@@ -36,9 +36,7 @@ static struct {
     uv_timer_t watchdog;
     uv_timer_t status;
     uint64_t status_received; /* stats.received at the last STATUS= */
-    int watchdog_on;
     int stopping;
-    int exit_code;
 } app;
 
 static log_limit reject_limits[BF_R_MAX];
@@ -92,28 +90,17 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void on_drained(void *arg)
 {
     (void)arg;
-    uint64_t accepted = 0, delivered = 0, dropped = 0, rejected = 0;
-    for (unsigned i = 1; i < BF_DATASET_MAX; i++) {
-        accepted += stats.accepted[i];
-        delivered += stats.rows_delivered[i];
-    }
-    for (unsigned i = 0; i < DROP_MAX; i++)
-        dropped += stats.dropped[i];
-    for (unsigned i = 1; i < BF_R_MAX; i++)
-        rejected += stats.rejected[i];
     sink_close();
     spool_close();
     stats_stop();
     receive_close();
-    if (app.watchdog_on)
-        uv_timer_stop(&app.watchdog);
-    uv_timer_stop(&app.status);
-    uv_walk(app.loop, close_walk, NULL); /* signals, watchdog */
+    uv_walk(app.loop, close_walk, NULL); /* signals and timers left */
+    stats_totals t = stats_total();
     log_info("stopped", "received=%llu accepted=%llu rejected=%llu delivered=%llu "
                         "dropped=%llu spooled=%llu replayed=%llu",
-             (unsigned long long)stats.received, (unsigned long long)accepted,
-             (unsigned long long)rejected, (unsigned long long)delivered,
-             (unsigned long long)dropped, (unsigned long long)stats.rows_spooled,
+             (unsigned long long)stats.received, (unsigned long long)t.accepted,
+             (unsigned long long)t.rejected, (unsigned long long)t.delivered,
+             (unsigned long long)t.dropped, (unsigned long long)stats.rows_spooled,
              (unsigned long long)stats.rows_replayed);
 }
 
@@ -187,19 +174,15 @@ static void on_watchdog(uv_timer_t *t)
 }
 
 /* STATUS= for `systemctl status`: a short summary every 5 s. */
-static void on_status(uv_timer_t *t)
+static void on_status(uv_timer_t *timer)
 {
-    uint64_t delivered = 0, dropped = 0;
-    for (unsigned i = 1; i < BF_DATASET_MAX; i++)
-        delivered += stats.rows_delivered[i];
-    for (unsigned i = 0; i < DROP_MAX; i++)
-        dropped += stats.dropped[i];
+    (void)timer;
+    stats_totals t = stats_total();
     uint64_t rate = (stats.received - app.status_received) / 5;
     app.status_received = stats.received;
     sd_notifyf(0, "STATUS=%llu events/s; delivered %llu, dropped %llu, spool %llu bytes",
-               (unsigned long long)rate, (unsigned long long)delivered,
-               (unsigned long long)dropped, (unsigned long long)stats.spool_bytes);
-    (void)t;
+               (unsigned long long)rate, (unsigned long long)t.delivered,
+               (unsigned long long)t.dropped, (unsigned long long)stats.spool_bytes);
 }
 
 static int fail(const char *what, const char *err)
@@ -307,7 +290,6 @@ int main(int argc, char **argv)
     if (sd_watchdog_enabled(0, &wd_usec) > 0) {
         uv_timer_init(app.loop, &app.watchdog);
         uv_timer_start(&app.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
-        app.watchdog_on = 1;
     }
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(),
                cfg->token ? "tinybird" : "file");
@@ -322,5 +304,5 @@ int main(int argc, char **argv)
     enrich_free(app.enrich);
     catalog_free(app.cat);
     config_free(cfg);
-    return app.exit_code;
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "stats.h"
 
@@ -34,13 +35,6 @@ static struct {
 
 static log_limit oversize_limit;
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void deliver(const uint8_t *p, size_t len)
 {
     stats.received++;
@@ -51,7 +45,7 @@ static void deliver(const uint8_t *p, size_t len)
                     "reason=oversize bytes=%zu max=%zu", len, rc.o.max_datagram);
         return;
     }
-    rc.o.cb(p, len, wall_ms(), rc.o.arg);
+    rc.o.cb(p, len, clock_wall_ms(), rc.o.arg);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)

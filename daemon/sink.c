@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "clock.h"
 #include "http.h"
 #include "log.h"
 #include "spool.h"
@@ -141,13 +142,6 @@ unsigned sink_pending(void)
     return n + (sk.out_cur != NULL);
 }
 
-static uint64_t now_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- file mode: one write at a time, in order ---- */
 
 static void file_write_next(void);
@@ -170,7 +164,7 @@ static void on_file_written(uv_fs_t *req)
     } else {
         stats.rows_delivered[f->b->dataset] += f->b->rows;
         stats.bytes_sent += f->b->len;
-        stats.last_flush_ok_ms = now_wall_ms();
+        stats.last_flush_ok_ms = clock_wall_ms();
     }
     sk.out_cur = NULL;
     sk.out_busy = 0;
@@ -389,7 +383,7 @@ static void count_delivered(flight *f, const http_result *res)
                     bf_dataset_name(ds), (unsigned long long)quarantined,
                     bf_dataset_name(ds));
     }
-    stats.last_flush_ok_ms = now_wall_ms();
+    stats.last_flush_ok_ms = clock_wall_ms();
 }
 
 static void on_posted(const http_result *res, void *arg)

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "log.h"
 #include "stats.h"
 
@@ -527,11 +528,8 @@ void spool_dead_letter(batch_buf *b, long status, const char *body)
         return;
     }
     /* One JSON header line, then the refused rows as they were sent. */
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     json_t *h = json_pack("{s:{s:I,s:s,s:i,s:I,s:s}}", "dead_letter", "ts_ms",
-                          (json_int_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
-                          "dataset",
+                          (json_int_t)clock_wall_ms(), "dataset",
                           bf_dataset_name(b->dataset), "status", (int)status, "rows",
                           (json_int_t)b->rows, "response", body ? body : "");
     char *text = h ? json_dumps(h, JSON_COMPACT) : NULL;

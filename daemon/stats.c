@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 bf_stats stats;
@@ -134,11 +135,20 @@ static double lat_quantile(double q)
     return lat_edge(STATS_LAT_BUCKETS - 1);
 }
 
+stats_totals stats_total(void)
+{
+    stats_totals t = {sum_ds(stats.accepted), 0, sum_ds(stats.rows_delivered), 0};
+    for (unsigned r = 1; r < BF_R_MAX; r++)
+        t.rejected += stats.rejected[r];
+    for (unsigned d = 0; d < DROP_MAX; d++)
+        t.dropped += stats.dropped[d];
+    return t;
+}
+
 json_t *stats_snapshot(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t now = clock_wall_ms();
+    stats_totals t = stats_total();
     json_t *o = json_object();
 #define I(v) json_integer((json_int_t)(v))
     json_object_set_new(o, "ts_ms", I(now));
@@ -146,14 +156,11 @@ json_t *stats_snapshot(void)
     json_object_set_new(o, "received", I(stats.received));
     json_object_set_new(o, "received_bytes", I(stats.received_bytes));
     json_t *rej = json_object();
-    uint64_t rej_total = 0;
-    for (unsigned r = 1; r < BF_R_MAX; r++) {
+    for (unsigned r = 1; r < BF_R_MAX; r++)
         json_object_set_new(rej, bf_reason_name((bf_reason)r), I(stats.rejected[r]));
-        rej_total += stats.rejected[r];
-    }
-    json_object_set_new(o, "rejected_total", I(rej_total));
+    json_object_set_new(o, "rejected_total", I(t.rejected));
     json_object_set_new(o, "rejected", rej);
-    json_object_set_new(o, "accepted_total", I(sum_ds(stats.accepted)));
+    json_object_set_new(o, "accepted_total", I(t.accepted));
     json_object_set_new(o, "accepted", per_dataset(stats.accepted));
     json_object_set_new(o, "unknown_model", I(stats.unknown_model));
     json_object_set_new(o, "ip_invalid", I(stats.ip_invalid));
@@ -172,16 +179,13 @@ json_t *stats_snapshot(void)
     }
     json_object_set_new(o, "http", http);
     json_object_set_new(o, "retries", I(stats.retries));
-    json_object_set_new(o, "rows_delivered_total", I(sum_ds(stats.rows_delivered)));
+    json_object_set_new(o, "rows_delivered_total", I(t.delivered));
     json_object_set_new(o, "rows_delivered", per_dataset(stats.rows_delivered));
     json_object_set_new(o, "rows_quarantined", per_dataset(stats.rows_quarantined));
     json_t *drop = json_object();
-    uint64_t drop_total = 0;
-    for (unsigned d = 0; d < DROP_MAX; d++) {
+    for (unsigned d = 0; d < DROP_MAX; d++)
         json_object_set_new(drop, drop_names[d], I(stats.dropped[d]));
-        drop_total += stats.dropped[d];
-    }
-    json_object_set_new(o, "dropped_total", I(drop_total));
+    json_object_set_new(o, "dropped_total", I(t.dropped));
     json_object_set_new(o, "dropped", drop);
     json_object_set_new(o, "rows_spooled", I(stats.rows_spooled));
     json_object_set_new(o, "rows_replayed", I(stats.rows_replayed));
@@ -334,9 +338,7 @@ static void on_connection(uv_stream_t *server, int status)
 
 int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    stats.start_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    stats.start_ms = clock_wall_ms();
     st.loop = loop;
     if (!path || !*path)
         return 0;

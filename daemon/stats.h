@@ -74,6 +74,13 @@ const char *stats_drop_name(enum bf_drop d);
 /* Count n rows lost for reason d, with a rate-limited warn line. */
 void stats_drop(enum bf_drop d, unsigned dataset, uint64_t n);
 
+/* The totals across datasets and reasons that the snapshot, the final log
+ * line and systemd's STATUS= all report. */
+typedef struct stats_totals {
+    uint64_t accepted, rejected, delivered, dropped;
+} stats_totals;
+stats_totals stats_total(void);
+
 /* Record that rows rows were acknowledged delay_ms after receipt.
  * now_ms is loop time, to turn the window. */
 void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms);
