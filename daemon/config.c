@@ -80,7 +80,8 @@ static const option_def options[] = {
      1099511627776ull, NULL,
      "dead-letter.ndjson is rotated (one old copy kept) past this size"},
     {"backoff-min-ms", OPT_MS, OFF(backoff_min_ms), "500", 1, 3600000, NULL,
-     "first retry backoff ceiling (full jitter, doubling per failure)"},
+     "first retry backoff ceiling; waits are uniform in half to all of the "
+     "ceiling, which doubles per failure"},
     {"backoff-max-ms", OPT_MS, OFF(backoff_max_ms), "60000", 1, 3600000, NULL,
      "largest retry backoff"},
     {"shutdown-timeout-ms", OPT_MS, OFF(shutdown_timeout_ms), "5000", 0, 600000,
@@ -287,12 +288,18 @@ void config_print(const bf_config *cfg)
     json_decref(o);
 }
 
-void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n)
+void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
+                 char *out, size_t n)
 {
     size_t used = 0;
     out[0] = '\0';
     for (size_t k = 0; k < N_OPTIONS; k++) {
         const option_def *o = &options[k];
+        int skipped = 0;
+        for (const char *const *sk = skip; sk && *sk; sk++)
+            skipped |= strcmp(*sk, o->name) == 0;
+        if (skipped)
+            continue;
         const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
         int same;
         if (o->type == OPT_STR) {
@@ -301,9 +308,11 @@ void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n)
         } else {
             same = *(const uint64_t *)pa == *(const uint64_t *)pb;
         }
-        if (!same && used + strlen(o->name) + 2 < n)
-            used += (size_t)snprintf(out + used, n - used, "%s%s", used ? "," : "",
-                                     o->name);
+        if (same)
+            continue;
+        if (used + strlen(o->name) + 2 > n)
+            break; /* a cut list, never one with a hole in it */
+        used += (size_t)snprintf(out + used, n - used, "%s%s", used ? "," : "", o->name);
     }
 }
 
@@ -398,6 +407,14 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
         errf(err, n, "option 'tinybird-url': '%s' must start with https:// "
                      "(or http:// for a local test server)", cfg->tinybird_url);
         return CONFIG_ERROR;
+    }
+    /* The open batches count against the memory cap: two datasets' worth
+     * of open buffers must leave room for batches in flight. */
+    if (cfg->flush_bytes > cfg->max_memory / 4) {
+        log_info("flush_bytes_lowered", "from=%llu to=%llu reason=max_memory",
+                 (unsigned long long)cfg->flush_bytes,
+                 (unsigned long long)(cfg->max_memory / 4));
+        cfg->flush_bytes = cfg->max_memory / 4;
     }
     if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
         errf(err, n, "option 'backoff-min-ms': %llu is more than backoff-max-ms %llu",

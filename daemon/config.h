@@ -60,9 +60,11 @@ void config_free(bf_config *cfg);
  * config file is, to stdout; the token is shown as "(set)", never itself. */
 void config_print(const bf_config *cfg);
 
-/* Names of the options whose values differ between a and b, comma
- * separated, into out (size n); "" when none. For a reload's log line. */
-void config_diff(const bf_config *a, const bf_config *b, char *out, size_t n);
+/* Names of the options whose values differ between a and b, leaving out
+ * those named in skip (NULL-terminated, or NULL), comma separated, into out
+ * (size n); "" when none. For a reload's log line. */
+void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
+                 char *out, size_t n);
 
 /* Print the usage text (the option table) to stdout. */
 void config_usage(void);

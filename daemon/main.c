@@ -136,21 +136,18 @@ static void reload(void)
     catalog_free(app.cat);
     app.cat = cat;
     log_set_level((enum log_level)log_level_parse(fresh.log_level));
-    /* The catalog and the log level apply now: move the new values in and
-     * the old ones out. Options that shape sockets, buffers and the sink
-     * take effect at the next restart: name them rather than half-apply. */
-    char *t = app.cfg.catalog;
+    /* The catalog and the log level apply now. Options that shape sockets,
+     * buffers and the sink take effect at the next restart: name them
+     * rather than half-apply them. */
+    static const char *const applied[] = {"catalog", "log-level", NULL};
+    char changed[512];
+    config_diff(&app.cfg, &fresh, applied, changed, sizeof(changed));
+    char *t = app.cfg.catalog; /* swap: fresh frees the old values */
     app.cfg.catalog = fresh.catalog;
-    fresh.catalog = strdup(app.cfg.catalog);
-    free(t);
+    fresh.catalog = t;
     t = app.cfg.log_level;
     app.cfg.log_level = fresh.log_level;
-    fresh.log_level = strdup(app.cfg.log_level);
-    free(t);
-    if (fresh.flush_bytes > fresh.max_memory / 4)
-        fresh.flush_bytes = fresh.max_memory / 4; /* as at start */
-    char changed[512];
-    config_diff(&app.cfg, &fresh, changed, sizeof(changed));
+    fresh.log_level = t;
     log_info("reloaded", "catalog=%s models=%zu restart_needed=%s", app.cfg.catalog,
              catalog_size(cat), *changed ? changed : "none");
     config_free(&fresh);
@@ -235,13 +232,6 @@ int main(int argc, char **argv)
                   uv_strerror(rc));
     stats_on_refresh(refresh_gauges, NULL);
 
-    /* The open batches count against the memory cap too. */
-    if (cfg->flush_bytes > cfg->max_memory / 4) {
-        log_info("flush_bytes_lowered", "from=%llu to=%llu reason=max_memory",
-                 (unsigned long long)cfg->flush_bytes,
-                 (unsigned long long)(cfg->max_memory / 4));
-        cfg->flush_bytes = cfg->max_memory / 4;
-    }
     stats.memory_cap = cfg->max_memory;
     int spool = 0;
     if (cfg->token) {

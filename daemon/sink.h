@@ -9,8 +9,9 @@
  *              the backoff, then the batch is sent again
  *   413        the batch is split in halves, each sent again; one row that
  *              is still too large is dropped (dropped.too_large)
- *   5xx, 408,  exponential backoff with full jitter (0.5 s doubling to 60 s,
- *   no answer  reset by a success), then sent again
+ *   5xx, 408,  exponential backoff, each wait uniform in half to all of a
+ *   no answer  ceiling that doubles from 0.5 s to 60 s and resets on success;
+ *              then one request at a time until one succeeds
  *   other 4xx  never retried: the batch goes to the dead-letter file with the
  *              status and response (dropped.http_rejected), logged with a
  *              hint for 403 (token) and 404 (region host)

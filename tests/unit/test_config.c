@@ -533,20 +533,23 @@ START_TEST(test_config_diff)
     LOAD_OK(&a, err, NULL);
     LOAD_OK(&b, err, NULL);
     memset(out, 'X', sizeof(out));
-    config_diff(&a, &b, out, sizeof(out));
+    config_diff(&a, &b, NULL, out, sizeof(out));
     ck_assert_str_eq(out, "");
     config_free(&b);
     LOAD_OK(&b, err, "--flush-bytes=8192", "--listen=127.0.0.1:1", "--token=t", NULL);
-    config_diff(&a, &b, out, sizeof(out));
+    config_diff(&a, &b, NULL, out, sizeof(out));
     ck_assert_str_eq(out, "listen,token,flush-bytes"); /* in table order */
-    config_diff(&b, &a, out, sizeof(out));
+    config_diff(&b, &a, NULL, out, sizeof(out));
     ck_assert_str_eq(out, "listen,token,flush-bytes");
+    static const char *const skip[] = {"token", NULL};
+    config_diff(&a, &b, skip, out, sizeof(out));
+    ck_assert_str_eq(out, "listen,flush-bytes");
     /* A small buffer: whole names only, always terminated, never past n. */
     memset(out, 'X', sizeof(out));
-    config_diff(&a, &b, out, 14);
+    config_diff(&a, &b, NULL, out, 14);
     ck_assert_str_eq(out, "listen,token");
     ck_assert_int_eq(out[14], 'X');
-    config_diff(&a, &b, out, 1);
+    config_diff(&a, &b, NULL, out, 1);
     ck_assert_str_eq(out, "");
     config_free(&a);
     config_free(&b);
