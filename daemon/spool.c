@@ -103,6 +103,17 @@ static uint32_t get32(const unsigned char *p)
            (uint32_t)p[3] << 24;
 }
 
+static void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
 static int write_all(int fd, struct iovec *iov, int cnt)
 {
     while (cnt > 0) {
@@ -125,6 +136,21 @@ static int write_all(int fd, struct iovec *iov, int cnt)
     return 0;
 }
 
+/* Read and check the header of the record at off of fd (size bytes long):
+ * magic, a dataset, and a length that stays inside the file. Returns the
+ * payload length, or -1 when the record is torn or corrupt. */
+static int64_t read_header(int fd, uint64_t off, uint64_t size,
+                           unsigned char hdr[HDR_LEN])
+{
+    if (size - off < HDR_LEN || pread(fd, hdr, HDR_LEN, (off_t)off) != HDR_LEN ||
+        get32(hdr) != REC_MAGIC || hdr[12] == 0 || hdr[12] >= BF_DATASET_MAX)
+        return -1;
+    uint32_t plen = get32(hdr + 4);
+    if (plen > REC_MAX || size - off - HDR_LEN < plen)
+        return -1;
+    return plen;
+}
+
 /* Read one record at off of fd (size bytes long). Returns a new batch_buf
  * (not yet counted in stats.memory_bytes), or NULL with *torn set when the
  * record is incomplete or fails its crc, or *err on an I/O error. */
@@ -134,27 +160,21 @@ static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len
     unsigned char hdr[HDR_LEN];
     *torn = 0;
     *err = 0;
-    if (size - off < HDR_LEN ||
-        pread(fd, hdr, HDR_LEN, (off_t)off) != HDR_LEN || get32(hdr) != REC_MAGIC) {
-        *torn = 1;
-        return NULL;
-    }
-    uint32_t plen = get32(hdr + 4);
-    if (plen > REC_MAX || size - off - HDR_LEN < plen || hdr[12] == 0 ||
-        hdr[12] >= BF_DATASET_MAX) {
+    int64_t plen = read_header(fd, off, size, hdr);
+    if (plen < 0) {
         *torn = 1;
         return NULL;
     }
     batch_buf *b = calloc(1, sizeof(*b));
-    char *data = malloc(plen ? plen : 1);
+    char *data = malloc(plen ? (size_t)plen : 1);
     if (!b || !data) {
         free(b);
         free(data);
         *err = ENOMEM;
         return NULL;
     }
-    ssize_t r = pread(fd, data, plen, (off_t)(off + HDR_LEN));
-    if (r != (ssize_t)plen || rec_crc(hdr, data, plen) != get32(hdr + 8)) {
+    ssize_t r = pread(fd, data, (size_t)plen, (off_t)(off + HDR_LEN));
+    if (r != plen || rec_crc(hdr, data, (size_t)plen) != get32(hdr + 8)) {
         free(b);
         free(data);
         *torn = 1;
@@ -162,12 +182,9 @@ static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len
     }
     b->dataset = hdr[12];
     b->data = data;
-    b->len = b->cap = plen;
-    uint64_t rows = 0;
-    for (int i = 0; i < 8; i++)
-        rows |= (uint64_t)hdr[16 + i] << (8 * i);
-    b->rows = rows;
-    *len = HDR_LEN + plen;
+    b->len = b->cap = (size_t)plen;
+    b->rows = get64(hdr + 16);
+    *len = HDR_LEN + (uint64_t)plen;
     return b;
 }
 
@@ -194,8 +211,7 @@ static void op_work(uv_work_t *w)
         put32(hdr, REC_MAGIC);
         put32(hdr + 4, (uint32_t)op->b->len);
         hdr[12] = (unsigned char)op->b->dataset;
-        for (int i = 0; i < 8; i++)
-            hdr[16 + i] = (unsigned char)(op->b->rows >> (8 * i));
+        put64(hdr + 16, op->b->rows);
         put32(hdr + 8, rec_crc(hdr, op->b->data, op->b->len));
         struct iovec iov[2] = {{hdr, HDR_LEN}, {op->b->data, op->b->len}};
         int rc = write_all(s->fd, iov, 2);
@@ -273,8 +289,6 @@ static void op_after(uv_work_t *w, int status)
             op->seg->bytes += HDR_LEN + op->b->len;
             op->seg->rows_unread += op->b->rows;
             stats.rows_spooled += op->b->rows;
-            if (op->seg->bytes >= sp.o.segment_bytes)
-                op->seg->active = 0; /* rotate: the next append opens a new one */
         }
         batch_buf_free(op->b);
         seg_settle(op->seg);
@@ -569,8 +583,8 @@ void spool_flush(void (*done)(void *arg), void *arg)
     op_push(op);
 }
 
-/* Index one segment left by an earlier run: walk its records (one at a
- * time), count rows, stop at a torn tail. */
+/* Index one segment left by an earlier run: walk its records one at a
+ * time, checking each crc, count rows, stop at a torn or corrupt record. */
 static int index_segment(uint64_t seq)
 {
     char path[300];
