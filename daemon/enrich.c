@@ -85,7 +85,7 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         close(w);
         if (bad || (link(tmp, path) < 0 && errno != EEXIST)) {
             snprintf(err, n, "writing ip hash key %s: %s", path,
-                     bad && k == 65 ? strerror(errno) : bad ? "short write" : strerror(errno));
+                     k >= 0 && k != 65 ? "short write" : strerror(errno));
             unlink(tmp);
             return -1;
         }

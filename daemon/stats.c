@@ -2,6 +2,7 @@
 #include "stats.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -87,25 +88,19 @@ static uint64_t sum_ds(const uint64_t *v)
 
 #define LAT_WINDOW_MS 60000
 
+/* Bucket i holds delays up to 2^(i/4) ms: the smallest i with
+ * 2^(i/4) >= ms. */
 static unsigned lat_bucket(uint64_t ms)
 {
-    /* Smallest i with 2^(i/4) >= ms, by integer steps of 2^(1/4). */
-    static const double step = 1.189207115002721;
-    double edge = 1.0;
-    unsigned i = 0;
-    while (i < STATS_LAT_BUCKETS - 1 && (double)ms > edge) {
-        edge *= step;
-        i++;
-    }
-    return i;
+    if (ms <= 1)
+        return 0;
+    double i = ceil(4.0 * log2((double)ms));
+    return i < STATS_LAT_BUCKETS - 1 ? (unsigned)i : STATS_LAT_BUCKETS - 1;
 }
 
 static double lat_edge(unsigned i)
 {
-    double edge = 1.0;
-    while (i--)
-        edge *= 1.189207115002721;
-    return edge;
+    return exp2(i / 4.0);
 }
 
 void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms)
