@@ -129,6 +129,32 @@ static int cli_read_event(const line_reader *lr, const char *line, size_t len,
     return -1;
 }
 
+/* The next good event of the input, skipping blank lines and counting (and
+ * reporting) bad ones in *invalid. Returns 1 with *doc owning ev's strings,
+ * or 0 at the end of the input. */
+static int cli_next_event(line_reader *lr, bf_event *ev, json_t **doc,
+                          unsigned long *invalid)
+{
+    char *line;
+    size_t len;
+    while ((line = line_read(lr, &len))) {
+        if (line_is_blank(line, len))
+            continue;
+        if (cli_read_event(lr, line, len, ev, doc) == 0)
+            return 1;
+        (*invalid)++;
+    }
+    return 0;
+}
+
+/* A line whose event does not fit one datagram. */
+static void cli_report_oversize(const line_reader *lr, unsigned long *invalid)
+{
+    fprintf(stderr, PROG ": line %lu: %s: (root)\n", lr->lineno,
+            bf_reason_name(BF_R_oversize));
+    (*invalid)++;
+}
+
 /* Parse a positive decimal count for option opt; exits 2 when bad. */
 static unsigned long cli_parse_count(const char *opt, const char *s)
 {
@@ -216,24 +242,14 @@ static int cmd_send(int argc, char **argv)
     line_reader lr = {0};
     unsigned long invalid = 0;
     int64_t next_ns = 0;
-    char *line;
-    size_t len;
-    while ((line = line_read(&lr, &len))) {
-        bf_event ev;
-        json_t *doc;
-        if (line_is_blank(line, len))
-            continue;
-        if (cli_read_event(&lr, line, len, &ev, &doc) < 0) {
-            invalid++;
-            continue;
-        }
+    bf_event ev;
+    json_t *doc;
+    while (cli_next_event(&lr, &ev, &doc, &invalid)) {
         for (unsigned long i = 0; i < repeat; i++) {
             if (rate)
                 cli_pace(&next_ns, rate);
             if (bf_client_send(c, &ev) == -EMSGSIZE) {
-                fprintf(stderr, PROG ": line %lu: %s: (root)\n", lr.lineno,
-                        bf_reason_name(BF_R_oversize));
-                invalid++;
+                cli_report_oversize(&lr, &invalid);
                 break;
             }
         }
@@ -260,23 +276,13 @@ static int cmd_encode(int argc, char **argv)
     line_reader lr = {0};
     unsigned long invalid = 0;
     uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
-    char *line;
-    size_t len;
-    while ((line = line_read(&lr, &len))) {
-        bf_event ev;
-        json_t *doc;
-        if (line_is_blank(line, len))
-            continue;
-        if (cli_read_event(&lr, line, len, &ev, &doc) < 0) {
-            invalid++;
-            continue;
-        }
+    bf_event ev;
+    json_t *doc;
+    while (cli_next_event(&lr, &ev, &doc, &invalid)) {
         size_t n = bf_client_encode(&ev, buf, sizeof(buf));
         json_decref(doc);
         if (n == 0) {
-            fprintf(stderr, PROG ": line %lu: %s: (root)\n", lr.lineno,
-                    bf_reason_name(BF_R_oversize));
-            invalid++;
+            cli_report_oversize(&lr, &invalid);
             continue;
         }
         for (size_t i = 0; i < n; i++)
