@@ -19,31 +19,6 @@ static struct {
     int closed;
 } bt;
 
-batch_buf *batch_buf_new(unsigned dataset, size_t cap)
-{
-    batch_buf *b = calloc(1, sizeof(*b));
-    if (!b)
-        return NULL;
-    b->data = malloc(cap);
-    if (!b->data) {
-        free(b);
-        return NULL;
-    }
-    b->dataset = dataset;
-    b->cap = cap;
-    stats.memory_bytes += cap;
-    return b;
-}
-
-void batch_buf_free(batch_buf *b)
-{
-    if (!b)
-        return;
-    stats.memory_bytes -= b->cap;
-    free(b->data);
-    free(b);
-}
-
 static void slot_flush(batch_slot *s)
 {
     batch_buf *b = s->buf;

@@ -13,18 +13,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "batch_buf.h"
 #include "bf_proto.h"
 #include "enrich.h"
-
-typedef struct batch_buf {
-    unsigned dataset;
-    char *data;            /* NDJSON, rows end in '\n' */
-    size_t len, cap;
-    uint64_t rows;
-    uint64_t first_ms;     /* loop time (uv_now) of the first row */
-    uint64_t close_ms;     /* loop time the batch was closed */
-    struct batch_buf *next; /* free for the owner's queues */
-} batch_buf;
 
 /* Called with each closed batch; the callee owns b (batch_buf_free). */
 typedef void (*batch_flush_cb)(batch_buf *b, void *arg);
@@ -50,10 +41,5 @@ void batch_flush_all(void);
 
 /* Stop the timers and close their handles; pending rows are flushed first. */
 void batch_close(void);
-
-/* A new empty buffer of cap bytes for dataset, counted in
- * stats.memory_bytes; NULL when out of memory. */
-batch_buf *batch_buf_new(unsigned dataset, size_t cap);
-void batch_buf_free(batch_buf *b);
 
 #endif /* BF_BATCH_H */

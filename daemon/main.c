@@ -18,6 +18,7 @@
 #include "decode.h"
 #include "enrich.h"
 #include "log.h"
+#include "memory.h"
 #include "receive.h"
 #include "row.h"
 #include "sink.h"
@@ -179,7 +180,7 @@ static void on_status(uv_timer_t *timer)
     app.status_received = stats.received;
     sd_notifyf(0, "STATUS=%llu events/s; delivered %llu, dropped %llu, spool %llu bytes",
                (unsigned long long)rate, (unsigned long long)t.delivered,
-               (unsigned long long)t.dropped, (unsigned long long)stats.spool_bytes);
+               (unsigned long long)t.dropped, (unsigned long long)spool_bytes());
 }
 
 static int fail(const char *what, const char *err)
@@ -232,7 +233,7 @@ int main(int argc, char **argv)
                   uv_strerror(rc));
     stats_on_refresh(refresh_gauges, NULL);
 
-    stats.memory_cap = cfg->max_memory;
+    memory_set_cap(cfg->max_memory);
     int spool = 0;
     if (cfg->token) {
         spool_opts po = {.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
@@ -247,7 +248,7 @@ int main(int argc, char **argv)
                     .max_inflight = (unsigned)cfg->max_inflight,
                     .backoff_min_ms = cfg->backoff_min_ms,
                     .backoff_max_ms = cfg->backoff_max_ms,
-                    .max_memory = cfg->max_memory, .spool = spool};
+                    .spool = spool};
     if (sink_start(app.loop, &so, err, sizeof(err)) < 0)
         return fail("sink", err);
     if (cfg->token)

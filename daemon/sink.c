@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "http.h"
 #include "log.h"
+#include "memory.h"
 #include "spool.h"
 #include "stats.h"
 
@@ -93,7 +94,7 @@ static void flight_to_spool(flight *f)
 static void flight_free(flight *f)
 {
     if (f->gz) {
-        stats.memory_bytes -= f->gz_cap;
+        memory_release(f->gz_cap);
         free(f->gz);
     }
     if (f->b)
@@ -255,7 +256,6 @@ static void post(ds_state *d, flight *f)
         return;
     }
     stats.bytes_sent += len;
-    stats.inflight_requests = http_inflight();
 }
 
 static void compress_done(uv_work_t *w, int status)
@@ -263,7 +263,7 @@ static void compress_done(uv_work_t *w, int status)
     flight *f = w->data;
     (void)status;
     if (f->gz)
-        stats.memory_bytes += f->gz_cap;
+        memory_reserve(f->gz_cap);
     ds_state *d = &sk.ds[f->b->dataset];
     if (sk.aborting) { /* the deadline passed while it was compressing */
         d->inflight--;
@@ -347,7 +347,7 @@ static int split_flight(ds_state *d, flight *f)
     b->len = cut;
     b->rows = rows1;
     if (f->gz) {
-        stats.memory_bytes -= f->gz_cap;
+        memory_release(f->gz_cap);
         free(f->gz);
         f->gz = NULL;
     }
@@ -392,7 +392,6 @@ static void on_posted(const http_result *res, void *arg)
     ds_state *d = &sk.ds[f->b->dataset];
     long st = res->status;
     d->inflight--;
-    stats.inflight_requests = http_inflight();
     stats.http[st > 0 && st < STATS_HTTP_CODES ? st : 0]++;
 
     if (st >= 200 && st < 300) {
@@ -509,7 +508,7 @@ void sink_submit(batch_buf *b)
 {
     /* Over the memory cap, a whole new batch waits on disk instead; the
      * ones already queued keep their place. */
-    if (sk.o.spool && !sk.file_mode && stats.memory_bytes > sk.o.max_memory) {
+    if (sk.o.spool && !sk.file_mode && memory_over_cap()) {
         spool_append(b);
         return;
     }
@@ -532,7 +531,7 @@ static void pump_spool(void)
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)
         if (sk.ds[id].paused || sk.ds[id].head)
             return;
-    if (sk.replaying < sk.o.max_inflight && stats.memory_bytes < sk.o.max_memory / 2)
+    if (sk.replaying < sk.o.max_inflight && memory_used() < memory_cap() / 2)
         spool_read_next();
 }
 

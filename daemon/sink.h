@@ -31,7 +31,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "batch.h"
+#include "batch_buf.h"
 
 typedef struct sink_opts {
     const char *url;          /* Tinybird base URL; ignored without token */
@@ -40,7 +40,6 @@ typedef struct sink_opts {
     uint64_t timeout_ms;      /* one request */
     unsigned max_inflight;    /* per dataset */
     uint64_t backoff_min_ms, backoff_max_ms;
-    uint64_t max_memory;      /* bytes; past it batches go to the spool */
     int spool;                /* spool_open succeeded: use it */
 } sink_opts;
 

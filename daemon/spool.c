@@ -74,15 +74,20 @@ static void seg_path(char *out, size_t n, uint64_t seq)
     snprintf(out, n, "%s/%016llx.seg", sp.o.dir, (unsigned long long)seq);
 }
 
-static void gauges(void)
+uint64_t spool_bytes(void)
 {
-    uint64_t bytes = 0, count = 0;
-    for (segment *s = sp.segs; s; s = s->next) {
+    uint64_t bytes = 0;
+    for (segment *s = sp.segs; s; s = s->next)
         bytes += s->bytes;
+    return bytes;
+}
+
+uint64_t spool_segments(void)
+{
+    uint64_t count = 0;
+    for (segment *s = sp.segs; s; s = s->next)
         count++;
-    }
-    stats.spool_bytes = bytes;
-    stats.spool_segments = count;
+    return count;
 }
 
 static uint32_t rec_crc(const unsigned char *hdr, const char *payload, size_t len)
@@ -152,8 +157,9 @@ static int64_t read_header(int fd, uint64_t off, uint64_t size,
 }
 
 /* Read one record at off of fd (size bytes long). Returns a new batch_buf
- * (not yet counted in stats.memory_bytes), or NULL with *torn set when the
- * record is incomplete or fails its crc, or *err on an I/O error. */
+ * (from batch_buf_new, so counted in the memory account), or NULL with *torn
+ * set when the record is incomplete or fails its crc, or *err on an I/O
+ * error. Runs on a worker thread. */
 static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len,
                               int *torn, int *err)
 {
@@ -165,24 +171,18 @@ static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len
         *torn = 1;
         return NULL;
     }
-    batch_buf *b = calloc(1, sizeof(*b));
-    char *data = malloc(plen ? (size_t)plen : 1);
-    if (!b || !data) {
-        free(b);
-        free(data);
+    batch_buf *b = batch_buf_new(hdr[12], (size_t)plen);
+    if (!b) {
         *err = ENOMEM;
         return NULL;
     }
-    ssize_t r = pread(fd, data, (size_t)plen, (off_t)(off + HDR_LEN));
-    if (r != plen || rec_crc(hdr, data, (size_t)plen) != get32(hdr + 8)) {
-        free(b);
-        free(data);
+    ssize_t r = pread(fd, b->data, (size_t)plen, (off_t)(off + HDR_LEN));
+    if (r != plen || rec_crc(hdr, b->data, (size_t)plen) != get32(hdr + 8)) {
+        batch_buf_free(b);
         *torn = 1;
         return NULL;
     }
-    b->dataset = hdr[12];
-    b->data = data;
-    b->len = b->cap = (size_t)plen;
+    b->len = (size_t)plen;
     b->rows = get64(hdr + 16);
     *len = HDR_LEN + (uint64_t)plen;
     return b;
@@ -298,10 +298,7 @@ static void op_after(uv_work_t *w, int status)
         op->seg->pending--;
         if (op->seg->doomed) {
             /* Its rows were counted as dropped when it was doomed. */
-            if (op->b) {
-                free(op->b->data);
-                free(op->b);
-            }
+            batch_buf_free(op->b);
             seg_settle(op->seg);
         } else if (op->b) {
             op->seg->read_off += op->len;
@@ -309,7 +306,6 @@ static void op_after(uv_work_t *w, int status)
                                         ? op->b->rows : op->seg->rows_unread;
             op->seg->rows_out += op->b->rows;
             op->b->first_ms = uv_now(sp.loop);
-            stats.memory_bytes += op->b->cap;
             stats.rows_replayed += op->b->rows;
             sp.cb(op->b, op->seg->seq, sp.cb_arg);
         } else {
@@ -345,7 +341,6 @@ static void op_after(uv_work_t *w, int status)
         break;
     }
     free(op);
-    gauges();
     op_run_next();
 }
 
@@ -402,7 +397,6 @@ static void seg_unlink(segment *s)
         op_push(op);
     }
     free(s);
-    gauges();
 }
 
 /* After anything that touched s: close its file once it takes no more
@@ -609,8 +603,7 @@ static int index_segment(uint64_t seq)
         }
         rows += b->rows;
         off += len;
-        free(b->data);
-        free(b);
+        batch_buf_free(b);
     }
     close(fd);
     segment *s = seg_new(seq);
@@ -675,12 +668,11 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
     free(seqs);
     if (!sp.next_seq)
         sp.next_seq = 1;
-    gauges();
     if (sp.segs)
         log_info("spool_found", "dir=%s segments=%llu bytes=%llu rows=%llu "
                                 "note=\"replayed once the sink is healthy\"",
-                 opts->dir, (unsigned long long)stats.spool_segments,
-                 (unsigned long long)stats.spool_bytes,
+                 opts->dir, (unsigned long long)spool_segments(),
+                 (unsigned long long)spool_bytes(),
                  (unsigned long long)spool_rows_unread());
     return 0;
 }

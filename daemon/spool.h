@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "batch.h"
+#include "batch_buf.h"
 
 typedef struct spool_opts {
     const char *dir;
@@ -64,6 +64,11 @@ void spool_dead_letter(batch_buf *b, long status, const char *body);
 
 /* Rows waiting in the spool and not yet read for replay. */
 uint64_t spool_rows_unread(void);
+
+/* Bytes of valid records in the segment files, and the number of segment
+ * files: gauges, read by stats. 0 when the spool is not open. */
+uint64_t spool_bytes(void);
+uint64_t spool_segments(void);
 
 /* Call done once every queued write has finished. */
 void spool_flush(void (*done)(void *arg), void *arg);

@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "http.h"
 #include "log.h"
+#include "memory.h"
+#include "spool.h"
 
 bf_stats stats;
 
@@ -186,14 +189,14 @@ json_t *stats_snapshot(void)
     json_object_set_new(o, "rows_replayed", I(stats.rows_replayed));
     json_object_set_new(o, "rows_dead_lettered", I(stats.rows_dead_lettered));
     json_object_set_new(o, "spool_torn", I(stats.spool_torn));
-    json_object_set_new(o, "spool_bytes", I(stats.spool_bytes));
-    json_object_set_new(o, "spool_segments", I(stats.spool_segments));
-    json_object_set_new(o, "memory_cap", I(stats.memory_cap));
+    json_object_set_new(o, "spool_bytes", I(spool_bytes()));
+    json_object_set_new(o, "spool_segments", I(spool_segments()));
+    json_object_set_new(o, "memory_cap", I(memory_cap()));
     json_object_set_new(o, "kernel_drops", I(stats.kernel_drops));
     json_object_set_new(o, "socket_queue_bytes", I(stats.socket_queue_bytes));
     json_object_set_new(o, "rcvbuf_bytes", I(stats.rcvbuf_bytes));
-    json_object_set_new(o, "memory_bytes", I(stats.memory_bytes));
-    json_object_set_new(o, "inflight_requests", I(stats.inflight_requests));
+    json_object_set_new(o, "memory_bytes", I(memory_used()));
+    json_object_set_new(o, "inflight_requests", I(http_inflight()));
     json_object_set_new(o, "last_flush_ok_ms", I(stats.last_flush_ok_ms));
     json_t *lat = json_object();
     double p50 = lat_quantile(0.50), p99 = lat_quantile(0.99);

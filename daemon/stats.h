@@ -54,11 +54,6 @@ typedef struct bf_stats {
     uint64_t kernel_drops;         /* socket drop count (SO_MEMINFO) */
     uint64_t socket_queue_bytes;   /* bytes waiting in the receive queue */
     uint64_t rcvbuf_bytes;         /* SO_RCVBUF granted */
-    uint64_t memory_bytes;         /* batch buffers waiting and in flight */
-    uint64_t memory_cap;           /* --max-memory */
-    uint64_t spool_bytes;
-    uint64_t spool_segments;
-    uint64_t inflight_requests;
     uint64_t last_flush_ok_ms;     /* wall clock of the last 2xx, 0: never */
     /* Delay histograms, in rows: the current window and the one before, so
      * percentiles cover the last one to two windows (LAT_WINDOW_MS). */

@@ -16,6 +16,7 @@
 
 #include "batch.h"
 #include "row.h"
+#include "memory.h"
 #include "stats.h"
 #include "testutil.h"
 
@@ -61,7 +62,7 @@ static void finish(void)
     for (int i = 0; i < ngot; i++)
         batch_buf_free(got[i]);
     ngot = 0;
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
 }
 
 /* A row as enrich would make it; the event and the id live in *slot. */
@@ -165,7 +166,7 @@ START_TEST(test_batch_flush_by_size)
     ck_assert_uint_eq(stats.bytes_batched[ds], total);
     ck_assert_uint_eq(stats.batches[ds], 1);
     ck_assert_uint_eq(stats.rows_batched[BF_DATASET_image_events], 0);
-    ck_assert_uint_eq(stats.memory_bytes, b->cap); /* the callee holds it */
+    ck_assert_uint_eq(memory_used(), b->cap); /* the callee holds it */
 
     /* The next row opens a new batch. */
     total += append(ds, n++);
@@ -256,7 +257,7 @@ START_TEST(test_batch_per_dataset)
     ck_assert_uint_eq(stats.bytes_batched[BF_DATASET_llm_events], llm->len);
     ck_assert_uint_eq(stats.batches[BF_DATASET_image_events], 1);
     ck_assert_uint_eq(stats.batches[BF_DATASET_llm_events], 1);
-    ck_assert_uint_eq(stats.memory_bytes, img->cap + llm->cap);
+    ck_assert_uint_eq(memory_used(), img->cap + llm->cap);
     finish();
 }
 END_TEST
@@ -268,7 +269,7 @@ START_TEST(test_batch_flush_all_empty)
     ck_assert_int_eq(ngot, 0);
     for (unsigned ds = 1; ds < BF_DATASET_MAX; ds++)
         ck_assert_uint_eq(stats.batches[ds], 0);
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
     finish();
 }
 END_TEST
@@ -297,13 +298,13 @@ START_TEST(test_batch_buf_new_free)
     ck_assert_uint_eq(b->len, 0);
     ck_assert_uint_eq(b->rows, 0);
     ck_assert_ptr_nonnull(b->data);
-    ck_assert_uint_eq(stats.memory_bytes, 1000);
+    ck_assert_uint_eq(memory_used(), 1000);
     batch_buf *c = batch_buf_new(BF_DATASET_image_events, 24);
-    ck_assert_uint_eq(stats.memory_bytes, 1024);
+    ck_assert_uint_eq(memory_used(), 1024);
     batch_buf_free(b);
-    ck_assert_uint_eq(stats.memory_bytes, 24);
+    ck_assert_uint_eq(memory_used(), 24);
     batch_buf_free(c);
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
     batch_buf_free(NULL);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
 }

@@ -10,7 +10,7 @@
  * Each test runs a loop of its own (uv_loop_init); at the end sink_drain's
  * done has run, sink_close and spool_close (as main.c does), the loop runs
  * until every handle is closed and uv_loop_close() must return 0; every
- * batch was freed (stats.memory_bytes is 0). Log lines go to a file.
+ * batch was freed (memory_used() is 0). Log lines go to a file.
  */
 #include <check.h>
 #include <jansson.h>
@@ -22,6 +22,8 @@
 #include "batch.h"
 #include "sink.h"
 #include "spool.h"
+#include "http.h"
+#include "memory.h"
 #include "stats.h"
 #include "testhttp.h"
 #include "testutil.h"
@@ -45,6 +47,7 @@ static uint64_t delivered_at_done;
 static void sink_setup(void)
 {
     memset(&stats, 0, sizeof(stats));
+    memory_set_cap(64 << 20);
     srv_on = spool_on = 0;
     drained = drained_at_ms = delivered_at_done = 0;
     tu_mkdtemp(tmpdir, sizeof(tmpdir), "sink");
@@ -84,8 +87,7 @@ static sink_opts http_opts_for(void)
     th_start(&srv);
     srv_on = 1;
     return (sink_opts){.url = srv.url, .token = "tok-123", .timeout_ms = 5000,
-                       .max_inflight = 4, .backoff_min_ms = 50, .backoff_max_ms = 200,
-                       .max_memory = 64 << 20, .spool = spool_on};
+                       .max_inflight = 4, .backoff_min_ms = 50, .backoff_max_ms = 200, .spool = spool_on};
 }
 
 static void start(const sink_opts *o)
@@ -121,7 +123,7 @@ static void finish(void)
     ck_assert_int_eq(uv_loop_close(&loop), 0);
     if (srv_on)
         th_stop(&srv);
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
 }
 
 static uint64_t delivered(void)
@@ -166,8 +168,7 @@ static void check_body(int i, int n, const char *tag)
 START_TEST(test_sink_file_in_order)
 {
     tu_write_file(out_path, "old\n", 4); /* appended to, not replaced */
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4,
-                   .max_memory = 64 << 20};
+    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
     start(&o);
     batch_buf *b[3] = {tu_batch(LLM, 2, "a"), tu_batch(LLM, 3, "b"), tu_batch(IMG, 1, "c")};
     for (int i = 0; i < 3; i++)
@@ -206,8 +207,7 @@ END_TEST
 /* Datasets share the file: the oldest waiting batch (first_ms) goes next. */
 START_TEST(test_sink_file_oldest_first_across_datasets)
 {
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4,
-                   .max_memory = 64 << 20};
+    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
     start(&o);
     batch_buf *d = tu_batch(IMG, 1, "d"), *e = tu_batch(LLM, 1, "e"),
               *f = tu_batch(IMG, 1, "f");
@@ -239,8 +239,7 @@ END_TEST
 /* Nothing submitted: the drain's done runs at once. */
 START_TEST(test_sink_file_drain_empty)
 {
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4,
-                   .max_memory = 64 << 20};
+    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
     start(&o);
     sink_drain(uv_now(&loop) + 1000, on_drained, &drained);
     ck_assert_uint_eq(drained, 1);
@@ -259,8 +258,7 @@ START_TEST(test_sink_file_open_error)
 {
     char bad[192], err[256] = "";
     snprintf(bad, sizeof(bad), "%s/no/such/dir/out.ndjson", tmpdir);
-    sink_opts o = {.token = NULL, .out_path = bad, .max_inflight = 4,
-                   .max_memory = 64 << 20};
+    sink_opts o = {.token = NULL, .out_path = bad, .max_inflight = 4};
     int in = dup(STDIN_FILENO);
     ck_assert_int_ge(in, 0);
     ck_assert_int_eq(sink_start(&loop, &o, err, sizeof(err)), -1);
@@ -283,8 +281,7 @@ START_TEST(test_sink_file_write_error)
         ck_assert_int_eq(uv_loop_close(&loop), 0);
         return;
     }
-    sink_opts o = {.token = NULL, .out_path = "/dev/full", .max_inflight = 4,
-                   .max_memory = 64 << 20};
+    sink_opts o = {.token = NULL, .out_path = "/dev/full", .max_inflight = 4};
     start(&o);
     sink_submit(tu_batch(LLM, 3, "full"));
     sink_submit(tu_batch(IMG, 2, "full"));
@@ -316,7 +313,7 @@ START_TEST(test_sink_http_200_counts)
     ck_assert_uint_eq(stats.rows_delivered[IMG], 0);
     ck_assert_uint_ge(stats.last_flush_ok_ms, t0);
     ck_assert_uint_eq(stats.retries, 0);
-    ck_assert_uint_eq(stats.inflight_requests, 0);
+    ck_assert_uint_eq(http_inflight(), 0);
     const th_req *q = th_req_at(&srv, 0);
     ck_assert_str_eq(q->method, "POST");
     ck_assert_str_eq(q->target, "/v0/events?name=llm_events&wait=true");
@@ -698,7 +695,7 @@ END_TEST
 
 /* ---- memory cap and spool ---------------------------------------------- */
 
-/* A batch submitted while memory is over max_memory goes to the spool; it
+/* A batch submitted while memory is over the cap goes to the spool; it
  * is replayed once the sink is healthy and memory under half the cap, and
  * its segment deleted once delivered. */
 START_TEST(test_sink_memory_cap_spools)
@@ -706,7 +703,7 @@ START_TEST(test_sink_memory_cap_spools)
     open_spool();
     sink_opts o = http_opts_for();
     batch_buf *a = tu_batch(LLM, 3, "live");
-    o.max_memory = a->cap + a->cap / 2; /* a fits, a and b do not */
+    memory_set_cap(a->cap + a->cap / 2); /* a fits, a and b do not */
     start(&o);
     sink_submit(a);
     ck_assert_uint_eq(sink_pending(), 1);
@@ -720,7 +717,7 @@ START_TEST(test_sink_memory_cap_spools)
     check_body(0, 3, "live");
     check_body(1, 3, "spill");
     drain(2000); /* waits for the spool's writes: the segment's unlink */
-    ck_assert_uint_eq(stats.spool_segments, 0);
+    ck_assert_uint_eq(spool_segments(), 0);
     char seg[256];
     snprintf(seg, sizeof(seg), "%s/0000000000000001.seg", spool_dir);
     ck_assert_int_eq(tu_file_size(seg), -1);
@@ -765,7 +762,7 @@ START_TEST(test_sink_replays_spool_at_start)
             check_body(i, 1, "old2");
     }
     drain(2000);
-    ck_assert_uint_eq(stats.spool_segments, 0);
+    ck_assert_uint_eq(spool_segments(), 0);
     ck_assert_uint_eq(spool_rows_unread(), 0);
     char seg[256];
     snprintf(seg, sizeof(seg), "%s/0000000000000001.seg", spool_dir);
@@ -860,7 +857,7 @@ START_TEST(test_sink_drain_refused_spools)
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
     sink_opts o = {.url = url, .token = "t", .timeout_ms = 5000, .max_inflight = 4,
-                   .backoff_min_ms = 50, .backoff_max_ms = 200, .max_memory = 64 << 20,
+                   .backoff_min_ms = 50, .backoff_max_ms = 200,
                    .spool = 1};
     start(&o);
     sink_submit(tu_batch(LLM, 2, "r1"));

@@ -9,7 +9,7 @@
  * temporary directory; at the end spool_flush, spool_close, the loop runs
  * until every handle is closed and uv_loop_close() must return 0. The
  * replay callback keeps the batches it receives; the test frees them, so
- * stats.memory_bytes is 0 at the end. Log lines go to a file.
+ * memory_used() is 0 at the end. Log lines go to a file.
  */
 #include <check.h>
 #include <dirent.h>
@@ -24,6 +24,7 @@
 
 #include "batch.h"
 #include "spool.h"
+#include "memory.h"
 #include "stats.h"
 #include "testutil.h"
 
@@ -121,7 +122,7 @@ static void close_spool(void)
 static void finish(void)
 {
     close_spool();
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
 }
 
 /* close_spool, then a new loop and the spool opened again on the same dir,
@@ -253,8 +254,8 @@ START_TEST(test_spool_open_empty)
     ck_assert_int_eq(stat(dir, &st), 0);
     ck_assert(S_ISDIR(st.st_mode));
     ck_assert_uint_eq(st.st_mode & 0777, 0700);
-    ck_assert_uint_eq(stats.spool_bytes, 0);
-    ck_assert_uint_eq(stats.spool_segments, 0);
+    ck_assert_uint_eq(spool_bytes(), 0);
+    ck_assert_uint_eq(spool_segments(), 0);
     ck_assert_uint_eq(spool_rows_unread(), 0);
     ck_assert_int_eq(spool_read_next(), 0);
     ck_assert_int_eq(seg_count(), 0);
@@ -293,11 +294,11 @@ START_TEST(test_spool_append_format)
     for (int i = 0; i < 3; i++)
         spool_append(in[i]); /* the spool owns them now */
     flush_wait();
-    ck_assert_uint_eq(stats.memory_bytes, 0); /* freed once written */
+    ck_assert_uint_eq(memory_used(), 0); /* freed once written */
     ck_assert_uint_eq(stats.rows_spooled, rows);
     ck_assert_uint_eq(spool_rows_unread(), rows);
-    ck_assert_uint_eq(stats.spool_bytes, total);
-    ck_assert_uint_eq(stats.spool_segments, 1);
+    ck_assert_uint_eq(spool_bytes(), total);
+    ck_assert_uint_eq(spool_segments(), 1);
     ck_assert_int_eq(seg_count(), 1);
 
     char path[256];
@@ -381,17 +382,17 @@ START_TEST(test_spool_replay_in_order)
     uint64_t caps = 0;
     for (int i = 0; i < 3; i++)
         caps += rep[i].b->cap;
-    ck_assert_uint_eq(stats.memory_bytes, caps); /* replayed batches count */
+    ck_assert_uint_eq(memory_used(), caps); /* replayed batches count */
 
     /* Deleted only once every row read from it was acknowledged. */
     spool_ack(1, 3);
     spool_ack(1, 1);
     flush_wait();
     ck_assert_int_eq(seg_count(), 1);
-    ck_assert_uint_eq(stats.spool_segments, 1);
+    ck_assert_uint_eq(spool_segments(), 1);
     spool_ack(1, 5);
-    ck_assert_uint_eq(stats.spool_segments, 0);
-    ck_assert_uint_eq(stats.spool_bytes, 0);
+    ck_assert_uint_eq(spool_segments(), 0);
+    ck_assert_uint_eq(spool_bytes(), 0);
     flush_wait();
     ck_assert_int_eq(seg_count(), 0);
     ck_assert_int_eq(seg_size(1), -1);
@@ -400,7 +401,7 @@ START_TEST(test_spool_replay_in_order)
     spool_append(tu_batch(BF_DATASET_llm_events, 2, "d"));
     flush_wait();
     ck_assert_int_gt(seg_size(2), 0);
-    ck_assert_uint_eq(stats.spool_segments, 1);
+    ck_assert_uint_eq(spool_segments(), 1);
     finish();
 }
 END_TEST
@@ -438,8 +439,8 @@ START_TEST(test_spool_rotation)
     ck_assert_int_eq(seg_size(1), (long long)(2 * rec));
     ck_assert_int_eq(seg_size(2), (long long)(2 * rec));
     ck_assert_int_eq(seg_size(3), (long long)rec);
-    ck_assert_uint_eq(stats.spool_segments, 3);
-    ck_assert_uint_eq(stats.spool_bytes, 5 * rec);
+    ck_assert_uint_eq(spool_segments(), 3);
+    ck_assert_uint_eq(spool_bytes(), 5 * rec);
     replay_all(5);
     const uint64_t refs[5] = {1, 1, 2, 2, 3};
     for (int i = 0; i < 5; i++)
@@ -451,7 +452,7 @@ START_TEST(test_spool_rotation)
     ck_assert_int_eq(seg_size(1), (long long)(2 * rec));
     ck_assert_int_eq(seg_size(2), -1);
     ck_assert_int_eq(seg_size(3), (long long)rec);
-    ck_assert_uint_eq(stats.spool_segments, 2);
+    ck_assert_uint_eq(spool_segments(), 2);
     spool_ack(1, 4);
     spool_ack(3, 2);
     flush_wait();
@@ -515,8 +516,8 @@ START_TEST(test_spool_max_bytes_drops_oldest)
     ck_assert_int_eq(seg_size(2), (long long)rec);
     ck_assert_int_eq(seg_size(3), (long long)rec);
     ck_assert_int_eq(seg_size(4), (long long)rec);
-    ck_assert_uint_eq(stats.spool_bytes, 3 * rec);
-    ck_assert_uint_eq(stats.spool_segments, 3);
+    ck_assert_uint_eq(spool_bytes(), 3 * rec);
+    ck_assert_uint_eq(spool_segments(), 3);
     ck_assert_uint_eq(spool_rows_unread(), 2 + 3 + 4);
     ck_assert_uint_eq(stats.rows_spooled, 1 + 2 + 3 + 4);
 
@@ -598,7 +599,7 @@ START_TEST(test_spool_max_bytes_back_to_back)
     for (int i = 0; i < 3; i++)
         spool_append(tu_batch(BF_DATASET_llm_events, 2, "q"));
     flush_wait();
-    ck_assert_uint_le(stats.spool_bytes, opts.max_bytes);
+    ck_assert_uint_le(spool_bytes(), opts.max_bytes);
     /* Every row appended is either waiting or counted as dropped. */
     ck_assert_uint_eq(spool_rows_unread() + stats.dropped[DROP_spool_full], 6);
     finish();
@@ -613,7 +614,7 @@ START_TEST(test_spool_append_closed)
     spool_close();
     spool_append(tu_batch(BF_DATASET_llm_events, 3, "z"));
     ck_assert_uint_eq(stats.dropped[DROP_spool_write], 3);
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
     ck_assert_int_eq(spool_read_next(), 0);
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
@@ -637,8 +638,8 @@ START_TEST(test_spool_reopen_replays)
     }
     ck_assert_int_eq(seg_count(), 2);
     reopen();
-    ck_assert_uint_eq(stats.spool_segments, 2);
-    ck_assert_uint_eq(stats.spool_bytes, 3 * rec);
+    ck_assert_uint_eq(spool_segments(), 2);
+    ck_assert_uint_eq(spool_bytes(), 3 * rec);
     ck_assert_uint_eq(spool_rows_unread(), 9);
     ck_assert_uint_eq(stats.spool_torn, 0);
     ck_assert_uint_eq(stats.rows_spooled, 0);
@@ -685,8 +686,8 @@ START_TEST(test_spool_reopen_crafted)
         tu_write_file(other, "junk", 4);
     }
     open_spool();
-    ck_assert_uint_eq(stats.spool_segments, 1);
-    ck_assert_uint_eq(stats.spool_bytes, off);
+    ck_assert_uint_eq(spool_segments(), 1);
+    ck_assert_uint_eq(spool_bytes(), off);
     ck_assert_uint_eq(spool_rows_unread(), 3);
     ck_assert_uint_eq(stats.spool_torn, 0);
     flush_wait();
@@ -741,7 +742,7 @@ START_TEST(test_spool_torn_tail)
     ck_assert_int_eq(uv_loop_init(&loop), 0);
     open_spool();
     ck_assert_uint_eq(stats.spool_torn, 1);
-    ck_assert_uint_eq(stats.spool_bytes, 2 * rec);
+    ck_assert_uint_eq(spool_bytes(), 2 * rec);
     ck_assert_uint_eq(spool_rows_unread(), 4);
     replay_all(2);
     check_replayed(0, BF_DATASET_llm_events, 2, "t", 1);
@@ -772,7 +773,7 @@ START_TEST(test_spool_corrupt_record)
     ck_assert_int_eq(uv_loop_init(&loop), 0);
     open_spool();
     ck_assert_uint_eq(stats.spool_torn, 1);
-    ck_assert_uint_eq(stats.spool_bytes, rec);
+    ck_assert_uint_eq(spool_bytes(), rec);
     ck_assert_uint_eq(spool_rows_unread(), 2);
     replay_all(1);
     check_replayed(0, BF_DATASET_llm_events, 2, "t", 1);
@@ -838,7 +839,7 @@ START_TEST(test_spool_dead_letter)
     spool_dead_letter(tu_batch(BF_DATASET_image_events, 1, "e"), 403, NULL);
     flush_wait();
     ck_assert_uint_eq(stats.rows_dead_lettered, 3);
-    ck_assert_uint_eq(stats.memory_bytes, 0);
+    ck_assert_uint_eq(memory_used(), 0);
     ck_assert_int_eq(seg_count(), 0); /* not in the replay spool */
     ck_assert_uint_eq(spool_rows_unread(), 0);
     char path[256];

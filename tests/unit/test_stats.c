@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "memory.h"
 #include "stats.h"
 #include "testutil.h"
 
@@ -124,7 +125,7 @@ START_TEST(test_stats_snapshot_counters)
     stats.http[200] = 40;
     stats.http[503] = 1;
     stats.retries = 3;
-    stats.memory_bytes = 4096;
+    memory_reserve(4096);
     stats.last_flush_ok_ms = 1700000000000ull;
     json_t *o = stats_snapshot();
     ck_assert_int_eq(jint(o, "received"), 1000);
@@ -144,6 +145,7 @@ START_TEST(test_stats_snapshot_counters)
     ck_assert_int_eq(jint(o, "utf8_replaced"), 6);
     ck_assert_int_eq(jint(o, "retries"), 3);
     ck_assert_int_eq(jint(o, "memory_bytes"), 4096);
+    memory_release(4096);
     ck_assert_int_eq(jint(o, "last_flush_ok_ms"), 1700000000000ll);
     /* Only the status codes seen; 0 (transport error) is "error". */
     json_t *http = json_object_get(o, "http");

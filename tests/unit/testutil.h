@@ -261,7 +261,7 @@ static inline size_t tu_rows(char *out, size_t cap, int n, const char *tag)
 }
 
 /* A batch of dataset ds holding tu_rows(n, tag), cap == len (1 when
- * empty), counted in stats.memory_bytes as batch_buf_new does. */
+ * empty), counted in the memory account as batch_buf_new does. */
 static inline batch_buf *tu_batch(unsigned ds, int n, const char *tag)
 {
     char tmp[16384];
