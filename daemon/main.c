@@ -22,6 +22,8 @@
 #include "receive.h"
 #include "row.h"
 #include "sink.h"
+#include "sink_file.h"
+#include "sink_tinybird.h"
 #include "spool.h"
 #include "stats.h"
 
@@ -69,12 +71,6 @@ static void on_flush(batch_buf *b, void *arg)
     sink_submit(b);
 }
 
-static void on_replay(batch_buf *b, uint64_t ref, void *arg)
-{
-    (void)arg;
-    sink_submit_replay(b, ref);
-}
-
 static void refresh_gauges(void *arg)
 {
     (void)arg;
@@ -92,7 +88,6 @@ static void on_drained(void *arg)
 {
     (void)arg;
     sink_close();
-    spool_close();
     stats_stop();
     receive_close();
     uv_walk(app.loop, close_walk, NULL); /* signals and timers left */
@@ -234,21 +229,20 @@ int main(int argc, char **argv)
     stats_on_refresh(refresh_gauges, NULL);
 
     memory_set_cap(cfg->max_memory);
-    int spool = 0;
-    if (cfg->token) {
-        spool_opts po = {.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
-                         .segment_bytes = cfg->spool_segment_bytes,
-                         .dead_letter_max = cfg->max_dead_letter_bytes};
-        if (spool_open(app.loop, &po, on_replay, NULL, err, sizeof(err)) < 0)
-            return fail("spool", err);
-        spool = 1;
-    }
-    sink_opts so = {.url = cfg->tinybird_url, .token = cfg->token,
-                    .out_path = cfg->out, .timeout_ms = cfg->http_timeout_ms,
+    /* Without a token the rows go to a local file and nothing needs a
+     * spool: there is no outage to wait out. */
+    spool_opts po = {.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
+                     .segment_bytes = cfg->spool_segment_bytes,
+                     .dead_letter_max = cfg->max_dead_letter_bytes};
+    sink_tinybird_opts to = {.url = cfg->tinybird_url, .token = cfg->token,
+                             .timeout_ms = cfg->http_timeout_ms};
+    sink_file_opts fo = {.path = cfg->out};
+    sink_opts so = {.backend = cfg->token ? &sink_tinybird : &sink_file,
+                    .backend_opts = cfg->token ? (const void *)&to : (const void *)&fo,
+                    .spool = cfg->token ? &po : NULL,
                     .max_inflight = (unsigned)cfg->max_inflight,
                     .backoff_min_ms = cfg->backoff_min_ms,
-                    .backoff_max_ms = cfg->backoff_max_ms,
-                    .spool = spool};
+                    .backoff_max_ms = cfg->backoff_max_ms};
     if (sink_start(app.loop, &so, err, sizeof(err)) < 0)
         return fail("sink", err);
     if (cfg->token)

@@ -1,16 +1,22 @@
 /*
- * test_sink.c: daemon/sink.c, in file mode (no token: batches appended to
- * a file in order) and in Tinybird mode against the loopback server of
- * testhttp.h: gzip bodies, 2xx counting, retries (5xx, 408, no answer),
- * 429 waits, 413 splits, 4xx dead letters, max_inflight and the probe after
- * a failure, the memory cap spilling to the spool, replay of a spool left
- * by an earlier run, and sink_drain (delivering, cutting backoffs short,
- * spooling what the deadline catches).
+ * test_sink.c: the delivery policy (daemon/sink.c) and its two backends.
+ *
+ * First over a scripted backend written against sink_backend.h alone (as a
+ * new backend would be): what each answer class makes the policy do, a
+ * submit that cannot start, forget before a split, oldest-first under a
+ * backend's own limit, and abort at the deadline. Then the file backend
+ * (sink_file.c: batches appended in order) and the Tinybird backend
+ * (sink_tinybird.c) against the loopback server of testhttp.h: gzip bodies,
+ * 2xx counting, retries (5xx, 408, no answer), 429 waits, 413 splits, 4xx
+ * dead letters, max_inflight and the probe after a failure, the memory cap
+ * spilling to the spool, replay of a spool left by an earlier run, and
+ * sink_drain (delivering, cutting backoffs short, spooling what the
+ * deadline catches).
  *
  * Each test runs a loop of its own (uv_loop_init); at the end sink_drain's
- * done has run, sink_close and spool_close (as main.c does), the loop runs
- * until every handle is closed and uv_loop_close() must return 0; every
- * batch was freed (memory_used() is 0). Log lines go to a file.
+ * done has run, sink_close (which closes the spool too, as in main.c), the
+ * loop runs until every handle is closed and uv_loop_close() must return 0;
+ * every batch was freed (memory_used() is 0). Log lines go to a file.
  */
 #include <check.h>
 #include <jansson.h>
@@ -21,6 +27,8 @@
 
 #include "batch.h"
 #include "sink.h"
+#include "sink_file.h"
+#include "sink_tinybird.h"
 #include "spool.h"
 #include "http.h"
 #include "memory.h"
@@ -65,29 +73,77 @@ static void sink_teardown(void)
     tu_rmtree(tmpdir);
 }
 
-static void on_replay(batch_buf *b, uint64_t ref, void *arg)
-{
-    (void)arg;
-    sink_submit_replay(b, ref);
-}
+static spool_opts spool_o;
+static sink_tinybird_opts tb_o;
+static sink_file_opts file_o;
 
-static void open_spool(void)
+/* The sink opens (and closes) the spool: options for it. */
+static void use_spool(void)
 {
-    char err[256] = "";
-    spool_opts o = {.dir = spool_dir, .max_bytes = 1 << 24, .segment_bytes = 1 << 20,
-                    .dead_letter_max = 1 << 20};
-    ck_assert_msg(spool_open(&loop, &o, on_replay, NULL, err, sizeof(err)) == 0,
-                  "spool_open: %s", err);
+    spool_o = (spool_opts){.dir = spool_dir, .max_bytes = 1 << 24,
+                           .segment_bytes = 1 << 20, .dead_letter_max = 1 << 20};
     spool_on = 1;
 }
 
-/* Tinybird-mode options against srv (started here); tests adjust them. */
+static void on_replay_unused(batch_buf *b, uint64_t ref, void *arg)
+{
+    (void)ref;
+    (void)arg;
+    batch_buf_free(b);
+    ck_abort_msg("the spool read a record in a run that reads none");
+}
+
+/* An earlier run that left batches in the spool: open it alone, append,
+ * wait for the writes, close it, and let the loop settle. */
+static void seed_spool(batch_buf **b, int n)
+{
+    char err[256] = "";
+    use_spool();
+    ck_assert_msg(spool_open(&loop, &spool_o, on_replay_unused, NULL, err, sizeof(err)) == 0,
+                  "spool_open: %s", err);
+    for (int i = 0; i < n; i++)
+        spool_append(b[i]);
+    uint64_t flushed = 0;
+    spool_flush(tu_count_cb, &flushed);
+    ck_assert(tu_run_until_u64(&loop, &flushed, 1, 3000));
+    spool_close();
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+}
+
+/* Rows a spool holds, read by opening it alone (then closed again). */
+static uint64_t spool_rows_on_disk(void)
+{
+    char err[256] = "";
+    ck_assert_msg(spool_open(&loop, &spool_o, on_replay_unused, NULL, err, sizeof(err)) == 0,
+                  "spool_open: %s", err);
+    uint64_t rows = spool_rows_unread();
+    spool_close();
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    return rows;
+}
+
+/* File-mode options writing to path. */
+static sink_opts file_opts_for(const char *path)
+{
+    file_o = (sink_file_opts){.path = path};
+    return (sink_opts){.backend = &sink_file, .backend_opts = &file_o, .max_inflight = 4};
+}
+
+/* Tinybird-mode options against url; tests adjust them. */
+static sink_opts tb_opts_for(const char *url)
+{
+    tb_o = (sink_tinybird_opts){.url = url, .token = "tok-123", .timeout_ms = 5000};
+    return (sink_opts){.backend = &sink_tinybird, .backend_opts = &tb_o,
+                       .spool = spool_on ? &spool_o : NULL, .max_inflight = 4,
+                       .backoff_min_ms = 50, .backoff_max_ms = 200};
+}
+
+/* Tinybird-mode options against srv (started here). */
 static sink_opts http_opts_for(void)
 {
     th_start(&srv);
     srv_on = 1;
-    return (sink_opts){.url = srv.url, .token = "tok-123", .timeout_ms = 5000,
-                       .max_inflight = 4, .backoff_min_ms = 50, .backoff_max_ms = 200, .spool = spool_on};
+    return tb_opts_for(srv.url);
 }
 
 static void start(const sink_opts *o)
@@ -116,9 +172,7 @@ static void finish(void)
     tu_run_for(&loop, 20);
     ck_assert_uint_eq(drained, 1); /* exactly once */
     ck_assert_uint_eq(sink_pending(), 0);
-    sink_close();
-    if (spool_on)
-        spool_close();
+    sink_close(); /* and the spool */
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
     if (srv_on)
@@ -163,12 +217,272 @@ static void check_body(int i, int n, const char *tag)
     free(plain);
 }
 
+/* ---- the policy over a scripted backend -------------------------------- */
+
+/* A backend written against sink_backend.h alone, as a third one (Kafka)
+ * would be: it answers each job from a script on the next loop turn
+ * (never from inside submit), records the order of submissions, and keeps a
+ * marker in job->priv so the tests see when the policy calls forget. */
+typedef struct fake_step {
+    int submit_rc;         /* < 0: submit fails with it (no answer) */
+    sink_class cls;
+    int64_t wait_ms;
+    enum bf_drop drop;
+    int64_t rows_ok;       /* -1: every row of the batch */
+    uint64_t quarantined;
+    int hang;              /* answered only by abort */
+} fake_step;
+
+static struct {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    fake_step script[16];
+    int nscript, pos;          /* pos: the step the next submit takes */
+    sink_job *waiting[16];
+    fake_step steps[16];       /* the step each waiting job answers with */
+    int nwaiting;
+    sink_job *hung[16];
+    int nhung;
+    char order[32][32];        /* the first id of each submitted batch */
+    uint64_t submit_ms[32];
+    int nsubmits, forgets, marker;
+} fk;
+
+static void fake_answer_all(uv_timer_t *t)
+{
+    (void)t;
+    int n = fk.nwaiting;
+    fk.nwaiting = 0;
+    for (int i = 0; i < n; i++) {
+        sink_job *j = fk.waiting[i];
+        const fake_step *st = &fk.steps[i];
+        sink_answer a = {.cls = st->cls, .status = 7, .wait_ms = st->wait_ms,
+                         .drop = st->drop, .detail = "scripted",
+                         .rows_ok = st->rows_ok < 0 ? j->b->rows : (uint64_t)st->rows_ok,
+                         .rows_quarantined = st->quarantined};
+        sink_job_done(j, &a);
+    }
+}
+
+static int fake_start(uv_loop_t *l, const void *opts, char *err, size_t n)
+{
+    (void)opts;
+    (void)err;
+    (void)n;
+    fk.loop = l;
+    return uv_timer_init(l, &fk.timer);
+}
+
+static int fake_submit(sink_job *j)
+{
+    fake_step st = fk.pos < fk.nscript ? fk.script[fk.pos] : (fake_step){.rows_ok = -1};
+    fk.pos++;
+    int k = fk.nsubmits++;
+    ck_assert_int_lt(k, 32);
+    snprintf(fk.order[k], sizeof(fk.order[k]), "%.*s", 9, j->b->data + 7);
+    fk.submit_ms[k] = uv_now(fk.loop);
+    if (st.submit_rc < 0)
+        return st.submit_rc;
+    j->priv = &fk.marker;
+    if (st.hang) {
+        fk.hung[fk.nhung++] = j;
+        return 0;
+    }
+    fk.steps[fk.nwaiting] = st;
+    fk.waiting[fk.nwaiting++] = j;
+    uv_timer_start(&fk.timer, fake_answer_all, 0, 0);
+    return 0;
+}
+
+static void fake_forget(sink_job *j)
+{
+    ck_assert_ptr_eq(j->priv, &fk.marker);
+    fk.forgets++;
+    j->priv = NULL;
+}
+
+static void fake_abort(void)
+{
+    for (int i = 0; i < fk.nhung; i++) {
+        fk.steps[fk.nwaiting] = (fake_step){.cls = SINK_RETRY, .wait_ms = -1};
+        fk.waiting[fk.nwaiting++] = fk.hung[i];
+    }
+    fk.nhung = 0;
+    fake_answer_all(NULL);
+}
+
+static void fake_close(void)
+{
+    uv_close((uv_handle_t *)&fk.timer, NULL);
+}
+
+static const sink_backend fake_backend = {
+    .name = "fake", .start = fake_start, .submit = fake_submit,
+    .forget = fake_forget, .abort = fake_abort, .close = fake_close};
+
+/* Policy options over the fake backend with steps as its script. */
+static sink_opts fake_opts(const fake_step *steps, int n, unsigned backend_limit)
+{
+    static sink_backend be;
+    memset(&fk, 0, sizeof(fk));
+    memcpy(fk.script, steps, (size_t)n * sizeof(*steps));
+    fk.nscript = n;
+    be = fake_backend;
+    be.max_inflight = backend_limit;
+    return (sink_opts){.backend = &be, .spool = spool_on ? &spool_o : NULL,
+                       .max_inflight = 4, .backoff_min_ms = 50, .backoff_max_ms = 200};
+}
+
+/* done: the backend's row counts are what the policy counts. */
+START_TEST(test_sink_policy_done_counts_backend_rows)
+{
+    fake_step st[2] = {{.cls = SINK_DONE, .rows_ok = 3, .quarantined = 1},
+                       {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 2, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 4, "pa"));
+    sink_submit(tu_batch(IMG, 2, "pb"));
+    ck_assert(run_until_delivered(5, 2000));
+    ck_assert_uint_eq(stats.rows_delivered[LLM], 3);
+    ck_assert_uint_eq(stats.rows_quarantined[LLM], 1);
+    ck_assert_uint_eq(stats.rows_delivered[IMG], 2);
+    ck_assert_int_eq(fk.nsubmits, 2);
+    ck_assert_int_eq(fk.forgets, 2); /* priv given back on every end */
+    ck_assert_uint_ne(stats.last_flush_ok_ms, 0);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* A submit that cannot start is never answered: the policy retries it
+ * after its backoff, like a transport failure. */
+START_TEST(test_sink_policy_submit_failure_retried)
+{
+    fake_step st[2] = {{.submit_rc = -EIO}, {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 2, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 2, "sf"));
+    ck_assert(run_until_delivered(2, 2000));
+    ck_assert_int_eq(fk.nsubmits, 2);
+    ck_assert_uint_eq(stats.retries, 1);
+    uint64_t gap = fk.submit_ms[1] - fk.submit_ms[0];
+    ck_assert_msg(gap >= 25 && gap <= 150, "retried after %llu ms", (unsigned long long)gap);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* retry with an asked-for wait: the policy waits that long, not its
+ * backoff (50 ms here). */
+START_TEST(test_sink_policy_retry_waits_as_asked)
+{
+    fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = 300}, {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 2, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "rw"));
+    ck_assert(run_until_delivered(1, 3000));
+    uint64_t gap = fk.submit_ms[1] - fk.submit_ms[0];
+    ck_assert_msg(gap >= 295 && gap < 600, "resent after %llu ms", (unsigned long long)gap);
+    ck_assert_int_eq(fk.forgets, 1); /* kept across the retry, given back at the end */
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* reject: the rows go to the counter the backend named, and with a spool
+ * to the dead-letter file; nothing is retried. */
+START_TEST(test_sink_policy_reject_counts_backend_reason)
+{
+    use_spool();
+    fake_step st[1] = {{.cls = SINK_REJECT, .drop = DROP_out_write}};
+    sink_opts o = fake_opts(st, 1, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 3, "rj"));
+    ck_assert(tu_run_until_u64(&loop, &stats.dropped[DROP_out_write], 3, 2000));
+    ck_assert_uint_eq(stats.dropped[DROP_http_rejected], 0);
+    drain(1000);
+    ck_assert_uint_eq(stats.rows_dead_lettered, 3);
+    ck_assert_int_eq(fk.nsubmits, 1);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/dead-letter.ndjson", spool_dir);
+    size_t len;
+    char *text = tu_read_file(path, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(strstr(text, "\"status\":7") && strstr(text, "\"response\":\"scripted\"") &&
+                      strstr(text, "rj-0002"), "dead letter: %s", text);
+    free(text);
+    finish();
+}
+END_TEST
+
+/* too large: the backend's derived state is forgotten before the split,
+ * and each half is submitted on its own. */
+START_TEST(test_sink_policy_too_large_forgets_then_splits)
+{
+    fake_step st[1] = {{.cls = SINK_TOO_LARGE}};
+    sink_opts o = fake_opts(st, 1, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 4, "tl"));
+    ck_assert(run_until_delivered(4, 2000));
+    ck_assert_int_eq(fk.nsubmits, 3);
+    ck_assert_str_eq(fk.order[1], "tl-0000\",");
+    ck_assert_str_eq(fk.order[2], "tl-0002\",");
+    ck_assert_int_eq(fk.forgets, 3);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* A backend that takes one job at a time gets the oldest batch of any
+ * dataset first. */
+START_TEST(test_sink_policy_backend_limit_oldest_first)
+{
+    sink_opts o = fake_opts(NULL, 0, 1);
+    start(&o);
+    batch_buf *a = tu_batch(IMG, 1, "o1"), *b = tu_batch(LLM, 1, "o2"),
+              *c = tu_batch(IMG, 1, "o4"), *d = tu_batch(LLM, 1, "o3");
+    a->first_ms = 1;
+    b->first_ms = 30;
+    c->first_ms = 40;
+    d->first_ms = 35;
+    sink_submit(a); /* taken at once */
+    sink_submit(b);
+    sink_submit(c);
+    sink_submit(d);
+    ck_assert_uint_eq(sink_pending(), 4);
+    ck_assert(run_until_delivered(4, 2000));
+    const char *want[4] = {"o1-0000\",", "o2-0000\",", "o3-0000\",", "o4-0000\","};
+    for (int i = 0; i < 4; i++)
+        ck_assert_str_eq(fk.order[i], want[i]);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* The deadline: the backend's abort answers what is in progress, and the
+ * policy spools it. */
+START_TEST(test_sink_policy_abort_spools_in_progress)
+{
+    use_spool();
+    fake_step st[1] = {{.hang = 1}};
+    sink_opts o = fake_opts(st, 1, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 2, "ab"));
+    ck_assert_uint_eq(sink_pending(), 1);
+    drain(50);
+    ck_assert_uint_eq(stats.rows_spooled, 2);
+    ck_assert_uint_eq(spool_rows_unread(), 2);
+    ck_assert_uint_eq(stats.dropped[DROP_shutdown], 0);
+    finish();
+}
+END_TEST
+
 /* ---- file mode --------------------------------------------------------- */
 
 START_TEST(test_sink_file_in_order)
 {
     tu_write_file(out_path, "old\n", 4); /* appended to, not replaced */
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
+    sink_opts o = file_opts_for(out_path);
     start(&o);
     batch_buf *b[3] = {tu_batch(LLM, 2, "a"), tu_batch(LLM, 3, "b"), tu_batch(IMG, 1, "c")};
     for (int i = 0; i < 3; i++)
@@ -207,7 +521,7 @@ END_TEST
 /* Datasets share the file: the oldest waiting batch (first_ms) goes next. */
 START_TEST(test_sink_file_oldest_first_across_datasets)
 {
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
+    sink_opts o = file_opts_for(out_path);
     start(&o);
     batch_buf *d = tu_batch(IMG, 1, "d"), *e = tu_batch(LLM, 1, "e"),
               *f = tu_batch(IMG, 1, "f");
@@ -239,7 +553,7 @@ END_TEST
 /* Nothing submitted: the drain's done runs at once. */
 START_TEST(test_sink_file_drain_empty)
 {
-    sink_opts o = {.token = NULL, .out_path = out_path, .max_inflight = 4};
+    sink_opts o = file_opts_for(out_path);
     start(&o);
     sink_drain(uv_now(&loop) + 1000, on_drained, &drained);
     ck_assert_uint_eq(drained, 1);
@@ -248,20 +562,18 @@ START_TEST(test_sink_file_drain_empty)
 }
 END_TEST
 
-/* Regression test (the daemon failed it until fixed): when the --out file cannot be
- * opened, sink_start returns -1 with its timers already initialised (so
- * sink_close must run for uv_loop_close to succeed) but sk.out_fd still 0
- * from the memset, and sink_close then closes fd 0, the process's stdin.
- * Fix: set sk.out_fd = -1 before opening (and skip close for fd < 0), or
- * open the file before initialising the timers. */
+/* Regression test (the daemon failed it until fixed): when the --out file
+ * cannot be opened, sink_start fails with the policy's timers already
+ * initialised (so sink_close must run for uv_loop_close to succeed), and
+ * closing must not close fd 0 (an fd left at 0 by a memset once did). */
 START_TEST(test_sink_file_open_error)
 {
     char bad[192], err[256] = "";
     snprintf(bad, sizeof(bad), "%s/no/such/dir/out.ndjson", tmpdir);
-    sink_opts o = {.token = NULL, .out_path = bad, .max_inflight = 4};
+    sink_opts o = file_opts_for(bad);
     int in = dup(STDIN_FILENO);
     ck_assert_int_ge(in, 0);
-    ck_assert_int_eq(sink_start(&loop, &o, err, sizeof(err)), -1);
+    ck_assert_int_eq(sink_start(&loop, &o, err, sizeof(err)), -ENOENT);
     ck_assert_msg(strstr(err, "opening --out") && strstr(err, bad), "err '%s'", err);
     sink_close();
     int stdin_open = fcntl(STDIN_FILENO, F_GETFD) >= 0;
@@ -281,7 +593,7 @@ START_TEST(test_sink_file_write_error)
         ck_assert_int_eq(uv_loop_close(&loop), 0);
         return;
     }
-    sink_opts o = {.token = NULL, .out_path = "/dev/full", .max_inflight = 4};
+    sink_opts o = file_opts_for("/dev/full");
     start(&o);
     sink_submit(tu_batch(LLM, 3, "full"));
     sink_submit(tu_batch(IMG, 2, "full"));
@@ -478,7 +790,7 @@ END_TEST
  * with the status and response, then the rows as sent. */
 START_TEST(test_sink_http_400_dead_letter)
 {
-    open_spool();
+    use_spool();
     sink_opts o = http_opts_for();
     th_resp r = {.status = 400, .body = "{\"error\":\"column n: not an int\"}"};
     th_script(&srv, &r, 1);
@@ -588,7 +900,7 @@ START_TEST(test_sink_http_413_split_again)
 }
 END_TEST
 
-/* Regression test (the daemon failed it until fixed): split_flight looked for the first
+/* Regression test (the daemon failed it until fixed): split_job (then split_flight) looked for the first
  * newline at or after len/2, so when the middle falls just after a newline
  * (rows of one length, an even count) it skips that newline for the next
  * one: four rows split 3 + 1, not 2 + 2 as "the newline nearest the
@@ -700,7 +1012,7 @@ END_TEST
  * its segment deleted once delivered. */
 START_TEST(test_sink_memory_cap_spools)
 {
-    open_spool();
+    use_spool();
     sink_opts o = http_opts_for();
     batch_buf *a = tu_batch(LLM, 3, "live");
     memory_set_cap(a->cap + a->cap / 2); /* a fits, a and b do not */
@@ -725,31 +1037,18 @@ START_TEST(test_sink_memory_cap_spools)
 }
 END_TEST
 
-static void on_flushed(void *arg)
-{
-    (*(uint64_t *)arg)++;
-}
-
 /* A spool left by an earlier run is replayed at start and emptied. */
 START_TEST(test_sink_replays_spool_at_start)
 {
     /* The earlier run: two batches spooled, the spool closed. */
-    open_spool();
-    spool_append(tu_batch(LLM, 2, "old1"));
-    spool_append(tu_batch(IMG, 1, "old2"));
-    uint64_t flushed = 0;
-    spool_flush(on_flushed, &flushed);
-    ck_assert(tu_run_until_u64(&loop, &flushed, 1, 3000));
-    spool_close();
-    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    batch_buf *old[2] = {tu_batch(LLM, 2, "old1"), tu_batch(IMG, 1, "old2")};
+    seed_spool(old, 2);
+    ck_assert_uint_eq(spool_rows_on_disk(), 3);
     /* This run. */
     memset(&stats, 0, sizeof(stats));
-    ck_assert_int_eq(uv_loop_init(&loop), 0);
-    open_spool();
-    ck_assert_uint_eq(spool_rows_unread(), 3);
     sink_opts o = http_opts_for();
     start(&o);
+    ck_assert_uint_eq(spool_rows_unread(), 3);
     ck_assert(run_until_delivered(3, 3000));
     ck_assert_uint_eq(stats.rows_replayed, 3);
     ck_assert_uint_eq(stats.rows_delivered[LLM], 2);
@@ -776,12 +1075,8 @@ END_TEST
  * restarted daemon finds every row. */
 START_TEST(test_sink_drain_keeps_replayed_in_spool)
 {
-    open_spool();
-    spool_append(tu_batch(LLM, 2, "k1"));
-    spool_append(tu_batch(LLM, 3, "k2"));
-    uint64_t flushed = 0;
-    spool_flush(on_flushed, &flushed);
-    ck_assert(tu_run_until_u64(&loop, &flushed, 1, 3000));
+    batch_buf *old[2] = {tu_batch(LLM, 2, "k1"), tu_batch(LLM, 3, "k2")};
+    seed_spool(old, 2);
     sink_opts o = http_opts_for();
     th_default(&srv, (th_resp){.never = 1});
     start(&o);
@@ -793,12 +1088,8 @@ START_TEST(test_sink_drain_keeps_replayed_in_spool)
     ck_assert_uint_eq(stats.rows_spooled, 5 + 1); /* again: the live one only */
     finish();
     /* The next run finds all six rows. */
-    memset(&stats, 0, sizeof(stats));
     ck_assert_int_eq(uv_loop_init(&loop), 0);
-    open_spool();
-    ck_assert_uint_eq(spool_rows_unread(), 6);
-    spool_close();
-    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_uint_eq(spool_rows_on_disk(), 6);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
 }
 END_TEST
@@ -851,14 +1142,12 @@ END_TEST
  * spooled, nothing dropped, done runs once the spool's writes are done. */
 START_TEST(test_sink_drain_refused_spools)
 {
-    open_spool();
+    use_spool();
     int fd;
     int port = th_refusing_port(&fd);
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
-    sink_opts o = {.url = url, .token = "t", .timeout_ms = 5000, .max_inflight = 4,
-                   .backoff_min_ms = 50, .backoff_max_ms = 200,
-                   .spool = 1};
+    sink_opts o = tb_opts_for(url);
     start(&o);
     sink_submit(tu_batch(LLM, 2, "r1"));
     sink_submit(tu_batch(IMG, 3, "r2"));
@@ -883,7 +1172,7 @@ END_TEST
  * aborted and their batches spooled. */
 START_TEST(test_sink_drain_hung_spools)
 {
-    open_spool();
+    use_spool();
     sink_opts o = http_opts_for();
     th_default(&srv, (th_resp){.never = 1});
     start(&o);
@@ -922,6 +1211,13 @@ Suite *sink_suite(void)
 {
     TCase *tc;
     Suite *s = tu_suite("sink", sink_setup, sink_teardown, &tc);
+    tcase_add_test(tc, test_sink_policy_done_counts_backend_rows);
+    tcase_add_test(tc, test_sink_policy_submit_failure_retried);
+    tcase_add_test(tc, test_sink_policy_retry_waits_as_asked);
+    tcase_add_test(tc, test_sink_policy_reject_counts_backend_reason);
+    tcase_add_test(tc, test_sink_policy_too_large_forgets_then_splits);
+    tcase_add_test(tc, test_sink_policy_backend_limit_oldest_first);
+    tcase_add_test(tc, test_sink_policy_abort_spools_in_progress);
     tcase_add_test(tc, test_sink_file_in_order);
     tcase_add_test(tc, test_sink_file_oldest_first_across_datasets);
     tcase_add_test(tc, test_sink_file_drain_empty);

@@ -274,6 +274,12 @@ static inline batch_buf *tu_batch(unsigned ds, int n, const char *tag)
     return b;
 }
 
+/* A done callback that counts its calls in *(uint64_t *)arg. */
+static inline void tu_count_cb(void *arg)
+{
+    (*(uint64_t *)arg)++;
+}
+
 /* ---- enrich context on the shipped catalog ------------------------------- */
 
 /* Write TEST_KEY to key_path, open an enrich context on it (*ctx) and set

@@ -1,0 +1,110 @@
+/*
+ * sink_backend.h: the contract between the delivery policy (sink.c) and the
+ * backends that carry batches to one destination (sink_tinybird.c,
+ * sink_file.c, and any later one).
+ *
+ * The policy owns every batch and decides everything about it: when it is
+ * sent, how many are out at once, how long it waits after a failure, when it
+ * is split, spooled, dead-lettered or dropped. A backend carries one batch at
+ * a time per job to its destination and classifies the outcome, as Fluent
+ * Bit's output plugins do:
+ *
+ *   SINK_DONE       delivered: rows_ok rows accepted, rows_quarantined of
+ *                   them set aside by the destination (still delivered)
+ *   SINK_RETRY      not delivered, may succeed later; wait_ms is the wait the
+ *                   destination asked for (429 Retry-After), or -1 for the
+ *                   policy's own backoff
+ *   SINK_REJECT     refused for good, never to be retried: the rows are
+ *                   counted as dropped.<drop>, and with a spool kept in the
+ *                   dead-letter file with status and detail
+ *   SINK_TOO_LARGE  larger than the destination takes in one piece: the
+ *                   policy splits the batch in halves and submits each
+ *
+ * A backend must:
+ *   - answer every job that submit() accepted (returned 0) exactly once,
+ *     through sink_job_done(), on the loop thread, and never from inside
+ *     submit() itself;
+ *   - return a negative errno from submit() when it cannot start, and then
+ *     never answer that job (the policy retries it after a backoff);
+ *   - treat job->b as read-only and borrowed: valid until it answers;
+ *   - keep what it derives from a batch (a compressed body) in job->priv
+ *     only, accounted in memory.h, and free it in forget();
+ *   - count its own protocol's figures (bytes_sent, http statuses) and log
+ *     its own protocol's details (hints for a refused token, quarantined
+ *     rows), rate-limited.
+ * A backend must not:
+ *   - retry, wait, split, spool or drop anything on its own;
+ *   - free, change or keep job->b, or keep the job after answering it;
+ *   - block the loop thread (slow work goes to the threadpool or to the
+ *     destination library's own threads, and answers come back on the loop).
+ *
+ * Adding a backend: a sink_<name>.c with its options struct and a const
+ * sink_backend, and a line in main.c choosing it. The policy does not
+ * change.
+ */
+#ifndef BF_SINK_BACKEND_H
+#define BF_SINK_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "batch_buf.h"
+#include "stats.h"
+
+/* One batch on its way. The policy allocates it and owns it, and b with it. */
+typedef struct sink_job {
+    batch_buf *b;          /* the rows; read-only for the backend */
+    void *priv;            /* the backend's, kept across retries until forget */
+    /* The policy's own fields: a backend neither reads nor writes them. */
+    unsigned attempts;
+    uint64_t spool_ref;    /* spool segment it was replayed from; 0: live */
+    struct sink_job *next;
+} sink_job;
+
+typedef enum sink_class {
+    SINK_DONE,
+    SINK_RETRY,
+    SINK_REJECT,
+    SINK_TOO_LARGE,
+} sink_class;
+
+/* What a backend says about one job. Pointers are valid during
+ * sink_job_done only. */
+typedef struct sink_answer {
+    sink_class cls;
+    long status;               /* the destination's status code, 0 if none */
+    uint64_t rows_ok;          /* SINK_DONE */
+    uint64_t rows_quarantined; /* SINK_DONE */
+    int64_t wait_ms;           /* SINK_RETRY: asked-for wait, -1: backoff */
+    enum bf_drop drop;         /* SINK_REJECT: the counter the rows go to */
+    const char *detail;        /* error text or response body, or NULL */
+} sink_answer;
+
+typedef struct sink_backend {
+    const char *name;      /* "tinybird", "file": for logs */
+    /* Jobs in progress at once across all datasets; 0: no limit but the
+     * policy's per dataset. At 1 the policy submits the oldest batch of
+     * any dataset first (one ordered output). */
+    unsigned max_inflight;
+    /* opts is the backend's own options struct (sink_<name>_opts).
+     * Returns 0, or a negative errno with a message in err (size n); close
+     * is called in either case. */
+    int (*start)(uv_loop_t *loop, const void *opts, char *err, size_t n);
+    /* Start carrying job->b. 0: an answer follows; < 0: none will. */
+    int (*submit)(sink_job *job);
+    /* Free job->priv (and set it NULL). Called for a job that is not in
+     * progress, before the policy changes or frees its batch. */
+    void (*forget)(sink_job *job);
+    /* The shutdown deadline passed: answer every job in progress, now or
+     * as soon as work it handed to another thread ends (SINK_RETRY). */
+    void (*abort)(void);
+    /* Release everything; no job is in progress. */
+    void (*close)(void);
+} sink_backend;
+
+/* A backend's answer for job (see above): exactly once per accepted job,
+ * on the loop thread. The policy owns job again from this call on. */
+void sink_job_done(sink_job *job, const sink_answer *a);
+
+#endif /* BF_SINK_BACKEND_H */

@@ -1,0 +1,115 @@
+/* sink_file.c: NDJSON batches appended to a file. See sink_file.h. */
+#include "sink_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static struct {
+    uv_loop_t *loop;
+    uv_file fd;            /* -1: not open */
+    uv_fs_t req;
+    sink_job *cur;         /* the one write in progress */
+    size_t off;            /* bytes of cur written so far */
+} fs;
+
+static log_limit write_limit;
+
+static int write_rest(void);
+
+static void on_written(uv_fs_t *req)
+{
+    sink_job *j = fs.cur;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n >= 0 && fs.off + (size_t)n < j->b->len) {
+        fs.off += (size_t)n; /* short write: send the rest */
+        int rc = write_rest();
+        if (rc == 0)
+            return;
+        n = rc;
+    }
+    fs.cur = NULL;
+    sink_answer a = {.cls = SINK_DONE, .rows_ok = j->b->rows, .wait_ms = -1};
+    if (n < 0) {
+        log_limited(&write_limit, LOG_ERROR, "out_write_failed", "error=%s rows=%llu",
+                    uv_strerror((int)n), (unsigned long long)j->b->rows);
+        a = (sink_answer){.cls = SINK_REJECT, .drop = DROP_out_write, .wait_ms = -1,
+                          .detail = uv_strerror((int)n)};
+    } else {
+        stats.bytes_sent += j->b->len;
+    }
+    sink_job_done(j, &a);
+}
+
+static int write_rest(void)
+{
+    uv_buf_t buf = uv_buf_init(fs.cur->b->data + fs.off,
+                               (unsigned)(fs.cur->b->len - fs.off));
+    return uv_fs_write(fs.loop, &fs.req, fs.fd, &buf, 1, -1, on_written);
+}
+
+static int file_submit(sink_job *j)
+{
+    if (fs.cur || fs.fd < 0)
+        return -EBUSY; /* max_inflight is 1: the policy never does this */
+    fs.cur = j;
+    fs.off = 0;
+    int rc = write_rest();
+    if (rc < 0)
+        fs.cur = NULL;
+    return rc;
+}
+
+static int file_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
+{
+    const sink_file_opts *o = opts;
+    memset(&fs, 0, sizeof(fs));
+    fs.loop = loop;
+    fs.fd = -1;
+    if (strcmp(o->path, "-") == 0) {
+        fs.fd = STDOUT_FILENO;
+        return 0;
+    }
+    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, n, "opening --out %s: %s", o->path, strerror(e));
+        return -e;
+    }
+    fs.fd = fd;
+    return 0;
+}
+
+static void file_forget(sink_job *j)
+{
+    (void)j; /* nothing is derived from a batch here */
+}
+
+static void file_abort(void)
+{
+    /* A write in progress is on the threadpool and ends on its own. */
+}
+
+static void file_close(void)
+{
+    if (fs.fd > STDOUT_FILENO)
+        close(fs.fd);
+    else if (fs.fd == STDOUT_FILENO)
+        fsync(STDOUT_FILENO);
+    fs.fd = -1;
+}
+
+const sink_backend sink_file = {
+    .name = "file",
+    .max_inflight = 1,
+    .start = file_start,
+    .submit = file_submit,
+    .forget = file_forget,
+    .abort = file_abort,
+    .close = file_close,
+};

@@ -1,0 +1,240 @@
+/* sink_tinybird.c: gzip, POST and classify. See sink_tinybird.h. */
+#include "sink_tinybird.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <zlib.h>
+
+#include "http.h"
+#include "log.h"
+#include "memory.h"
+
+/* What the backend keeps in job->priv: the work request while compressing,
+ * then the compressed body for every attempt. */
+typedef struct tb_body {
+    uv_work_t work;
+    sink_job *job;
+    unsigned char *gz;     /* NULL: not compressed (yet, or gzip failed) */
+    size_t gz_len, gz_cap; /* gz_cap is what memory.h counts */
+} tb_body;
+
+static struct {
+    uv_loop_t *loop;
+    char url[BF_DATASET_MAX][512];
+    int aborting;
+} tb;
+
+static log_limit gzip_limit, reject_limit, quarantine_limit;
+
+/* Threadpool: gzip the batch. Level 1: on a loaded 2-core host the CPU
+ * matters more than the last 10% of size. Leaves gz NULL on failure. */
+static void compress_work(uv_work_t *w)
+{
+    tb_body *t = w->data;
+    const batch_buf *b = t->job->b;
+    /* Receiving comes first: a worker that shares a core with the loop
+     * thread must not halve its share and let the socket buffer overflow.
+     * At nice 10 the loop keeps ~90% of a contended core; gzip catches up
+     * when it is idle. (Linux nice is per thread.) */
+    static __thread int niced;
+    if (!niced) {
+        niced = 1;
+        setpriority(PRIO_PROCESS, 0, 10);
+    }
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return;
+    size_t cap = deflateBound(&z, b->len);
+    unsigned char *out = malloc(cap);
+    if (!out) {
+        deflateEnd(&z);
+        return;
+    }
+    z.next_in = (unsigned char *)b->data;
+    z.avail_in = (uInt)b->len;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
+        deflateEnd(&z);
+        free(out);
+        return;
+    }
+    t->gz = out;
+    t->gz_len = z.total_out;
+    t->gz_cap = cap;
+    deflateEnd(&z);
+}
+
+static void on_posted(const http_result *res, void *arg);
+
+/* POST the job's body: gzip when there is one, else the plain rows. */
+static int post(sink_job *j)
+{
+    tb_body *t = j->priv;
+    const char *body = t->gz ? (const char *)t->gz : j->b->data;
+    size_t len = t->gz ? t->gz_len : j->b->len;
+    int rc = http_post(tb.url[j->b->dataset], body, len, t->gz ? "gzip" : NULL,
+                       on_posted, j);
+    if (rc < 0) {
+        stats.http[0]++; /* no response: counted as a transport error */
+        return rc;
+    }
+    stats.bytes_sent += len;
+    return 0;
+}
+
+static void answer_retry(sink_job *j, const char *why)
+{
+    sink_answer a = {.cls = SINK_RETRY, .wait_ms = -1, .detail = why};
+    sink_job_done(j, &a);
+}
+
+static void compress_done(uv_work_t *w, int status)
+{
+    tb_body *t = w->data;
+    sink_job *j = t->job;
+    (void)status;
+    if (t->gz) {
+        memory_reserve(t->gz_cap);
+    } else {
+        /* The plain body is still valid, only larger. */
+        log_limited(&gzip_limit, LOG_WARN, "gzip_failed",
+                    "dataset=%s bytes=%zu note=\"sending uncompressed\"",
+                    bf_dataset_name(j->b->dataset), j->b->len);
+    }
+    if (tb.aborting) { /* the deadline passed while it was compressing */
+        answer_retry(j, "aborted");
+        return;
+    }
+    int rc = post(j);
+    if (rc < 0)
+        answer_retry(j, "could not start request");
+}
+
+static int tb_submit(sink_job *j)
+{
+    tb_body *t = j->priv;
+    if (t && t->gz)
+        return post(j); /* a retry: compressed already */
+    if (!t) {
+        if (!(t = calloc(1, sizeof(*t))))
+            return -ENOMEM;
+        t->job = j;
+        j->priv = t;
+    }
+    t->work.data = t;
+    if (uv_queue_work(tb.loop, &t->work, compress_work, compress_done) < 0)
+        return post(j);
+    return 0;
+}
+
+static void tb_forget(sink_job *j)
+{
+    tb_body *t = j->priv;
+    if (t->gz) {
+        memory_release(t->gz_cap);
+        free(t->gz);
+    }
+    free(t);
+    j->priv = NULL;
+}
+
+/* successful_rows and quarantined_rows from a 2xx body; every row counts
+ * as delivered when the body does not say. */
+static void parse_counts(const http_result *res, sink_job *j, sink_answer *a)
+{
+    a->rows_ok = j->b->rows;
+    json_t *doc = json_loadb(res->body, res->body_len, 0, NULL);
+    if (!doc)
+        return;
+    json_t *s = json_object_get(doc, "successful_rows");
+    json_t *q = json_object_get(doc, "quarantined_rows");
+    if (json_is_integer(s))
+        a->rows_ok = (uint64_t)json_integer_value(s);
+    if (json_is_integer(q))
+        a->rows_quarantined = (uint64_t)json_integer_value(q);
+    json_decref(doc);
+    if (a->rows_quarantined) {
+        const char *ds = bf_dataset_name(j->b->dataset);
+        log_limited(&quarantine_limit, LOG_WARN, "rows_quarantined",
+                    "dataset=%s rows=%llu hint=\"the datasource schema and "
+                    "birdfeederd disagree; see %s_quarantine\"",
+                    ds, (unsigned long long)a->rows_quarantined, ds);
+    }
+}
+
+static void on_posted(const http_result *res, void *arg)
+{
+    sink_job *j = arg;
+    long st = res->status;
+    stats.http[st > 0 && st < STATS_HTTP_CODES ? st : 0]++;
+    sink_answer a = {.status = st, .wait_ms = -1, .detail = res->error};
+
+    if (st >= 200 && st < 300) {
+        a.cls = SINK_DONE;
+        parse_counts(res, j, &a);
+    } else if (st == 413) {
+        a.cls = SINK_TOO_LARGE;
+    } else if (st == 429 || st == 408 || st >= 500 || st == 0) {
+        a.cls = SINK_RETRY;
+        if (st == 429 && res->retry_after_s >= 0)
+            a.wait_ms = res->retry_after_s * 1000;
+        else if (st == 429 && res->ratelimit_reset_s >= 0)
+            a.wait_ms = res->ratelimit_reset_s * 1000;
+    } else {
+        const char *hint = st == 403   ? "the token is wrong or lacks DATASOURCE:APPEND"
+                           : st == 404 ? "the datasource is missing, or the token's "
+                                         "workspace is on another region host"
+                           : st == 401 ? "the token is missing"
+                                       : "the rows were refused";
+        char body[256];
+        log_quote(body, sizeof(body), res->body, 200);
+        log_limited(&reject_limit, LOG_ERROR, "send_rejected",
+                    "dataset=%s status=%ld rows=%llu hint=\"%s\" body=%s",
+                    bf_dataset_name(j->b->dataset), st, (unsigned long long)j->b->rows,
+                    hint, body);
+        a.cls = SINK_REJECT;
+        a.drop = DROP_http_rejected;
+        a.detail = res->body;
+    }
+    sink_job_done(j, &a);
+}
+
+static int tb_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
+{
+    const sink_tinybird_opts *o = opts;
+    memset(&tb, 0, sizeof(tb));
+    tb.loop = loop;
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
+        snprintf(tb.url[id], sizeof(tb.url[id]), "%s/v0/events?name=%s&wait=true",
+                 o->url, bf_dataset_name(id));
+    http_opts ho = {.token = o->token, .timeout_ms = o->timeout_ms,
+                    .connect_timeout_ms = o->timeout_ms < 5000 ? o->timeout_ms : 5000};
+    return http_init(loop, &ho, err, n);
+}
+
+static void tb_abort(void)
+{
+    tb.aborting = 1;
+    http_abort_all(); /* each answers now, through on_posted */
+}
+
+static void tb_close(void)
+{
+    http_close();
+}
+
+const sink_backend sink_tinybird = {
+    .name = "tinybird",
+    .max_inflight = 0,
+    .start = tb_start,
+    .submit = tb_submit,
+    .forget = tb_forget,
+    .abort = tb_abort,
+    .close = tb_close,
+};
