@@ -55,7 +55,7 @@ int batch_init(uv_loop_t *loop, const batch_opts *opts)
 
 int batch_append(const bf_row *row)
 {
-    batch_slot *s = &bt.slots[row->ev->dataset];
+    batch_slot *s = &bt.slots[row->dataset];
     if (!s->buf) {
         s->buf = batch_buf_new(s->dataset, bt.o.flush_bytes + bt.o.row_max);
         if (!s->buf) {

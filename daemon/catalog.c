@@ -1,6 +1,7 @@
 /* catalog.c: model catalog, an open-addressing table keyed by name. */
 #include "catalog.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ static int read_price(json_t *m, const char *key, double *out, const char *model
     if (!json_is_number(v) || json_number_value(v) < 0) {
         snprintf(err, n, "model '%s': '%s' must be a non-negative number", model,
                  key);
-        return -1;
+        return -EINVAL;
     }
     *out = json_number_value(v);
     return 1;
@@ -50,17 +51,24 @@ void catalog_free(catalog *cat)
     free(cat);
 }
 
-catalog *catalog_load(const char *path, char *err, size_t n)
+int catalog_load(const char *path, catalog **out, char *err, size_t n)
 {
+    int rc = -EINVAL;
+    *out = NULL;
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         snprintf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
-        return NULL;
+        return -EINVAL;
     }
     catalog *cat = calloc(1, sizeof(*cat));
     json_t *models = json_object_get(root, "models");
-    if (!cat || !json_is_object(models)) {
+    if (!cat) {
+        snprintf(err, n, "out of memory");
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (!json_is_object(models)) {
         snprintf(err, n, "%s: expected an object with a \"models\" object", path);
         goto fail;
     }
@@ -72,6 +80,7 @@ catalog *catalog_load(const char *path, char *err, size_t n)
     cat->mask = size - 1;
     if (!cat->models || !cat->slots) {
         snprintf(err, n, "out of memory");
+        rc = -ENOMEM;
         goto fail;
     }
     const char *name;
@@ -96,6 +105,7 @@ catalog *catalog_load(const char *path, char *err, size_t n)
         cat->count++;
         if (!cm->name || !cm->provider) {
             snprintf(err, n, "out of memory");
+            rc = -ENOMEM;
             goto fail;
         }
         int has_cached;
@@ -115,11 +125,12 @@ catalog *catalog_load(const char *path, char *err, size_t n)
         cat->slots[i] = (uint32_t)cat->count;
     }
     json_decref(root);
-    return cat;
+    *out = cat;
+    return 0;
 fail:
     json_decref(root);
     catalog_free(cat);
-    return NULL;
+    return rc;
 }
 
 const catalog_model *catalog_find(const catalog *cat, const char *name,

@@ -32,9 +32,11 @@ typedef struct catalog_model {
 
 typedef struct catalog catalog;
 
-/* Load path. Returns a new catalog (free with catalog_free) or NULL with a
- * message naming the model or key at fault in err (size n). */
-catalog *catalog_load(const char *path, char *err, size_t n);
+/* Load path into a new catalog at *out, which the caller frees with
+ * catalog_free. Returns 0, or a negative errno (-EINVAL for a file that does
+ * not parse or holds a bad model, -ENOMEM) with a message naming the model
+ * or key at fault in err (size n); *out is NULL then. */
+int catalog_load(const char *path, catalog **out, char *err, size_t n);
 void catalog_free(catalog *cat);
 
 /* The model called name (len bytes), or NULL. The pointer is valid until

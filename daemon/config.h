@@ -11,6 +11,7 @@
 #ifndef BF_CONFIG_H
 #define BF_CONFIG_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,8 +42,9 @@ typedef struct bf_config {
     int check_only;          /* --check-config: validate and exit */
 } bf_config;
 
-/* Outcome of config_load. */
-enum config_result { CONFIG_OK, CONFIG_EXIT_OK, CONFIG_ERROR };
+/* Outcome of config_load: 0 to run, 1 when --help or --version printed
+ * (exit 0), or a negative errno for a bad configuration. */
+enum config_result { CONFIG_ERROR = -EINVAL, CONFIG_OK = 0, CONFIG_EXIT_OK = 1 };
 
 /* Fill cfg from defaults, the file named by --config (or
  * BIRDFEEDER_CONFIG), the environment and argv. Calling it again with the

@@ -62,8 +62,9 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         unsigned char raw[32];
         char hex[65];
         if (getrandom(raw, sizeof(raw), 0) != sizeof(raw)) {
-            snprintf(err, n, "getrandom: %s", strerror(errno));
-            return -1;
+            int e = errno;
+            snprintf(err, n, "getrandom: %s", strerror(e));
+            return -e;
         }
         for (int i = 0; i < 32; i++) {
             hex[2 * i] = hexdig[raw[i] >> 4];
@@ -77,24 +78,31 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
         int w = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (w < 0) {
-            snprintf(err, n, "creating ip hash key %s: %s", tmp, strerror(errno));
-            return -1;
+            int e = errno;
+            snprintf(err, n, "creating ip hash key %s: %s", tmp, strerror(e));
+            return -e;
         }
         ssize_t k = write(w, hex, 65);
         int bad = k != 65 || fsync(w) < 0;
+        int e = k >= 0 && k != 65 ? EIO : errno;
         close(w);
-        if (bad || (link(tmp, path) < 0 && errno != EEXIST)) {
+        if (!bad && link(tmp, path) < 0 && errno != EEXIST) {
+            bad = 1;
+            e = errno;
+        }
+        if (bad) {
             snprintf(err, n, "writing ip hash key %s: %s", path,
-                     k >= 0 && k != 65 ? "short write" : strerror(errno));
+                     e == EIO && k >= 0 ? "short write" : strerror(e));
             unlink(tmp);
-            return -1;
+            return -e;
         }
         unlink(tmp);
         fd = open(path, O_RDONLY | O_CLOEXEC);
     }
     if (fd < 0) {
-        snprintf(err, n, "opening ip hash key %s: %s", path, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, n, "opening ip hash key %s: %s", path, strerror(e));
+        return -e;
     }
     ssize_t k = read(fd, key, 256);
     close(fd);
@@ -102,22 +110,24 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         k--;
     if (k < 16) {
         snprintf(err, n, "ip hash key %s: needs at least 16 bytes", path);
-        return -1;
+        return -EINVAL;
     }
     *klen = (size_t)k;
     return 0;
 }
 
-enrich_ctx *enrich_new(const char *key_file, char *err, size_t n)
+int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n)
 {
     unsigned char key[256];
     size_t klen;
-    if (load_key(key_file, key, &klen, err, n) < 0)
-        return NULL;
+    *out = NULL;
+    int rc = load_key(key_file, key, &klen, err, n);
+    if (rc < 0)
+        return rc;
     enrich_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         snprintf(err, n, "out of memory");
-        return NULL;
+        return -ENOMEM;
     }
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {
@@ -130,17 +140,20 @@ enrich_ctx *enrich_new(const char *key_file, char *err, size_t n)
         !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
         snprintf(err, n, "%s", ctx->ip_cache ? "OpenSSL HMAC-SHA256 unavailable"
                                              : "out of memory");
+        rc = ctx->ip_cache ? -ENOSYS : -ENOMEM;
         OPENSSL_cleanse(key, sizeof(key));
         enrich_free(ctx);
-        return NULL;
+        return rc;
     }
     OPENSSL_cleanse(key, sizeof(key));
     if (getrandom(ctx->rng, sizeof(ctx->rng), 0) != sizeof(ctx->rng)) {
-        snprintf(err, n, "getrandom: %s", strerror(errno));
+        int e = errno;
+        snprintf(err, n, "getrandom: %s", strerror(e));
         enrich_free(ctx);
-        return NULL;
+        return -e;
     }
-    return ctx;
+    *out = ctx;
+    return 0;
 }
 
 void enrich_free(enrich_ctx *ctx)
@@ -203,7 +216,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     out[0] = hash[0] = '\0';
     /* A NUL inside would end the text early and hide trailing bytes. */
     if (len == 0 || len >= sizeof(text) || memchr(ip, '\0', len))
-        return -1;
+        return -EINVAL;
     memcpy(text, ip, len);
     text[len] = '\0';
     char *s = text;
@@ -211,7 +224,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         s++;
         char *close = strchr(s, ']');
         if (!close || close[1] != '\0') /* "]" ends it: no ":port" */
-            return -1;
+            return -EINVAL;
         *close = '\0';
     }
     char *zone = strchr(s, '%'); /* fe80::1%eth0 */
@@ -228,7 +241,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
             alen = 16;
         }
     } else {
-        return -1;
+        return -EINVAL;
     }
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < alen; i++)
@@ -246,7 +259,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     if (!EVP_MAC_init(ctx->mac_ctx, NULL, 0, NULL) ||
         !EVP_MAC_update(ctx->mac_ctx, addr, alen) ||
         !EVP_MAC_final(ctx->mac_ctx, mac, &mlen, sizeof(mac)))
-        return -1;
+        return -EINVAL;
     for (int i = 0; i < IP_HASH_HEX / 2; i++) {
         hash[2 * i] = hexdig[mac[i] >> 4];
         hash[2 * i + 1] = hexdig[mac[i] & 15];
@@ -294,7 +307,17 @@ static bf_str str_or(bf_str s, int has, const char *def)
 void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                   bf_row *row)
 {
-    row->ev = ev;
+    row->dataset = ev->dataset;
+    row->model = ev->model;
+    row->username = BF_HAS(ev, username) ? ev->username : (bf_str){"", 0};
+    row->width = ev->width;
+    row->height = ev->height;
+    row->steps = ev->steps;
+    row->prompt_tokens = ev->prompt_tokens;
+    row->completion_tokens = ev->completion_tokens;
+    row->cached_tokens = ev->cached_tokens;
+    row->stream = ev->stream != 0;
+    row->cached = ev->cached != 0;
 
     const catalog_model *m = catalog_find(ctx->cat, ev->model.ptr, ev->model.len);
     if (!m)

@@ -5,8 +5,9 @@
  * from the catalog, an anonymised IP and its keyed hash, an id, complete
  * timestamps, a prompt cut to BF_PROMPT_MAX_CHARS, a referrer cut to its
  * origin.
- * Privacy: the raw IP never leaves this module (bf_row holds only the
- * anonymised form and the hash); the referrer loses credentials, path, query
+ * Privacy: the raw IP never leaves this module: bf_row holds only the
+ * anonymised form and the hash, and copies the event's other values rather
+ * than pointing at the event. The referrer loses credentials, path, query
  * and fragment, where tokens hide.
  */
 #ifndef BF_ENRICH_H
@@ -23,7 +24,14 @@
 #define IP_HASH_HEX 32   /* hex digits of HMAC-SHA256 kept (128 bits) */
 
 typedef struct bf_row {
-    const bf_event *ev;          /* borrowed; strings below may point into it */
+    unsigned dataset;            /* enum bf_dataset */
+    /* Copied from the event: the row never points at the event itself,
+     * so nothing downstream can reach its raw ip or referrer. */
+    bf_str model, username;      /* borrowed from the event's buffer */
+    uint64_t width, height, steps;
+    uint64_t prompt_tokens, completion_tokens, cached_tokens;
+    int stream, cached;
+    /* Added or cleaned here. */
     const char *provider;        /* catalog-owned, or "unknown" */
     double cost_usd;
     uint64_t start_ms, end_ms, duration_ms, total_tokens;
@@ -37,10 +45,11 @@ typedef struct bf_row {
 
 typedef struct enrich_ctx enrich_ctx;
 
-/* Create a context with the ip_hash key read from key_file, which is created
- * (mode 0600, 32 random bytes as hex) when missing so hashes stay stable
- * across restarts. Returns NULL with a reason in err (size n). */
-enrich_ctx *enrich_new(const char *key_file, char *err, size_t n);
+/* Create a context at *out with the ip_hash key read from key_file, which is
+ * created (mode 0600, 32 random bytes as hex) when missing so hashes stay
+ * stable across restarts. Returns 0, or a negative errno with a reason in
+ * err (size n) and *out NULL. */
+int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n);
 void enrich_free(enrich_ctx *ctx);
 
 /* Use cat for lookups from now on (not owned; the caller keeps it alive
@@ -49,8 +58,8 @@ void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat);
 
 /* Fill row from ev (which bf_validate accepted). recv_ms is the wall-clock
  * time of receipt, the default start. Never fails; what cannot be used is
- * emptied and counted (stats.ip_invalid, stats.unknown_model). row borrows
- * from ev, so ev must outlive row. */
+ * emptied and counted (stats.ip_invalid, stats.unknown_model). Strings of
+ * row borrow the buffer ev's strings point into, which must outlive row. */
 void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                   bf_row *row);
 
@@ -59,7 +68,7 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
  * lowercased; "" when it has no scheme://host. Returns the length. */
 size_t enrich_referrer(const char *url, size_t len, char *out);
 /* Anonymise ip (len bytes) into out (48 bytes) and hash it into hash
- * (IP_HASH_HEX + 1). Returns 0, or -1 when ip does not parse. */
+ * (IP_HASH_HEX + 1). Returns 0, or -EINVAL when ip does not parse. */
 int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash);
 
 #endif /* BF_ENRICH_H */

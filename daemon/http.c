@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 #include "log.h"
 
 #define BODY_MAX (64 * 1024)
+
+static log_limit multi_limit;
 
 typedef struct http_req {
     CURL *easy;
@@ -39,7 +42,18 @@ static struct {
     poll_ctx *polls;
     unsigned inflight;
     int closing;
+    int timer_open;          /* ht.timer needs uv_close */
+    int global;              /* curl_global_init succeeded */
 } ht;
+
+static void req_free(http_req *r)
+{
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r->body);
+    free(r);
+}
 
 static void check_multi_info(void)
 {
@@ -68,39 +82,50 @@ static void check_multi_info(void)
         if (r->next)
             r->next->prev = r->prev;
         ht.inflight--;
-        curl_multi_remove_handle(ht.multi, r->easy);
+        CURLMcode mc = curl_multi_remove_handle(ht.multi, r->easy);
+        if (mc != CURLM_OK)
+            log_limited(&multi_limit, LOG_ERROR, "curl_multi_failed",
+                        "call=remove_handle error=\"%s\"", curl_multi_strerror(mc));
         r->done(&res, r->arg);
-        curl_easy_cleanup(r->easy);
-        curl_slist_free_all(r->headers);
-        free(r->body);
-        free(r);
+        req_free(r);
     }
+}
+
+/* Tell curl what happened on fd (or that its timer fired), then collect
+ * finished transfers. A failure here leaves curl's state as it was: the
+ * transfers it concerns end by their own timeouts, so it delays answers but
+ * loses nothing; it is logged, rate-limited. */
+static void socket_action(curl_socket_t fd, int flags)
+{
+    int running;
+    CURLMcode mc = curl_multi_socket_action(ht.multi, fd, flags, &running);
+    if (mc != CURLM_OK)
+        log_limited(&multi_limit, LOG_ERROR, "curl_multi_failed", "call=socket_action error=\"%s\"",
+                    curl_multi_strerror(mc));
+    check_multi_info();
 }
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     poll_ctx *c = p->data;
-    int flags = 0, running;
+    int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE)
         flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
         flags |= CURL_CSELECT_OUT;
-    curl_multi_socket_action(ht.multi, c->fd, flags, &running);
-    check_multi_info();
+    socket_action(c->fd, flags);
 }
 
 static void on_timeout(uv_timer_t *t)
 {
     (void)t;
-    int running;
-    curl_multi_socket_action(ht.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info();
+    socket_action(CURL_SOCKET_TIMEOUT, 0);
 }
 
 /* CURLMOPT_TIMERFUNCTION: only (re)arm the timer; calling back into curl
- * from here is not allowed. */
+ * from here is not allowed. uv_timer_start fails only on a closing handle. */
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
@@ -129,6 +154,9 @@ static void poll_close(poll_ctx *c)
     uv_close((uv_handle_t *)&c->poll, on_poll_closed);
 }
 
+/* CURLMOPT_SOCKETFUNCTION: a uv_poll_t per socket. Returning -1 makes curl
+ * fail every transfer in progress (curl >= 7.85), which the sink retries:
+ * better than a transfer that waits on a socket nobody watches. */
 static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
                      void *socketp)
 {
@@ -144,10 +172,15 @@ static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
     }
     if (!c) {
         c = calloc(1, sizeof(*c));
-        if (!c)
+        if (!c) {
+            log_limited(&multi_limit, LOG_ERROR, "curl_socket_failed", "error=\"out of memory\"");
             return -1;
+        }
         c->fd = s;
-        if (uv_poll_init_socket(ht.loop, &c->poll, s) < 0) {
+        int rc = uv_poll_init_socket(ht.loop, &c->poll, s);
+        if (rc < 0) {
+            log_limited(&multi_limit, LOG_ERROR, "curl_socket_failed",
+                        "call=uv_poll_init_socket error=%s", uv_strerror(rc));
             free(c);
             return -1;
         }
@@ -163,7 +196,12 @@ static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
         events |= UV_READABLE;
     if (action & CURL_POLL_OUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&c->poll, events, on_poll);
+    int rc = uv_poll_start(&c->poll, events, on_poll);
+    if (rc < 0) {
+        log_limited(&multi_limit, LOG_ERROR, "curl_socket_failed",
+                    "call=uv_poll_start error=%s", uv_strerror(rc));
+        return -1;
+    }
     return 0;
 }
 
@@ -216,43 +254,87 @@ int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n)
     ht.loop = loop;
     ht.timeout_ms = opts->timeout_ms;
     ht.connect_timeout_ms = opts->connect_timeout_ms;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-        !(ht.multi = curl_multi_init())) {
+    int rc = uv_timer_init(loop, &ht.timer);
+    if (rc < 0) {
+        snprintf(err, n, "timer: %s", uv_strerror(rc));
+        return rc;
+    }
+    ht.timer_open = 1;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(err, n, "libcurl initialisation failed");
-        return -1;
+        return -ENOMEM;
+    }
+    ht.global = 1;
+    if (!(ht.multi = curl_multi_init())) {
+        snprintf(err, n, "libcurl initialisation failed");
+        return -ENOMEM;
     }
     if (opts->token) {
         size_t len = strlen(opts->token) + sizeof("Authorization: Bearer ");
         ht.auth = malloc(len);
         if (!ht.auth) {
             snprintf(err, n, "out of memory");
-            return -1;
+            return -ENOMEM;
         }
         snprintf(ht.auth, len, "Authorization: Bearer %s", opts->token);
     }
-    curl_multi_setopt(ht.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-    curl_multi_setopt(ht.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    /* Up to 8 connections per host stay open for reuse. */
-    curl_multi_setopt(ht.multi, CURLMOPT_MAXCONNECTS, 16L);
-    uv_timer_init(loop, &ht.timer);
+    /* Up to 16 connections stay open for reuse. */
+    CURLMcode mc;
+    if ((mc = curl_multi_setopt(ht.multi, CURLMOPT_SOCKETFUNCTION, socket_cb)) ||
+        (mc = curl_multi_setopt(ht.multi, CURLMOPT_TIMERFUNCTION, timer_cb)) ||
+        (mc = curl_multi_setopt(ht.multi, CURLMOPT_MAXCONNECTS, 16L))) {
+        snprintf(err, n, "libcurl: %s", curl_multi_strerror(mc));
+        return -EINVAL;
+    }
     return 0;
 }
+
+/* The options of one POST; the first that curl refuses is returned. */
+static CURLcode set_post_options(http_req *r, const char *url, const char *body,
+                                 size_t len)
+{
+    CURL *e = r->easy;
+    CURLcode cc;
+#define SET(opt, val)                                                          \
+    if ((cc = curl_easy_setopt(e, opt, val)) != CURLE_OK)                      \
+        return cc;
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_POST, 1L);
+    SET(CURLOPT_POSTFIELDS, body);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    SET(CURLOPT_HTTPHEADER, r->headers);
+    SET(CURLOPT_USERAGENT, "birdfeederd/1");
+    SET(CURLOPT_TIMEOUT_MS, (long)ht.timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)ht.connect_timeout_ms);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, r);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, r);
+    SET(CURLOPT_ERRORBUFFER, r->errbuf);
+    SET(CURLOPT_PRIVATE, r);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+#undef SET
+    return CURLE_OK;
+}
+
 
 int http_post(const char *url, const char *body, size_t len,
               const char *content_encoding, http_done_cb done, void *arg)
 {
-    if (ht.closing)
-        return -1;
+    if (ht.closing || !ht.multi)
+        return -ESHUTDOWN;
     http_req *r = calloc(1, sizeof(*r));
     if (!r)
-        return -1;
+        return -ENOMEM;
     r->done = done;
     r->arg = arg;
     r->retry_after_s = r->ratelimit_reset_s = -1;
     r->easy = curl_easy_init();
     if (!r->easy) {
         free(r);
-        return -1;
+        return -ENOMEM;
     }
     /* "Expect:" turns off the 100-continue round trip before large bodies. */
     char ce[64];
@@ -262,39 +344,29 @@ int http_post(const char *url, const char *body, size_t len,
         snprintf(ce, sizeof(ce), "Content-Encoding: %s", content_encoding);
         lines[3] = ce;
     }
-    struct curl_slist *h = NULL;
     for (int i = 0; i < 4; i++) {
         if (!lines[i])
             continue;
-        struct curl_slist *t = curl_slist_append(h, lines[i]);
-        if (!t)
-            goto fail_headers;
-        h = t;
+        struct curl_slist *t = curl_slist_append(r->headers, lines[i]);
+        if (!t) {
+            req_free(r);
+            return -ENOMEM;
+        }
+        r->headers = t;
     }
-    r->headers = h;
-    CURL *e = r->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "birdfeederd/1");
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)ht.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)ht.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (curl_multi_add_handle(ht.multi, e) != CURLM_OK) {
-        curl_easy_cleanup(e);
-        curl_slist_free_all(h);
-        free(r);
-        return -1;
+    CURLcode cc = set_post_options(r, url, body, len);
+    if (cc != CURLE_OK) {
+        log_limited(&multi_limit, LOG_ERROR, "curl_setopt_failed", "error=\"%s\"",
+                    curl_easy_strerror(cc));
+        req_free(r);
+        return cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
+    }
+    CURLMcode mc = curl_multi_add_handle(ht.multi, r->easy);
+    if (mc != CURLM_OK) {
+        log_limited(&multi_limit, LOG_ERROR, "curl_multi_failed", "call=add_handle error=\"%s\"",
+                    curl_multi_strerror(mc));
+        req_free(r);
+        return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
     }
     r->next = ht.reqs;
     if (ht.reqs)
@@ -302,11 +374,6 @@ int http_post(const char *url, const char *body, size_t len,
     ht.reqs = r;
     ht.inflight++;
     return 0;
-fail_headers:
-    curl_slist_free_all(h);
-    curl_easy_cleanup(r->easy);
-    free(r);
-    return -1;
 }
 
 void http_abort_all(void)
@@ -321,10 +388,7 @@ void http_abort_all(void)
         http_result res = {.status = 0, .error = "aborted", .retry_after_s = -1,
                            .ratelimit_reset_s = -1, .body = "", .body_len = 0};
         r->done(&res, r->arg);
-        curl_easy_cleanup(r->easy);
-        curl_slist_free_all(r->headers);
-        free(r->body);
-        free(r);
+        req_free(r);
     }
 }
 
@@ -332,18 +396,24 @@ unsigned http_inflight(void) { return ht.inflight; }
 
 void http_close(void)
 {
-    if (!ht.multi)
-        return;
     ht.closing = 1;
-    http_abort_all();
-    uv_timer_stop(&ht.timer);
-    uv_close((uv_handle_t *)&ht.timer, NULL);
-    /* Closing the multi handle closes its cached connections. */
-    curl_multi_cleanup(ht.multi);
-    ht.multi = NULL;
+    if (ht.multi) {
+        http_abort_all();
+        /* Closing the multi handle closes its cached connections. */
+        curl_multi_cleanup(ht.multi);
+        ht.multi = NULL;
+    }
     while (ht.polls) /* any curl did not report removed */
         poll_close(ht.polls);
+    if (ht.timer_open) {
+        ht.timer_open = 0;
+        uv_timer_stop(&ht.timer);
+        uv_close((uv_handle_t *)&ht.timer, NULL);
+    }
     free(ht.auth);
     ht.auth = NULL;
-    curl_global_cleanup();
+    if (ht.global) {
+        ht.global = 0;
+        curl_global_cleanup();
+    }
 }

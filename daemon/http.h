@@ -2,10 +2,14 @@
  * http.h: HTTP POSTs through the libcurl multi socket API on the libuv loop.
  *
  * One curl multi handle; a uv_poll_t per socket curl opens and one uv_timer_t
- * for curl's timeouts, as in curl's docs/examples/multi-uv.c, with every
- * error checked. Connections are kept alive in the multi handle's cache, so
- * consecutive batches reuse one TCP (and TLS) connection. Nothing here
- * blocks the loop; name resolution uses curl's threaded resolver.
+ * for curl's timeouts, as in curl's docs/examples/multi-uv.c. Unlike the
+ * example, results are checked: an option curl refuses fails http_post; a
+ * socket that cannot be watched fails the transfers in progress (they are
+ * answered with status 0); a failed curl_multi_socket_action is logged
+ * (rate-limited) and its transfers end by their own timeouts. Connections
+ * are kept alive in the multi handle's cache, so consecutive batches reuse
+ * one TCP (and TLS) connection. Nothing here blocks the loop; name
+ * resolution uses curl's threaded resolver.
  */
 #ifndef BF_HTTP_H
 #define BF_HTTP_H
@@ -33,12 +37,14 @@ typedef struct http_opts {
     uint64_t connect_timeout_ms;
 } http_opts;
 
-/* Returns 0 or -1 (curl could not start; err says why). */
+/* Returns 0, or a negative errno with a message in err (size n). Either
+ * way call http_close. */
 int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n);
 
 /* POST body (len bytes, borrowed until done runs) to url (copied) with the
  * given Content-Encoding (NULL for none). Returns 0 and later calls done
- * exactly once, or returns -1 and never calls done. */
+ * exactly once, or returns a negative errno (-ENOMEM, -EINVAL for an option
+ * curl refuses, -ESHUTDOWN once closing) and never calls done. */
 int http_post(const char *url, const char *body, size_t len,
               const char *content_encoding, http_done_cb done, void *arg);
 

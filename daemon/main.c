@@ -122,8 +122,8 @@ static void reload(void)
         config_free(&fresh);
         return;
     }
-    catalog *cat = catalog_load(fresh.catalog, err, sizeof(err));
-    if (!cat) {
+    catalog *cat;
+    if (catalog_load(fresh.catalog, &cat, err, sizeof(err)) < 0) {
         log_error("reload_failed", "what=catalog error=\"%s\" keeping=old", err);
         config_free(&fresh);
         return;
@@ -204,8 +204,7 @@ int main(int argc, char **argv)
     bf_config *cfg = &app.cfg;
     log_set_level((enum log_level)log_level_parse(cfg->log_level));
 
-    app.cat = catalog_load(cfg->catalog, err, sizeof(err));
-    if (!app.cat)
+    if (catalog_load(cfg->catalog, &app.cat, err, sizeof(err)) < 0)
         return fail("catalog", err);
     if (cfg->check_only) {
         config_print(cfg);
@@ -216,8 +215,7 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 0;
     }
-    app.enrich = enrich_new(cfg->ip_hash_key_file, err, sizeof(err));
-    if (!app.enrich)
+    if (enrich_new(cfg->ip_hash_key_file, &app.enrich, err, sizeof(err)) < 0)
         return fail("ip_hash_key", err);
     enrich_set_catalog(app.enrich, app.cat);
 

@@ -191,7 +191,6 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
 
 size_t row_format(char *out, const bf_row *row)
 {
-    const bf_event *ev = row->ev;
     char *p = out;
     int replaced = 0;
     char ts[24];
@@ -201,12 +200,11 @@ size_t row_format(char *out, const bf_row *row)
     p = KEY(p, "user_id");
     p = put_str(p, row->user_id.ptr, row->user_id.len, &replaced);
     p = KEY(p, "username");
-    p = put_str(p, ev->username.ptr, BF_HAS(ev, username) ? ev->username.len : 0,
-                &replaced);
+    p = put_str(p, row->username.ptr, row->username.len, &replaced);
     p = KEY(p, "tier");
     p = put_str(p, row->tier.ptr, row->tier.len, &replaced);
     p = KEY(p, "model");
-    p = put_str(p, ev->model.ptr, ev->model.len, &replaced);
+    p = put_str(p, row->model.ptr, row->model.len, &replaced);
     p = KEY(p, "provider");
     p = put_str(p, row->provider, strlen(row->provider), &replaced);
     p = KEY(p, "start_time");
@@ -225,29 +223,29 @@ size_t row_format(char *out, const bf_row *row)
     p = put_str(p, row->status.ptr, row->status.len, &replaced);
     p = KEY(p, "error_message");
     p = put_str(p, row->error_message.ptr, row->error_message.len, &replaced);
-    if (ev->dataset == BF_DATASET_image_events) {
+    if (row->dataset == BF_DATASET_image_events) {
         p = KEY(p, "prompt");
         p = put_str(p, row->prompt.ptr, row->prompt.len, &replaced);
         p = KEY(p, "width");
-        p = put_u64(p, ev->width);
+        p = put_u64(p, row->width);
         p = KEY(p, "height");
-        p = put_u64(p, ev->height);
+        p = put_u64(p, row->height);
         p = KEY(p, "steps");
-        p = put_u64(p, ev->steps);
+        p = put_u64(p, row->steps);
     } else {
         p = KEY(p, "prompt_tokens");
-        p = put_u64(p, ev->prompt_tokens);
+        p = put_u64(p, row->prompt_tokens);
         p = KEY(p, "completion_tokens");
-        p = put_u64(p, ev->completion_tokens);
+        p = put_u64(p, row->completion_tokens);
         p = KEY(p, "cached_tokens");
-        p = put_u64(p, ev->cached_tokens);
+        p = put_u64(p, row->cached_tokens);
         p = KEY(p, "total_tokens");
         p = put_u64(p, row->total_tokens);
         p = KEY(p, "stream");
-        p = ev->stream ? LIT(p, "true") : LIT(p, "false");
+        p = row->stream ? LIT(p, "true") : LIT(p, "false");
     }
     p = KEY(p, "cached");
-    p = ev->cached ? LIT(p, "true") : LIT(p, "false");
+    p = row->cached ? LIT(p, "true") : LIT(p, "false");
     p = KEY(p, "cost_usd");
     p = put_cost(p, row->cost_usd);
     p = KEY(p, "referrer");

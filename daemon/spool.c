@@ -48,6 +48,7 @@ typedef struct spool_op {
     char *text;           /* DEAD: header line */
     int err;              /* errno of the I/O, 0 on success */
     int torn;             /* READ: the record was torn or corrupt */
+    int rotate_err;       /* DEAD: errno of a failed rotation */
     uint64_t off, len;    /* READ: where; result length incl header */
     void (*done)(void *); /* BARRIER */
     void *done_arg;
@@ -247,7 +248,10 @@ static void op_work(uv_work_t *w)
         size_t add = strlen(op->text) + op->b->len;
         if (stat(path, &st) == 0 && (uint64_t)st.st_size + add > sp.o.dead_letter_max) {
             snprintf(old, sizeof(old), "%s/dead-letter.1.ndjson", sp.o.dir);
-            rename(path, old); /* keep the newest two files' worth */
+            /* Keep the newest two files' worth. If the rename fails the file
+             * grows past the limit: written, not lost. */
+            if (rename(path, old) < 0)
+                op->rotate_err = errno;
         }
         int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (fd < 0) {
@@ -323,6 +327,9 @@ static void op_after(uv_work_t *w, int status)
         }
         break;
     case OP_DEAD:
+        if (op->rotate_err)
+            log_limited(&write_limit, LOG_WARN, "dead_letter_rotate_failed",
+                        "dir=%s error=\"%s\"", sp.o.dir, strerror(op->rotate_err));
         if (op->err)
             log_limited(&write_limit, LOG_ERROR, "dead_letter_write_failed",
                         "dir=%s error=\"%s\"", sp.o.dir, strerror(op->err));
@@ -527,12 +534,25 @@ void spool_ack(uint64_t ref, uint64_t rows)
     }
 }
 
+/* The dead-letter copy of b could not be made: its rows were counted as
+ * dropped already; say that the copy is missing too. */
+static void dead_letter_lost(batch_buf *b, const char *why)
+{
+    log_limited(&write_limit, LOG_ERROR, "dead_letter_write_failed",
+                "dir=%s dataset=%s rows=%llu error=\"%s\"", sp.o.dir,
+                bf_dataset_name(b->dataset), (unsigned long long)b->rows, why);
+    batch_buf_free(b);
+}
+
 void spool_dead_letter(batch_buf *b, long status, const char *body)
 {
+    if (!sp.open) {
+        dead_letter_lost(b, "spool not open");
+        return;
+    }
     spool_op *op = op_new(OP_DEAD);
-    if (!op || !sp.open) {
-        free(op);
-        batch_buf_free(b);
+    if (!op) {
+        dead_letter_lost(b, "out of memory");
         return;
     }
     /* One JSON header line, then the refused rows as they were sent. */
@@ -547,7 +567,7 @@ void spool_dead_letter(batch_buf *b, long status, const char *body)
     if (!line) {
         free(text);
         free(op);
-        batch_buf_free(b);
+        dead_letter_lost(b, "out of memory");
         return;
     }
     line[tl] = '\n';
@@ -578,16 +598,20 @@ void spool_flush(void (*done)(void *arg), void *arg)
 }
 
 /* Index one segment left by an earlier run: walk its records one at a
- * time, checking each crc, count rows, stop at a torn or corrupt record. */
+ * time, checking each crc, count rows, stop at a torn or corrupt record.
+ * Returns 0 or a negative errno (the segment is then left alone on disk). */
 static int index_segment(uint64_t seq)
 {
     char path[300];
     seg_path(path, sizeof(path), seq);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
     struct stat st;
-    fstat(fd, &st);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
     uint64_t off = 0, rows = 0, size = (uint64_t)st.st_size;
     while (off < size) {
         uint64_t len;
@@ -608,7 +632,7 @@ static int index_segment(uint64_t seq)
     close(fd);
     segment *s = seg_new(seq);
     if (!s)
-        return -1;
+        return -ENOMEM;
     s->bytes = off;
     s->rows_unread = rows;
     if (off == 0)
@@ -631,13 +655,15 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
     sp.cb = cb;
     sp.cb_arg = arg;
     if (mkdir(opts->dir, 0700) < 0 && errno != EEXIST) {
-        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
+        return -e;
     }
     DIR *d = opendir(opts->dir);
     if (!d) {
-        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
+        return -e;
     }
     uint64_t *seqs = NULL;
     size_t count = 0, cap = 0;
@@ -651,8 +677,12 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
         if (count == cap) {
             cap = cap ? cap * 2 : 64;
             uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
-            if (!ns)
-                break;
+            if (!ns) { /* starting without some segments would hide them */
+                closedir(d);
+                free(seqs);
+                snprintf(err, n, "spool directory %s: out of memory", opts->dir);
+                return -ENOMEM;
+            }
             seqs = ns;
         }
         seqs[count++] = seq;
@@ -662,7 +692,10 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
         qsort(seqs, count, sizeof(*seqs), cmp_u64);
     sp.open = 1;
     for (size_t i = 0; i < count; i++) {
-        index_segment(seqs[i]);
+        int rc = index_segment(seqs[i]);
+        if (rc < 0) /* left on disk, not replayed by this run */
+            log_error("spool_segment_unreadable", "segment=%016llx error=\"%s\"",
+                      (unsigned long long)seqs[i], strerror(-rc));
         sp.next_seq = seqs[i] + 1;
     }
     free(seqs);

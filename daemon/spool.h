@@ -17,7 +17,11 @@
  * as dropped.spool_full.
  *
  * All file I/O runs on the libuv threadpool, one operation at a time in
- * order; segment bookkeeping happens on the loop thread only.
+ * order. Segment bookkeeping (offsets, row counts, the list) happens on the
+ * loop thread only; the one exception is a segment's write fd, which the
+ * worker running its first append opens, and which the loop thread closes
+ * only once no operation uses the segment: operations never overlap, so
+ * the two never touch it at once.
  * DIR/dead-letter.ndjson (rotated once to dead-letter.1.ndjson past
  * dead_letter_max) holds batches Tinybird refused: a header line
  * {"dead_letter":{...status, response...}} and then the rows.
@@ -42,7 +46,8 @@ typedef void (*spool_replay_cb)(batch_buf *b, uint64_t ref, void *arg);
 
 /* Create DIR (0700) when missing and index the segments already there
  * (left by an earlier run), checking each record's crc. Blocking: runs
- * before the loop starts. Returns 0 or -1 with a message in err. */
+ * before the loop starts. Returns 0, or a negative errno with a message in
+ * err (size n). A segment that cannot be read is logged and left on disk. */
 int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
                void *arg, char *err, size_t n);
 
@@ -59,7 +64,8 @@ int spool_read_next(void);
 void spool_ack(uint64_t ref, uint64_t rows);
 
 /* Append b with the response that refused it to the dead-letter file;
- * the spool owns b from here. */
+ * the spool owns b from here. A copy that cannot be written is logged
+ * (dead_letter_write_failed); its rows were counted as dropped already. */
 void spool_dead_letter(batch_buf *b, long status, const char *body);
 
 /* Rows waiting in the spool and not yet read for replay. */

@@ -83,7 +83,9 @@ static void make_row(row_slot *s, unsigned ds, int n)
     BF_SET_STR(&s->ev, id, s->id, strlen(s->id));
     memset(&s->row, 0, sizeof(s->row));
     bf_row *r = &s->row;
-    r->ev = &s->ev;
+    r->dataset = ds;
+    r->model = s->ev.model;
+    r->username = (bf_str){"", 0};
     r->provider = "P";
     r->id = s->ev.id;
     r->user_id = (bf_str){"u", 1};

@@ -38,8 +38,10 @@ static const char *write_catalog(const char *text)
 static catalog *must_load(const char *path)
 {
     char err[512] = "";
-    catalog *c = catalog_load(path, err, sizeof(err));
-    ck_assert_msg(c != NULL, "catalog_load(%s): %s", path, err);
+    catalog *c;
+    ck_assert_msg(catalog_load(path, &c, err, sizeof(err)) == 0, "catalog_load(%s): %s",
+                  path, err);
+    ck_assert_ptr_nonnull(c);
     return c;
 }
 
@@ -242,7 +244,8 @@ START_TEST(test_catalog_bad_file)
         snprintf(path, sizeof(path), "%s/catalog.json", tmpdir); /* not written */
     }
     memset(err, 0, sizeof(err));
-    catalog *c = catalog_load(path, err, sizeof(err));
+    catalog *c = (catalog *)&c; /* must come back NULL */
+    ck_assert_int_eq(catalog_load(path, &c, err, sizeof(err)), -EINVAL);
     ck_assert_msg(c == NULL, "case %d loaded", _i);
     ck_assert_msg(strstr(err, bad[_i].needle1) != NULL, "case %d: '%s' lacks '%s'",
                   _i, err, bad[_i].needle1);
@@ -262,7 +265,9 @@ START_TEST(test_catalog_provider_too_long)
     prov[sizeof(prov) - 1] = '\0';
     snprintf(text, sizeof(text),
              "{\"models\": {\"long\": {\"provider\": \"%s\", \"per_image\": 1}}}", prov);
-    ck_assert_ptr_null(catalog_load(write_catalog(text), err, sizeof(err)));
+    catalog *none;
+    ck_assert_int_eq(catalog_load(write_catalog(text), &none, err, sizeof(err)), -EINVAL);
+    ck_assert_ptr_null(none);
     ck_assert_msg(strstr(err, "'long'") && strstr(err, "provider"), "err: %s", err);
     prov[CATALOG_PROVIDER_MAX] = '\0'; /* exactly the limit: fine */
     snprintf(text, sizeof(text),
@@ -277,7 +282,9 @@ START_TEST(test_catalog_error_truncated_safely)
 {
     char err[8];
     memset(err, 'X', sizeof(err));
-    ck_assert_ptr_null(catalog_load(write_catalog("{}"), err, sizeof(err)));
+    catalog *none;
+    ck_assert_int_eq(catalog_load(write_catalog("{}"), &none, err, sizeof(err)), -EINVAL);
+    ck_assert_ptr_null(none);
     ck_assert_ptr_nonnull(memchr(err, '\0', sizeof(err)));
 }
 END_TEST

@@ -316,7 +316,7 @@ START_TEST(test_enrich_ip_garbage)
     char out[48], hash[IP_HASH_HEX + 1];
     memset(out, 'X', sizeof(out));
     memset(hash, 'X', sizeof(hash));
-    ck_assert_msg(enrich_ip(ctx, bad_ips[_i].s, bad_ips[_i].len, out, hash) == -1,
+    ck_assert_msg(enrich_ip(ctx, bad_ips[_i].s, bad_ips[_i].len, out, hash) == -EINVAL,
                   "case %d '%s' parsed as '%s'", _i, bad_ips[_i].s, out);
     ck_assert_str_eq(out, "");
     ck_assert_str_eq(hash, "");
@@ -326,7 +326,7 @@ END_TEST
 START_TEST(test_enrich_ip_empty)
 {
     char out[48], hash[IP_HASH_HEX + 1];
-    ck_assert_int_eq(enrich_ip(ctx, "", 0, out, hash), -1);
+    ck_assert_int_eq(enrich_ip(ctx, "", 0, out, hash), -EINVAL);
     ck_assert_str_eq(out, "");
     ck_assert_str_eq(hash, "");
 }
@@ -349,8 +349,8 @@ START_TEST(test_enrich_ip_hash_properties)
     char err[256], other[128];
     snprintf(other, sizeof(other), "%s/other.key", tmpdir);
     tu_write_file(other, "fedcba9876543210fedcba9876543210", 32);
-    enrich_ctx *c2 = enrich_new(other, err, sizeof(err));
-    ck_assert_msg(c2 != NULL, "%s", err);
+    enrich_ctx *c2;
+    ck_assert_msg(enrich_new(other, &c2, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(enrich_ip(c2, "1.2.3.4", 7, out, h3), 0);
     ck_assert_str_ne(h1, h3);
     char want[IP_HASH_HEX + 1];
@@ -367,8 +367,8 @@ START_TEST(test_enrich_key_created_0600)
 {
     char err[256], path[160], text[128];
     snprintf(path, sizeof(path), "%s/new.key", tmpdir);
-    enrich_ctx *c1 = enrich_new(path, err, sizeof(err));
-    ck_assert_msg(c1 != NULL, "%s", err);
+    enrich_ctx *c1;
+    ck_assert_msg(enrich_new(path, &c1, err, sizeof(err)) == 0, "%s", err);
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
     ck_assert(S_ISREG(st.st_mode));
@@ -388,8 +388,8 @@ START_TEST(test_enrich_key_created_0600)
     ck_assert_int_eq(enrich_ip(c1, "203.0.113.9", 11, out, h1), 0);
     expected_hash(text, 64, (const unsigned char *)"\xcb\x00\x71\x09", 4, want);
     ck_assert_str_eq(h1, want);
-    enrich_ctx *c2 = enrich_new(path, err, sizeof(err));
-    ck_assert_msg(c2 != NULL, "%s", err);
+    enrich_ctx *c2;
+    ck_assert_msg(enrich_new(path, &c2, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(enrich_ip(c2, "203.0.113.9", 11, out, h2), 0);
     ck_assert_str_eq(h1, h2);
     /* Not rewritten. */
@@ -403,19 +403,23 @@ END_TEST
 START_TEST(test_enrich_key_too_short)
 {
     char err[256], path[160];
+    enrich_ctx *none;
     snprintf(path, sizeof(path), "%s/short.key", tmpdir);
     tu_write_file(path, "0123456789abcde\n", 16); /* 15 bytes of key */
     err[0] = '\0';
-    ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
+    ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
+    ck_assert_ptr_null(none);
     ck_assert_msg(strstr(err, path) && strstr(err, "16 bytes"), "err: %s", err);
     tu_write_file(path, "", 0);
-    ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
+    ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
+    ck_assert_ptr_null(none);
     tu_write_file(path, "\n\n\r\n", 4);
-    ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
+    ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
+    ck_assert_ptr_null(none);
     /* 16 bytes is enough. */
     tu_write_file(path, "0123456789abcdef\n", 17);
-    enrich_ctx *c = enrich_new(path, err, sizeof(err));
-    ck_assert_msg(c != NULL, "%s", err);
+    enrich_ctx *c;
+    ck_assert_msg(enrich_new(path, &c, err, sizeof(err)) == 0, "%s", err);
     enrich_free(c);
 }
 END_TEST
@@ -423,9 +427,11 @@ END_TEST
 START_TEST(test_enrich_key_unwritable)
 {
     char err[256], path[160];
+    enrich_ctx *none;
     snprintf(path, sizeof(path), "%s/no/such/dir.key", tmpdir);
     err[0] = '\0';
-    ck_assert_ptr_null(enrich_new(path, err, sizeof(err)));
+    ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -ENOENT);
+    ck_assert_ptr_null(none);
     ck_assert_msg(strstr(err, path) != NULL, "err: %s", err);
 }
 END_TEST
@@ -446,6 +452,32 @@ static void llm_event(bf_event *ev, const char *model)
     BF_SET_STR(ev, model, model, strlen(model));
 }
 
+/* The row copies what it needs of the event and points at nothing of the
+ * raw ip: no byte run of the row spells it, and no string of the row
+ * points into it. */
+START_TEST(test_enrich_row_keeps_no_raw_ip)
+{
+    static const char raw[] = "203.0.113.77";
+    bf_event ev;
+    bf_row row;
+    image_event(&ev, "flux");
+    BF_SET_STR(&ev, ip, raw, strlen(raw));
+    BF_SET_STR(&ev, username, "alice", 5);
+    BF_SET_U64(&ev, width, 512);
+    ck_assert_int_eq(bf_validate(&ev), BF_OK);
+    enrich_event(ctx, &ev, RECV_MS, &row);
+    ck_assert_str_eq(row.ip, "203.0.113.0");
+    ck_assert_bfstr(row.username, "alice");
+    ck_assert_uint_eq(row.width, 512);
+    ck_assert_ptr_null(memmem(&row, sizeof(row), raw, strlen(raw)));
+    const bf_str *strs[] = {&row.model, &row.username, &row.id, &row.user_id, &row.tier,
+                            &row.status, &row.prompt, &row.error_message};
+    for (int i = 0; i < N(strs); i++)
+        ck_assert_msg(strs[i]->ptr < raw || strs[i]->ptr >= raw + sizeof(raw),
+                      "string %d of the row points into the raw ip", i);
+}
+END_TEST
+
 START_TEST(test_enrich_event_defaults)
 {
     bf_event ev;
@@ -453,7 +485,9 @@ START_TEST(test_enrich_event_defaults)
     image_event(&ev, "flux");
     ck_assert_int_eq(bf_validate(&ev), BF_OK);
     enrich_event(ctx, &ev, RECV_MS, &row);
-    ck_assert_ptr_eq(row.ev, &ev);
+    ck_assert_uint_eq(row.dataset, BF_DATASET_image_events);
+    ck_assert_bfstr(row.model, "flux");
+    ck_assert_bfstr(row.username, "");
     ck_assert_bfstr(row.user_id, "anonymous");
     ck_assert_bfstr(row.tier, "anonymous");
     ck_assert_bfstr(row.status, "success");
@@ -714,8 +748,8 @@ START_TEST(test_enrich_event_cost_cached_tokens_llm_only)
         " \"cached_prompt_per_mtok\": 1, \"completion_per_mtok\": 0}}}";
     snprintf(path, sizeof(path), "%s/catalog.json", tmpdir);
     tu_write_file(path, text, strlen(text));
-    catalog *c = catalog_load(path, err, sizeof(err));
-    ck_assert_msg(c != NULL, "%s", err);
+    catalog *c;
+    ck_assert_msg(catalog_load(path, &c, err, sizeof(err)) == 0, "%s", err);
     enrich_set_catalog(ctx, c);
     bf_event ev;
     bf_row row;
@@ -822,6 +856,7 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_key_too_short);
     tcase_add_test(tc, test_enrich_key_unwritable);
     tcase_add_test(tc, test_enrich_event_defaults);
+    tcase_add_test(tc, test_enrich_row_keeps_no_raw_ip);
     tcase_add_test(tc, test_enrich_event_user_and_tier);
     tcase_add_test(tc, test_enrich_event_status);
     tcase_add_test(tc, test_enrich_event_truncation);

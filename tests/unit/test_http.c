@@ -426,7 +426,7 @@ START_TEST(test_http_close_aborts)
     http_close();
     ck_assert_int_eq(got[0].calls, 1);
     ck_assert_str_eq(got[0].error, "aborted");
-    ck_assert_int_eq(http_post(url, "x\n", 2, NULL, on_done, &got[1]), -1);
+    ck_assert_int_eq(http_post(url, "x\n", 2, NULL, on_done, &got[1]), -ESHUTDOWN);
     http_close(); /* twice: no-op */
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ck_assert_int_eq(got[1].calls, 0);

@@ -613,8 +613,8 @@ static catalog *worst_catalog(void)
              " \"completion_per_mtok\": 1.2345678901234e-300}}}");
     snprintf(path, sizeof(path), "%s/worst.json", tmpdir);
     tu_write_file(path, text, strlen(text));
-    catalog *c = catalog_load(path, err, sizeof(err));
-    ck_assert_msg(c != NULL, "%s", err);
+    catalog *c;
+    ck_assert_msg(catalog_load(path, &c, err, sizeof(err)) == 0, "%s", err);
     return c;
 }
 

@@ -264,6 +264,32 @@ START_TEST(test_spool_open_empty)
 }
 END_TEST
 
+/* A segment that cannot be opened is named in the log and left on disk,
+ * and new segments are numbered after it (so it is never overwritten). */
+START_TEST(test_spool_unreadable_segment_logged_and_kept)
+{
+    char seg[256], target[256], path[256];
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(seg, sizeof(seg), "%s/0000000000000005.seg", dir);
+    snprintf(target, sizeof(target), "%s/nowhere", dir);
+    ck_assert_int_eq(symlink(target, seg), 0); /* open fails: ENOENT */
+    open_spool();
+    ck_assert_uint_eq(spool_segments(), 0);
+    spool_append(tu_batch(BF_DATASET_llm_events, 1, "after"));
+    flush_wait();
+    snprintf(path, sizeof(path), "%s/0000000000000006.seg", dir);
+    ck_assert_int_gt(tu_file_size(path), 0);
+    struct stat st;
+    ck_assert_int_eq(lstat(seg, &st), 0); /* still there */
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg(strstr(log, "event=spool_segment_unreadable segment=0000000000000005") &&
+                      strstr(log, "No such file or directory"), "log: %s", log);
+    free(log);
+}
+END_TEST
+
 START_TEST(test_spool_open_error)
 {
     char file[128], bad[192], err[256] = "";
@@ -271,7 +297,7 @@ START_TEST(test_spool_open_error)
     tu_write_file(file, "x", 1);
     snprintf(bad, sizeof(bad), "%s/sub", file); /* under a regular file */
     opts.dir = bad;
-    ck_assert_int_eq(spool_open(&loop, &opts, on_replay, NULL, err, sizeof(err)), -1);
+    ck_assert_int_eq(spool_open(&loop, &opts, on_replay, NULL, err, sizeof(err)), -ENOTDIR);
     ck_assert_msg(strstr(err, bad) != NULL, "err '%s'", err);
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
@@ -923,6 +949,7 @@ Suite *spool_suite(void)
     Suite *s = tu_suite("spool", spool_setup, spool_teardown, &tc);
     tcase_add_test(tc, test_spool_open_empty);
     tcase_add_test(tc, test_spool_open_error);
+    tcase_add_test(tc, test_spool_unreadable_segment_logged_and_kept);
     tcase_add_test(tc, test_spool_append_format);
     tcase_add_test(tc, test_spool_flush_after_writes);
     tcase_add_test(tc, test_spool_replay_in_order);

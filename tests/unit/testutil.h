@@ -288,10 +288,9 @@ static inline void tu_enrich_open(const char *key_path, enrich_ctx **ctx, catalo
 {
     char err[256];
     tu_write_file(key_path, TEST_KEY "\n", strlen(TEST_KEY) + 1);
-    *ctx = enrich_new(key_path, err, sizeof(err));
-    ck_assert_msg(*ctx != NULL, "enrich_new: %s", err);
-    *cat = catalog_load(CATALOG_PATH, err, sizeof(err));
-    ck_assert_msg(*cat != NULL, "catalog_load: %s", err);
+    ck_assert_msg(enrich_new(key_path, ctx, err, sizeof(err)) == 0, "enrich_new: %s", err);
+    ck_assert_msg(catalog_load(CATALOG_PATH, cat, err, sizeof(err)) == 0, "catalog_load: %s",
+                  err);
     enrich_set_catalog(*ctx, *cat);
 }
 
