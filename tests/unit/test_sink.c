@@ -325,7 +325,8 @@ static sink_opts fake_opts(const fake_step *steps, int n, unsigned backend_limit
 {
     static sink_backend be;
     memset(&fk, 0, sizeof(fk));
-    memcpy(fk.script, steps, (size_t)n * sizeof(*steps));
+    if (n)
+        memcpy(fk.script, steps, (size_t)n * sizeof(*steps));
     fk.nscript = n;
     be = fake_backend;
     be.max_inflight = backend_limit;
