@@ -37,7 +37,7 @@ CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 PROTO_SRC  = proto/bf_proto.c proto/bf_json.c
 DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 SHIM_SRC   = client-shim/c/bf_client.c
-CLI_SRC    = client-shim/c/birdfeeder.c
+CLI_SRC    = $(wildcard cli/*.c)
 UNIT_SRC   = tests/unit/main.c $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))

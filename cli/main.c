@@ -1,0 +1,125 @@
+/*
+ * cli/main.c: the `birdfeeder` command line tool: usage and the command
+ * table.
+ *
+ *   birdfeeder send [--to HOST:PORT] [--rate N] [--repeat N]  < events.ndjson
+ *   birdfeeder encode                                         < events.ndjson
+ *   birdfeeder decode                                         < datagrams.hex
+ *   birdfeeder stats [--socket PATH] [--once] [--json | --prom]
+ *
+ * For people and scripts: send test or backfill events to the daemon, see
+ * the bytes an event becomes, read datagrams captured off the wire, and
+ * watch the daemon's stats socket. Events are read and written as the JSON
+ * objects of proto/PROTOCOL.md. Each subcommand is one entry in `commands`
+ * below and lives in a file of its own: send.c, codec.c (encode, decode),
+ * stats.c (with stats_view.c and stats_prom.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bf_client.h"
+#include "bf_proto.h"
+#include "cli.h"
+
+#ifndef BF_VERSION
+#define BF_VERSION "0.1.0"
+#endif
+
+const char cli_usage[] =
+    "usage: " PROG " <command> [options]\n"
+    "\n"
+    "Send events to the birdfeeder daemon, and read or write protocol v1\n"
+    "datagrams (proto/PROTOCOL.md). Events are JSON objects, one per line:\n"
+    "  {\"dataset\":\"image_events\",\"model\":\"flux\",\"width\":1024}\n"
+    "\n"
+    "commands:\n"
+    "  send [--to HOST:PORT] [--rate N] [--repeat N]\n"
+    "        Read events from stdin, check each one as the daemon would, and\n"
+    "        send each good one as one UDP datagram. Bad lines are reported\n"
+    "        on stderr and skipped. Ends with \"sent N, invalid N, dropped N\"\n"
+    "        on stderr; exits 1 if any line was invalid.\n"
+    "          --to HOST:PORT  daemon address: A.B.C.D:PORT, [IPv6]:PORT or\n"
+    "                          localhost:PORT (default $" BF_CLIENT_ADDR_ENV
+    ", else\n"
+    "                          " BF_CLIENT_DEFAULT_ADDR ")\n"
+    "          --rate N        at most N datagrams per second (default: no pause)\n"
+    "          --repeat N      send every event N times (simple load; default 1)\n"
+    "  encode\n"
+    "        Read events from stdin and print each datagram `send` would send\n"
+    "        (prompt cut to 120 characters) as one line of lowercase hex.\n"
+    "  decode\n"
+    "        Read datagrams from stdin, one per line in hex (spaces allowed),\n"
+    "        and print each as one JSON line, or \"error: <reason>\" when the\n"
+    "        daemon would reject it (with its default limit of 8192 bytes).\n"
+    "        Exits 1 if any line was rejected.\n"
+    "  stats [--socket PATH] [--once] [--json | --prom]\n"
+    "        Watch the daemon's stats socket: a view redrawn at every line\n"
+    "        the daemon writes (each --stats-interval-ms), with rates per\n"
+    "        second; it reconnects when the daemon restarts.\n"
+    "          --socket PATH   the daemon's --stats-socket (default\n"
+    "                          $BIRDFEEDER_STATS_SOCKET, else\n"
+    "                          /run/birdfeeder/stats.sock)\n"
+    "          --once          print one view and exit (rates over about 1 s)\n"
+    "          --json          print the JSON lines as received (with --once:\n"
+    "                          one line)\n"
+    "          --prom          print one Prometheus text exposition and exit\n"
+    "        Exits 1 when the socket cannot be read.\n"
+    "  help  Print this text (also --help).\n"
+    "  --version\n"
+    "        Print the version and the protocol version.\n";
+
+static int cmd_help(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fputs(cli_usage, stdout);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf(PROG " %s (protocol %d)\n", BF_VERSION, BF_PROTO_VERSION);
+    return 0;
+}
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"send", cmd_send},
+    {"encode", cmd_encode},
+    {"decode", cmd_decode},
+    {"stats", cmd_stats},
+    {"help", cmd_help},
+    {"--help", cmd_help},
+    {"-h", cmd_help},
+    {"--version", cmd_version},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(cli_usage, stderr);
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            /* getopt_long prefixes its messages with argv[0]. */
+            static char name[64];
+            snprintf(name, sizeof(name), PROG " %s", argv[1]);
+            argv[1] = name;
+            int rc = commands[i].run(argc - 1, argv + 1);
+            if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, PROG ": write error: %s\n", strerror(errno));
+                return 2;
+            }
+            return rc;
+        }
+    }
+    fprintf(stderr, PROG ": unknown command '%s' (try '" PROG " help')\n",
+            argv[1]);
+    return 2;
+}

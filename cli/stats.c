@@ -1,0 +1,337 @@
+/*
+ * cli/stats.c: `birdfeeder stats`: a view of the daemon's stats socket
+ * (daemon/stats.h): the connection, and the --once, --json, --prom and live
+ * modes. The frames are drawn by stats_view.c, the exposition by
+ * stats_prom.c.
+ *
+ * The daemon writes one JSON object per line to every client, at once on
+ * connect and then every --stats-interval-ms. Counters only grow while one
+ * daemon runs; rates are the difference of two lines over the difference of
+ * their ts_ms. Keys this version does not know are ignored by the views and
+ * exported as gauges by --prom, so a newer daemon never breaks the tool.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define STATS_SOCKET_ENV "BIRDFEEDER_STATS_SOCKET"
+#define STATS_DEFAULT_SOCKET "/run/birdfeeder/stats.sock"
+#define STATS_LINE_MAX (1024 * 1024)   /* longer: not our daemon */
+#define STATS_ONCE_SPAN_MS 1000        /* --once: rates over about this */
+#define STATS_ONCE_WAIT_MS 5000        /* --once: then totals only */
+#define STATS_CONNECT_WAIT_MS 10000    /* first line after connecting */
+#define STATS_MIN_SPAN_MS 100          /* shorter spans give no rates */
+
+/* A connection to the stats socket and the bytes read but not yet returned
+ * as lines. The line stats_read_line returns is valid until the next call. */
+typedef struct stats_conn {
+    int fd;
+    char *buf;
+    size_t start, len, cap;  /* unreturned bytes are buf[start, len) */
+} stats_conn;
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Connect to the Unix stream socket at path. Returns 0 or -errno. */
+static int stats_connect(stats_conn *c, const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    c->fd = -1;
+    c->start = c->len = 0;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    c->fd = fd;
+    return 0;
+}
+
+static void stats_disconnect(stats_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->start = c->len = 0;
+}
+
+/* Next line (without '\n', NUL-terminated) within timeout_ms (-1: no limit).
+ * Returns 1 with *line set, 0 on timeout, -1 when the daemon closed the
+ * socket or it failed (errno set; 0 for a clean end). */
+static int stats_read_line(stats_conn *c, int timeout_ms, char **line)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    for (;;) {
+        char *nl = c->len > c->start ? memchr(c->buf + c->start, '\n', c->len - c->start)
+                                     : NULL;
+        if (nl) {
+            *nl = '\0';
+            *line = c->buf + c->start;
+            c->start = (size_t)(nl - c->buf) + 1;
+            return 1;
+        }
+        if (c->start > 0) { /* keep the partial line at the front */
+            memmove(c->buf, c->buf + c->start, c->len - c->start);
+            c->len -= c->start;
+            c->start = 0;
+        }
+        if (c->cap - c->len < 4096) {
+            if (c->cap >= STATS_LINE_MAX) {
+                errno = EMSGSIZE;
+                return -1;
+            }
+            size_t cap = c->cap ? c->cap * 2 : 16384;
+            char *b = realloc(c->buf, cap);
+            if (!b)
+                return -1;
+            c->buf = b;
+            c->cap = cap;
+        }
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0)
+                return 0;
+            wait = (int)left;
+        }
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int r = poll(&p, 1, wait);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return 0;
+        ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = 0;
+            return -1;
+        }
+        c->len += (size_t)n;
+    }
+}
+
+/* The line as a JSON object, or NULL (message on stderr). */
+static json_t *stats_parse(const char *line)
+{
+    json_error_t e;
+    json_t *o = json_loads(line, 0, &e);
+    if (!json_is_object(o)) {
+        fprintf(stderr, PROG " stats: not a stats line (%s): %.80s\n",
+                o ? "not an object" : e.text, line);
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static void stats_connect_error(const char *path, int err)
+{
+    fprintf(stderr, PROG " stats: cannot connect to %s: %s", path, strerror(-err));
+    if (err == -ENOENT || err == -ECONNREFUSED)
+        fprintf(stderr, " (is birdfeederd running, with --stats-socket %s?)", path);
+    else if (err == -EACCES)
+        fprintf(stderr, " (the socket is mode 0660: run as root or its group)");
+    fputc('\n', stderr);
+}
+
+/* --once: the first line, then lines until STATS_ONCE_SPAN_MS of daemon time
+ * passed (rates) or STATS_ONCE_WAIT_MS of ours (totals only). */
+static int stats_once(stats_conn *c, const char *path, int prom)
+{
+    char *line;
+    if (stats_read_line(c, STATS_CONNECT_WAIT_MS, &line) <= 0) {
+        fprintf(stderr, PROG " stats: no stats line from %s\n", path);
+        return 1;
+    }
+    json_t *first = stats_parse(line);
+    if (!first)
+        return 1;
+    if (prom) {
+        prom_print(first, stdout);
+        json_decref(first);
+        return 0;
+    }
+    json_t *last = NULL;
+    int64_t deadline = mono_ms() + STATS_ONCE_WAIT_MS;
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0 || stats_read_line(c, (int)left, &line) <= 0)
+            break;
+        json_t *o = stats_parse(line);
+        if (!o)
+            break;
+        json_decref(last);
+        last = o;
+        if (jnum(last, "ts_ms") - jnum(first, "ts_ms") >= STATS_ONCE_SPAN_MS)
+            break;
+    }
+    stats_view v = {.cur = last ? last : first, .prev = last ? first : NULL};
+    if (last) {
+        v.dt = (jnum(last, "ts_ms") - jnum(first, "ts_ms")) / 1000;
+        if (v.dt <= 0 || jnum(last, "uptime_ms") < jnum(first, "uptime_ms"))
+            v.prev = NULL; /* same instant, or another daemon */
+    }
+    view_print(&v, stdout, path);
+    json_decref(first);
+    json_decref(last);
+    return 0;
+}
+
+/* --json: the lines exactly as the daemon wrote them. */
+static int stats_json(stats_conn *c, const char *path, int once)
+{
+    char *line;
+    int r;
+    while ((r = stats_read_line(c, once ? STATS_CONNECT_WAIT_MS : -1, &line)) > 0) {
+        puts(line);
+        if (fflush(stdout) != 0 || once)
+            return ferror(stdout) ? 2 : 0;
+    }
+    if (r == 0 || errno) {
+        fprintf(stderr, PROG " stats: %s: %s\n", path,
+                r == 0 ? "no stats line" : strerror(errno));
+        return 1;
+    }
+    return 0; /* the daemon stopped */
+}
+
+/* The live view: a frame per line, redrawn in place on a terminal. When the
+ * daemon goes away the view says so and reconnects. */
+static int stats_live(stats_conn *c, const char *path)
+{
+    int tty = isatty(STDOUT_FILENO);
+    json_t *prev = NULL;
+    for (;;) {
+        char *line;
+        int r = stats_read_line(c, -1, &line);
+        json_t *cur = r > 0 ? stats_parse(line) : NULL;
+        if (!cur) {
+            json_decref(prev);
+            prev = NULL;
+            stats_disconnect(c);
+            if (tty)
+                fputs("\033[H\033[2J", stdout);
+            printf("birdfeederd %s: connection closed, reconnecting...\n", path);
+            fflush(stdout);
+            while (stats_connect(c, path) < 0)
+                sleep(1);
+            continue;
+        }
+        stats_view v = {.cur = cur, .prev = prev};
+        int keep_prev = 0;
+        if (prev) {
+            v.dt = (jnum(cur, "ts_ms") - jnum(prev, "ts_ms")) / 1000;
+            if (jnum(cur, "uptime_ms") < jnum(prev, "uptime_ms")) {
+                v.prev = NULL; /* another daemon */
+            } else if (v.dt * 1000 < STATS_MIN_SPAN_MS) {
+                /* The line sent on connect and the first tick can be a few
+                 * ms apart: no rates from that, wait for a longer span. */
+                v.prev = NULL;
+                keep_prev = 1;
+            }
+        }
+        if (tty)
+            fputs("\033[H\033[2J", stdout); /* home, clear */
+        view_print(&v, stdout, path);
+        if (tty)
+            fputs("(Ctrl-C quits)\n", stdout);
+        else
+            fputc('\n', stdout);
+        if (fflush(stdout) != 0) {
+            json_decref(cur);
+            json_decref(prev);
+            return 2;
+        }
+        if (keep_prev) {
+            json_decref(cur);
+        } else {
+            json_decref(prev);
+            prev = cur;
+        }
+    }
+}
+
+int cmd_stats(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"once", no_argument, NULL, '1'},
+        {"json", no_argument, NULL, 'j'},
+        {"prom", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv(STATS_SOCKET_ENV);
+    int once = 0, json = 0, prom = 0, opt;
+    if (!path || !*path)
+        path = STATS_DEFAULT_SOCKET;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            path = optarg;
+            break;
+        case '1':
+            once = 1;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'p':
+            prom = 1;
+            break;
+        case 'h':
+            fputs(cli_usage, stdout);
+            return 0;
+        default:
+            fputs("usage: " PROG " stats [--socket PATH] [--once] [--json | --prom]\n",
+                  stderr);
+            return 2;
+        }
+    }
+    if (optind != argc || (json && prom)) {
+        fprintf(stderr, PROG " stats: %s\n",
+                optind != argc ? "unexpected argument" : "--json or --prom, not both");
+        return 2;
+    }
+    stats_conn c = {.fd = -1};
+    int rc = stats_connect(&c, path);
+    if (rc < 0) {
+        stats_connect_error(path, rc);
+        return 1;
+    }
+    if (json)
+        rc = stats_json(&c, path, once);
+    else if (prom || once)
+        rc = stats_once(&c, path, prom);
+    else
+        rc = stats_live(&c, path);
+    stats_disconnect(&c);
+    free(c.buf);
+    return rc;
+}
