@@ -34,7 +34,7 @@ LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
-PROTO_SRC  = proto/bf_proto.c proto/bf_json.c
+PROTO_SRC  = proto/bf_proto.c proto/bf_json.c proto/bf_decoder.c
 DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 SHIM_SRC   = client-shim/c/bf_client.c
 CLI_SRC    = $(wildcard cli/*.c)

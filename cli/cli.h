@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "bf_decoder.h"
 #include "bf_proto.h"
 
 #define PROG "birdfeeder"
@@ -47,9 +48,11 @@ char *line_read(line_reader *lr, size_t *len);
 int line_is_blank(const char *s, size_t len);
 
 /* The next good event of the input, skipping blank lines and counting (and
- * reporting on stderr) bad ones in *invalid. Returns 1 with *doc owning ev's
- * strings (json_decref when done), or 0 at the end of the input. */
-int cli_next_event(line_reader *lr, bf_event *ev, json_t **doc,
+ * reporting on stderr as "line N: reason: field") bad ones in *invalid.
+ * Returns 1 with ev valid until the next call on dec (dec holds the JSON
+ * its strings borrow), or 0 at the end of the input. The caller
+ * bf_decoder_release()s dec once done. */
+int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
                    unsigned long *invalid);
 
 /* Report the current line as oversize (does not fit one datagram) on stderr

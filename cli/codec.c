@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "bf_client.h"
+#include "bf_decoder.h"
 #include "bf_json.h"
 #include "bf_proto.h"
 #include "cli.h"
@@ -19,11 +20,10 @@ int cmd_encode(int argc, char **argv)
     line_reader lr = {0};
     unsigned long invalid = 0;
     uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
+    bf_decoder dec = {0};
     bf_event ev;
-    json_t *doc;
-    while (cli_next_event(&lr, &ev, &doc, &invalid)) {
+    while (cli_next_event(&lr, &dec, &ev, &invalid)) {
         size_t n = bf_client_encode(&ev, buf, sizeof(buf));
-        json_decref(doc);
         if (n == 0) {
             cli_report_oversize(&lr, &invalid);
             continue;
@@ -32,6 +32,7 @@ int cmd_encode(int argc, char **argv)
             printf("%02x", buf[i]);
         putchar('\n');
     }
+    bf_decoder_release(&dec);
     free(lr.buf);
     return invalid ? 1 : 0;
 }
@@ -69,23 +70,14 @@ static long hex_to_bytes(const char *s, size_t len, uint8_t *out)
     return hi < 0 ? n : -1;
 }
 
-/* Decode one datagram as the daemon does (JSON when it starts with '{'),
- * then validate; prints the event or "error: <reason>". */
+/* Decode and validate one datagram as the daemon does, with its default
+ * size limit; prints the event or "error: <reason>". */
 static int cli_decode_datagram(const uint8_t *buf, size_t len)
 {
+    bf_decoder dec = {0};
     bf_event ev;
-    json_t *doc = NULL;
-    bf_reason r;
-
-    if (len > BF_CLIENT_MAX_DATAGRAM)
-        r = BF_R_oversize;
-    else if (len > 0 && buf[0] == '{')
-        r = bf_json_decode(buf, len, &ev, &doc, NULL);
-    else
-        r = bf_decode(buf, len, &ev);
-    if (r == BF_OK)
-        r = bf_validate(&ev);
-
+    bf_reason r = len > BF_CLIENT_MAX_DATAGRAM ? BF_R_oversize
+                                               : bf_decode_datagram(&dec, buf, len, &ev, NULL);
     int rc = -1;
     char *text = NULL;
     if (r == BF_OK) {
@@ -101,7 +93,7 @@ static int cli_decode_datagram(const uint8_t *buf, size_t len)
         printf("error: %s\n",
                r == BF_OK ? "out of memory" : bf_reason_name(r));
     }
-    json_decref(doc);
+    bf_decoder_release(&dec);
     return rc;
 }
 

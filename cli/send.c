@@ -2,7 +2,6 @@
  * one datagram each, through the C shim (bf_client). */
 #include <errno.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,9 +97,9 @@ int cmd_send(int argc, char **argv)
     line_reader lr = {0};
     unsigned long invalid = 0;
     int64_t next_ns = 0;
+    bf_decoder dec = {0};
     bf_event ev;
-    json_t *doc;
-    while (cli_next_event(&lr, &ev, &doc, &invalid)) {
+    while (cli_next_event(&lr, &dec, &ev, &invalid)) {
         for (unsigned long i = 0; i < repeat; i++) {
             if (rate)
                 cli_pace(&next_ns, rate);
@@ -109,8 +108,8 @@ int cmd_send(int argc, char **argv)
                 break;
             }
         }
-        json_decref(doc);
     }
+    bf_decoder_release(&dec);
     free(lr.buf);
 
     struct bf_client_stats st;

@@ -15,7 +15,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "config.h"
-#include "decode.h"
+#include "bf_decoder.h"
 #include "enrich.h"
 #include "log.h"
 #include "memory.h"
@@ -34,7 +34,7 @@ static struct {
     char **argv;
     catalog *cat;
     enrich_ctx *enrich;
-    decoder dec;
+    bf_decoder dec;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
     uv_timer_t status;
@@ -49,20 +49,20 @@ static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *
     (void)arg;
     bf_event ev;
     const char *detail;
-    bf_reason r = decode_datagram(&app.dec, buf, len, &ev, &detail);
+    bf_reason r = bf_decode_datagram(&app.dec, buf, len, &ev, &detail);
     if (r != BF_OK) {
         stats.rejected[r]++;
         log_limited(&reject_limits[r], LOG_WARN, "reject",
                     "reason=%s field=%s bytes=%zu", bf_reason_name(r),
                     detail ? detail : "-", len);
-        decode_release(&app.dec);
+        bf_decoder_release(&app.dec);
         return;
     }
     stats.accepted[ev.dataset]++;
     bf_row row;
     enrich_event(app.enrich, &ev, recv_ms, &row);
     batch_append(&row);
-    decode_release(&app.dec);
+    bf_decoder_release(&app.dec);
 }
 
 static void on_flush(batch_buf *b, void *arg)

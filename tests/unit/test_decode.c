@@ -1,8 +1,11 @@
 /*
- * test_decode.c: daemon/decode.c: datagrams, binary (made by the C encoder,
- * bf_encode) and JSON, to validated events; every reject reason through
- * decode_datagram with the field it names; the JSON document's lifetime.
+ * test_decode.c: proto/bf_decoder.c: datagrams, binary (made by the C
+ * encoder, bf_encode) and JSON, to validated events; every reject reason
+ * through bf_decode_datagram with the field it names; JSON text lines as
+ * the CLI reads them; the JSON document's lifetime.
  *
+ * Every test decodes with the fixture's decoder `d`, which the teardown
+ * releases (so a test that fails half-way leaks nothing either).
  * Datagrams are copied into buffers of their exact size so AddressSanitizer
  * sees any read past the end.
  */
@@ -14,26 +17,37 @@
 #include <string.h>
 
 #include "bf_proto.h"
-#include "decode.h"
+#include "bf_decoder.h"
 #include "testutil.h"
 
-/* decode_datagram on an exact-size copy of buf. *copy is for the caller to
- * free once done with ev (binary events borrow it). */
-static bf_reason decode_copy(decoder *d, const void *buf, size_t len, bf_event *ev,
+static bf_decoder d;
+
+static void decode_setup(void)
+{
+    memset(&d, 0, sizeof(d));
+}
+
+static void decode_teardown(void)
+{
+    bf_decoder_release(&d);
+}
+
+/* bf_decode_datagram on an exact-size copy of buf. *copy is for the caller
+ * to free once done with ev (binary events borrow it). */
+static bf_reason decode_copy(const void *buf, size_t len, bf_event *ev,
                              const char **detail, uint8_t **copy)
 {
     *copy = malloc(len ? len : 1);
     ck_assert_ptr_nonnull(*copy);
     if (len)
         memcpy(*copy, buf, len);
-    return decode_datagram(d, *copy, len, ev, detail);
+    return bf_decode_datagram(&d, *copy, len, ev, detail);
 }
 
 START_TEST(test_decode_binary_image)
 {
     bf_event in, out;
     uint8_t buf[512], *copy;
-    decoder d = {0};
     const char *detail = "unset";
     bf_event_init(&in, BF_DATASET_image_events);
     BF_SET_STR(&in, model, "flux", 4);
@@ -47,7 +61,7 @@ START_TEST(test_decode_binary_image)
     BF_SET_STR(&in, status, "success", 7);
     size_t n = bf_encode(&in, buf, sizeof(buf));
     ck_assert_uint_gt(n, BF_HEADER_LEN);
-    ck_assert_int_eq(decode_copy(&d, buf, n, &out, &detail, &copy), BF_OK);
+    ck_assert_int_eq(decode_copy(buf, n, &out, &detail, &copy), BF_OK);
     ck_assert_ptr_null(detail);
     ck_assert_ptr_null(d.doc); /* binary: nothing held */
     ck_assert_int_eq(out.dataset, BF_DATASET_image_events);
@@ -63,7 +77,7 @@ START_TEST(test_decode_binary_image)
     ck_assert_uint_eq(out.cached, 1);
     /* Strings borrow the datagram. */
     ck_assert(out.model.ptr >= (const char *)copy && out.model.ptr < (const char *)copy + n);
-    decode_release(&d);
+    bf_decoder_release(&d);
     free(copy);
 }
 END_TEST
@@ -72,7 +86,6 @@ START_TEST(test_decode_binary_llm)
 {
     bf_event in, out;
     uint8_t buf[512], *copy;
-    decoder d = {0};
     bf_event_init(&in, BF_DATASET_llm_events);
     BF_SET_STR(&in, model, "gpt-5-nano", 10);
     BF_SET_U64(&in, prompt_tokens, 4294967295ull);
@@ -81,7 +94,7 @@ START_TEST(test_decode_binary_llm)
     BF_SET_U64(&in, stream, 1);
     BF_SET_STR(&in, ip, "2001:db8::1", 11);
     size_t n = bf_encode(&in, buf, sizeof(buf));
-    ck_assert_int_eq(decode_copy(&d, buf, n, &out, NULL, &copy), BF_OK);
+    ck_assert_int_eq(decode_copy(buf, n, &out, NULL, &copy), BF_OK);
     ck_assert_int_eq(out.dataset, BF_DATASET_llm_events);
     ck_assert_uint_eq(out.present, in.present);
     ck_assert_bfstr(out.model, "gpt-5-nano");
@@ -102,13 +115,12 @@ START_TEST(test_decode_json)
         " \"unknown_key\": [1, 2], \"start_time\": 1700000000000.0} ";
     bf_event ev;
     uint8_t *copy;
-    decoder d = {0};
     const char *detail = "unset";
     /* A leading space is not JSON ('{' must come first): bad_magic. */
-    ck_assert_int_eq(decode_copy(&d, text, sizeof(text) - 1, &ev, &detail, &copy),
+    ck_assert_int_eq(decode_copy(text, sizeof(text) - 1, &ev, &detail, &copy),
                      BF_R_bad_magic);
     free(copy);
-    ck_assert_int_eq(decode_copy(&d, text + 1, sizeof(text) - 2, &ev, &detail, &copy),
+    ck_assert_int_eq(decode_copy(text + 1, sizeof(text) - 2, &ev, &detail, &copy),
                      BF_OK);
     ck_assert_ptr_null(detail);
     ck_assert_ptr_nonnull(d.doc); /* the event borrows the document */
@@ -124,14 +136,14 @@ START_TEST(test_decode_json)
     /* The strings do not borrow the datagram: it can go first. */
     free(copy);
     ck_assert_bfstr(ev.model, "gpt-5-nano");
-    decode_release(&d);
+    bf_decoder_release(&d);
     ck_assert_ptr_null(d.doc);
-    decode_release(&d); /* twice is harmless */
+    bf_decoder_release(&d); /* twice is harmless */
     ck_assert_ptr_null(d.doc);
 }
 END_TEST
 
-/* Every reason, through decode_datagram, and the field it names. */
+/* Every reason, through bf_decode_datagram, and the field it names. */
 #define J(lit) lit, sizeof(lit) - 1
 static const struct {
     const char *name;
@@ -201,9 +213,8 @@ START_TEST(test_decode_reject)
 {
     bf_event ev;
     uint8_t *copy;
-    decoder d = {0};
     const char *detail = "unset";
-    bf_reason r = decode_copy(&d, rejects[_i].buf, rejects[_i].len, &ev, &detail, &copy);
+    bf_reason r = decode_copy(rejects[_i].buf, rejects[_i].len, &ev, &detail, &copy);
     ck_assert_msg(r == rejects[_i].want, "%s: got %s, want %s", rejects[_i].name,
                   bf_reason_name(r), bf_reason_name(rejects[_i].want));
     if (rejects[_i].detail)
@@ -212,13 +223,13 @@ START_TEST(test_decode_reject)
                       detail ? detail : "(null)", rejects[_i].detail);
     else
         ck_assert_msg(detail == NULL, "%s: detail '%s'", rejects[_i].name, detail);
-    decode_release(&d);
+    bf_decoder_release(&d);
     free(copy);
 }
 END_TEST
 
 /* Every reason in reasons.def except oversize (counted by receive, before
- * decoding) is reachable through decode_datagram. */
+ * decoding) is reachable through bf_decode_datagram. */
 START_TEST(test_decode_reject_covers_reasons)
 {
     int seen[BF_R_MAX] = {0};
@@ -237,14 +248,13 @@ START_TEST(test_decode_detail_lives_until_release)
                                "\"a_key_that_is_unknown\":1,\"width\":[]}";
     bf_event ev;
     uint8_t *copy;
-    decoder d = {0};
     const char *detail = NULL;
-    ck_assert_int_eq(decode_copy(&d, text, sizeof(text) - 1, &ev, &detail, &copy),
+    ck_assert_int_eq(decode_copy(text, sizeof(text) - 1, &ev, &detail, &copy),
                      BF_R_bad_type);
     free(copy);
     ck_assert_ptr_nonnull(d.doc);
     ck_assert_str_eq(detail, "width");
-    decode_release(&d);
+    bf_decoder_release(&d);
     ck_assert_ptr_null(d.doc);
 }
 END_TEST
@@ -253,7 +263,6 @@ END_TEST
  * (valgrind and ASan check the frees). */
 START_TEST(test_decode_release_frees)
 {
-    decoder d = {0};
     bf_event ev;
     char text[256];
     uint8_t bin[128];
@@ -263,7 +272,7 @@ START_TEST(test_decode_release_frees)
                            "\"prompt\":\"p%d\",\"width\":%d}",
                            i, i, i % 3 == 0 ? 70000 : i);
         bf_reason want = i % 3 == 0 ? BF_R_out_of_range : BF_OK;
-        ck_assert_int_eq(decode_datagram(&d, (const uint8_t *)text, (size_t)len, &ev,
+        ck_assert_int_eq(bf_decode_datagram(&d, (const uint8_t *)text, (size_t)len, &ev,
                                          NULL),
                          want);
         ck_assert_ptr_nonnull(d.doc);
@@ -273,19 +282,57 @@ START_TEST(test_decode_release_frees)
             bf_event_init(&b, BF_DATASET_llm_events);
             BF_SET_STR(&b, model, "x", 1);
             size_t n = bf_encode(&b, bin, sizeof(bin));
-            ck_assert_int_eq(decode_datagram(&d, bin, n, &ev, NULL), BF_OK);
+            ck_assert_int_eq(bf_decode_datagram(&d, bin, n, &ev, NULL), BF_OK);
             ck_assert_ptr_null(d.doc);
         }
         if (i % 7 == 0)
-            decode_release(&d);
+            bf_decoder_release(&d);
     }
-    decode_release(&d);
+    bf_decoder_release(&d);
     ck_assert_ptr_null(d.doc);
 }
 END_TEST
 
+/* JSON text as the CLI reads a line: whitespace around the object is
+ * allowed (a datagram must start with '{'), and every reject names a
+ * field, "(root)" when the text does not parse. */
+static const struct {
+    const char *text;
+    bf_reason want;
+    const char *detail;
+} json_lines[] = {
+    {" \t{\"dataset\":\"image_events\",\"model\":\"flux\"} ", BF_OK, NULL},
+    {"{\"dataset\":\"llm_events\",\"model\":\"m\",\"stream\":true}", BF_OK, NULL},
+    {"", BF_R_bad_json, "(root)"},
+    {"not json", BF_R_bad_json, "(root)"},
+    {"[1]", BF_R_bad_json, "(root)"},
+    {"{\"model\":\"flux\"}", BF_R_missing_field, "dataset"},
+    {" {\"dataset\":\"image_events\"}", BF_R_missing_field, "model"},
+    {"{\"dataset\":\"image_events\",\"model\":\"m\",\"width\":65536}",
+     BF_R_out_of_range, "width"},
+    {"{\"dataset\":\"image_events\",\"model\":\"m\",\"start_time\":2,\"end_time\":1}",
+     BF_R_bad_value, "end_time"},
+};
+
+START_TEST(test_decode_json_text)
+{
+    bf_event ev;
+    const char *detail = "unset";
+    const char *text = json_lines[_i].text;
+    bf_reason r = bf_decode_json_text(&d, text, strlen(text), &ev, &detail);
+    ck_assert_msg(r == json_lines[_i].want, "'%s': got %s, want %s", text,
+                  bf_reason_name(r), bf_reason_name(json_lines[_i].want));
+    if (json_lines[_i].detail)
+        ck_assert_str_eq(detail, json_lines[_i].detail);
+    else
+        ck_assert_ptr_null(detail);
+    if (r == BF_OK)
+        ck_assert_ptr_nonnull(d.doc); /* the event borrows the document */
+}
+END_TEST
+
 /* Round trip: events built at random, encoded by the C encoder, come back
- * equal through decode_datagram. */
+ * equal through bf_decode_datagram. */
 START_TEST(test_decode_binary_roundtrip)
 {
     unsigned seed = 7;
@@ -294,8 +341,7 @@ START_TEST(test_decode_binary_roundtrip)
         bf_event in, out;
         uint8_t buf[1024];
         char text[64];
-        decoder d = {0};
-        seed = seed * 1103515245u + 12345u;
+            seed = seed * 1103515245u + 12345u;
         unsigned ds = 1 + (seed >> 16) % 2;
         bf_event_init(&in, ds);
         const char *m = models[(seed >> 8) % 3];
@@ -312,7 +358,7 @@ START_TEST(test_decode_binary_roundtrip)
             BF_SET_U64(&in, stream, seed & 1);
         }
         size_t n = bf_encode(&in, buf, sizeof(buf));
-        ck_assert_int_eq(decode_datagram(&d, buf, n, &out, NULL), BF_OK);
+        ck_assert_int_eq(bf_decode_datagram(&d, buf, n, &out, NULL), BF_OK);
         ck_assert_uint_eq(out.present, in.present);
         ck_assert_int_eq(out.dataset, ds);
         ck_assert(str_is(out.model, m));
@@ -330,10 +376,11 @@ END_TEST
 Suite *decode_suite(void)
 {
     TCase *tc;
-    Suite *s = tu_suite("decode", NULL, NULL, &tc);
+    Suite *s = tu_suite("decode", decode_setup, decode_teardown, &tc);
     tcase_add_test(tc, test_decode_binary_image);
     tcase_add_test(tc, test_decode_binary_llm);
     tcase_add_test(tc, test_decode_json);
+    tcase_add_loop_test(tc, test_decode_json_text, 0, N(json_lines));
     tcase_add_loop_test(tc, test_decode_reject, 0, N(rejects));
     tcase_add_test(tc, test_decode_reject_covers_reasons);
     tcase_add_test(tc, test_decode_detail_lives_until_release);

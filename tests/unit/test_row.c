@@ -3,7 +3,7 @@
  * jansson against the datafiles in tinybird/datasources/ (columns, order,
  * types), timestamps, escaping, UTF-8 repair and the row_max_bytes() bound.
  *
- * Rows are built the way the daemon builds them: decode_datagram (for the
+ * Rows are built the way the daemon builds them: bf_decode_datagram (for the
  * size bound), then enrich_event with daemon/catalog.json and a key file in
  * a temporary directory. Runs from the repo root.
  */
@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bf_decoder.h"
 #include "catalog.h"
-#include "decode.h"
 #include "enrich.h"
 #include "row.h"
 #include "stats.h"
@@ -676,10 +676,10 @@ START_TEST(test_row_format_never_exceeds_bound)
     ck_assert_uint_le(dlen, max_datagram);
 
     /* Through the daemon's own decoder, as the bound is stated for. */
-    decoder dec = {0};
+    bf_decoder dec = {0};
     bf_event got;
     const char *detail;
-    ck_assert_int_eq(decode_datagram(&dec, dgram, dlen, &got, &detail), BF_OK);
+    ck_assert_int_eq(bf_decode_datagram(&dec, dgram, dlen, &got, &detail), BF_OK);
     catalog *wc = worst_model ? worst_catalog() : NULL;
     if (wc)
         enrich_set_catalog(ctx, wc);
@@ -696,7 +696,7 @@ START_TEST(test_row_format_never_exceeds_bound)
                   max_datagram, fill, ds, n, bound);
     json_decref(check_row(ds, out, n));
     free(out);
-    decode_release(&dec);
+    bf_decoder_release(&dec);
     if (wc) {
         enrich_set_catalog(ctx, cat);
         catalog_free(wc);

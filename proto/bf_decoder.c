@@ -1,0 +1,49 @@
+/* bf_decoder.c: binary or JSON datagram to a validated event. See
+ * bf_decoder.h. */
+#include "bf_decoder.h"
+
+#include <jansson.h>
+
+#include "bf_json.h"
+
+void bf_decoder_release(bf_decoder *d)
+{
+    if (d->doc) {
+        json_decref(d->doc);
+        d->doc = NULL;
+    }
+}
+
+/* Validate a decoded event; the field at fault in *detail. */
+static bf_reason validate(bf_reason r, const bf_event *ev, const char *key,
+                          const char **detail)
+{
+    unsigned tag = 0;
+    if (r == BF_OK && (r = bf_validate_detail(ev, &tag)) != BF_OK)
+        key = tag && tag < BF_F_MAX ? bf_fields[tag].name : "dataset";
+    if (detail)
+        *detail = key;
+    return r;
+}
+
+bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
+                             bf_event *ev, const char **detail)
+{
+    bf_reason r;
+    const char *key = NULL;
+    bf_decoder_release(d);
+    if (len > 0 && buf[0] == '{')
+        r = bf_json_decode(buf, len, ev, &d->doc, &key);
+    else
+        r = bf_decode(buf, len, ev);
+    return validate(r, ev, key, detail);
+}
+
+bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,
+                              bf_event *ev, const char **detail)
+{
+    const char *key = NULL;
+    bf_decoder_release(d);
+    bf_reason r = bf_json_decode(text, len, ev, &d->doc, &key);
+    return validate(r, ev, key, detail);
+}

@@ -1,0 +1,45 @@
+/*
+ * bf_decoder.h: one datagram, binary (protocol v1) or a JSON object, to a
+ * validated bf_event, with the field at fault when it is rejected.
+ *
+ * The one decode-and-validate sequence: the daemon runs every datagram
+ * through bf_decode_datagram, the CLI its `decode` input the same way and
+ * its `send`/`encode` input lines through bf_decode_json_text, and the
+ * golden vectors test these entry points.
+ *
+ * The binary form decodes in place: the event borrows the datagram. The
+ * JSON form parses with jansson and the event borrows the document, which
+ * the decoder holds until bf_decoder_release or its next decode. Not for
+ * the C shim: it needs jansson (the shim links bf_proto.c only).
+ */
+#ifndef BF_DECODER_H
+#define BF_DECODER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bf_proto.h"
+
+/* Zero-initialise ({0}); bf_decoder_release when done with it. */
+typedef struct bf_decoder {
+    struct json_t *doc; /* the last JSON input, while its event is used */
+} bf_decoder;
+
+/* Decode buf (JSON when its first byte is '{', else binary) into ev and
+ * validate it. Returns BF_OK or the reject reason; *detail (when not NULL)
+ * names the field at fault ("dataset", a field name, or "(root)" for JSON
+ * that does not parse) or is NULL when no field is (a binary framing
+ * error). ev and *detail stay valid until the next decode or
+ * bf_decoder_release on d, and, for a binary datagram, while buf lives. */
+bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
+                             bf_event *ev, const char **detail);
+
+/* The same for a JSON object as text (whitespace around it allowed), as the
+ * CLI reads an event per line. *detail is never NULL after a reject. */
+bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,
+                              bf_event *ev, const char **detail);
+
+/* Drop the JSON document of the last decode, if any. Idempotent. */
+void bf_decoder_release(bf_decoder *d);
+
+#endif /* BF_DECODER_H */
