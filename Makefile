@@ -34,7 +34,9 @@ LIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
-PROTO_SRC  = proto/bf_proto.c proto/bf_json.c proto/bf_decoder.c
+# libc only (the C shim holds them), then what needs jansson.
+PROTO_LIBC = proto/bf_proto.c proto/bf_addr.c
+PROTO_SRC  = $(PROTO_LIBC) proto/bf_json.c proto/bf_decoder.c
 DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 SHIM_SRC   = client-shim/c/bf_client.c
 CLI_SRC    = $(wildcard cli/*.c)
@@ -64,7 +66,7 @@ $(BUILD)/obj/%.o: %.c $(BUILD)/.flags
 $(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
-$(SHIM_LIB): $(call obj,$(SHIM_SRC) proto/bf_proto.c)
+$(SHIM_LIB): $(call obj,$(SHIM_SRC) $(PROTO_LIBC))
 	rm -f $@ && ar rcs $@ $^
 
 # The CLI needs jansson only; services linking libbirdfeeder.a need libc.

@@ -34,7 +34,8 @@ typedef struct option_def {
 #define OFF(m) offsetof(bf_config, m)
 static const option_def options[] = {
     {"listen", OPT_STR, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
-     "UDP address to receive datagrams on (HOST:PORT, [IPv6]:PORT)"},
+     "UDP address to receive datagrams on: A.B.C.D:PORT, [IPv6]:PORT or "
+     "localhost:PORT (port 0: any free port)"},
     {"tinybird-url", OPT_STR, OFF(tinybird_url), "https://api.tinybird.co", 0, 0,
      "TINYBIRD_API_URL TINYBIRD_URL", "Tinybird API base URL (region host)"},
     {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",

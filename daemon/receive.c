@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "bf_addr.h"
 #include "clock.h"
 #include "log.h"
 #include "stats.h"
@@ -75,30 +76,6 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
     deliver((const uint8_t *)b->base, (size_t)nread);
 }
 
-static int parse_listen(const char *s, struct sockaddr_storage *ss)
-{
-    char host[128];
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || strlen(colon + 1) == 0)
-        return UV_EINVAL;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535)
-        return UV_EINVAL;
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl >= sizeof(host))
-        return UV_EINVAL;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
-}
-
 static void set_rcvbuf(uv_os_fd_t fd, uint64_t want)
 {
     int v = want > INT32_MAX / 2 ? INT32_MAX / 2 : (int)want;
@@ -140,7 +117,8 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
         return UV_EINVAL;
     }
     struct sockaddr_storage ss;
-    if (fd < 0 && (r = parse_listen(opts->listen, &ss)) < 0) {
+    socklen_t sslen;
+    if (fd < 0 && (r = bf_addr_parse(opts->listen, BF_ADDR_BIND, &ss, &sslen)) < 0) {
         snprintf(err, n, "option 'listen': '%s' is not HOST:PORT", opts->listen);
         return r;
     }

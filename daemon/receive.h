@@ -20,7 +20,8 @@ typedef void (*receive_cb)(const uint8_t *buf, size_t len, uint64_t recv_ms,
                            void *arg);
 
 typedef struct receive_opts {
-    const char *listen;      /* HOST:PORT or [IPv6]:PORT */
+    const char *listen;      /* HOST:PORT as proto/bf_addr.h reads it; port 0:
+                                any free port (see receive_address) */
     uint64_t rcvbuf;         /* SO_RCVBUF to ask for */
     size_t max_datagram;     /* larger: rejected.oversize, cb not called */
     receive_cb cb;

@@ -1,14 +1,14 @@
 /* bf_client.c: the C client shim. See bf_client.h for the contracts. */
 #include "bf_client.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "bf_addr.h"
 
 struct bf_client {
     int fd;
@@ -17,67 +17,6 @@ struct bf_client {
     _Atomic uint64_t oversize;
     _Atomic uint64_t failed;
 };
-
-/* Parse "A.B.C.D:PORT", "[IPv6]:PORT" or "localhost:PORT" into *ss.
- * Numeric only: a name lookup could block the service that opens us. */
-static int client_parse_addr(const char *hp, struct sockaddr_storage *ss,
-                             socklen_t *sslen)
-{
-    char host[64];
-    const char *port;
-    size_t hlen;
-    int bracketed = hp[0] == '[';
-
-    if (bracketed) {
-        const char *close = strchr(hp, ']');
-        if (!close || close[1] != ':')
-            return -EINVAL;
-        hlen = (size_t)(close - hp - 1);
-        hp++;
-        port = close + 2;
-    } else {
-        const char *colon = strrchr(hp, ':');
-        if (!colon)
-            return -EINVAL;
-        hlen = (size_t)(colon - hp);
-        port = colon + 1;
-        if (memchr(hp, ':', hlen)) /* bare IPv6 needs brackets */
-            return -EINVAL;
-    }
-    if (hlen == 0 || hlen >= sizeof(host))
-        return -EINVAL;
-    memcpy(host, hp, hlen);
-    host[hlen] = '\0';
-
-    unsigned long p = 0;
-    if (*port == '\0' || strlen(port) > 5)
-        return -EINVAL;
-    for (const char *c = port; *c; c++) {
-        if (*c < '0' || *c > '9')
-            return -EINVAL;
-        p = p * 10 + (unsigned long)(*c - '0');
-    }
-    if (p == 0 || p > 65535)
-        return -EINVAL;
-
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    if (!bracketed && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)p);
-        *sslen = sizeof(*sin);
-    } else if (bracketed && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((uint16_t)p);
-        *sslen = sizeof(*sin6);
-    } else {
-        return -EINVAL;
-    }
-    return 0;
-}
 
 bf_client *bf_client_open(const char *hostport, int *err)
 {
@@ -91,7 +30,7 @@ bf_client *bf_client_open(const char *hostport, int *err)
         if (!hostport || !*hostport)
             hostport = BF_CLIENT_DEFAULT_ADDR;
     }
-    result = client_parse_addr(hostport, &ss, &sslen);
+    result = bf_addr_parse(hostport, 0, &ss, &sslen);
     if (result)
         goto fail;
     c = calloc(1, sizeof(*c));

@@ -7,7 +7,8 @@
  * the daemon. When the daemon is down or its socket buffer is full the event
  * is dropped and counted; the service goes on serving.
  *
- * Depends on libc and proto/bf_proto.c only (link libbirdfeeder.a).
+ * Depends on libc and proto/bf_proto.c, proto/bf_addr.c only (link
+ * libbirdfeeder.a, which holds the three).
  *
  * Every int function returns 0 or a negative errno value.
  *
@@ -58,7 +59,8 @@ struct bf_client_stats {
 };
 
 /* Open a client for the daemon at hostport: "A.B.C.D:PORT", "[IPv6]:PORT" or
- * "localhost:PORT" (127.0.0.1; no name lookups, so open never blocks).
+ * "localhost:PORT" (127.0.0.1), port 1 to 65535 (proto/bf_addr.h; no name
+ * lookups, so open never blocks).
  * NULL means $BIRDFEEDER_ADDR when set and not empty, else
  * BF_CLIENT_DEFAULT_ADDR. Creates a connected, non-blocking, close-on-exec
  * UDP socket; nothing is sent, so a daemon that is not running is not an

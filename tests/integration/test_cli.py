@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -319,6 +320,44 @@ class TestSend(unittest.TestCase):
             p = run_cli(['send', *args], ndjson(SAMPLES[:1]))
             self.assertEqual(p.returncode, 2, args)
             self.assertTrue(p.stderr, args)
+
+    def test_send_to_localhost(self):
+        # The address rule of proto/bf_addr.h: localhost is 127.0.0.1.
+        port = self.rx.addr.rsplit(':', 1)[1]
+        p = run_cli(['send', '--to', 'localhost:' + port], ndjson(SAMPLES[:1]))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.rx.recv_all(1)), 1)
+
+
+class TestShimLibrary(unittest.TestCase):
+    """libbirdfeeder.a is what a C service links: it must need libc only."""
+
+    def test_links_with_libc_only(self):
+        lib = BUILD / 'libbirdfeeder.a'
+        if not lib.exists():
+            if os.environ.get('BIRDFEEDER_REQUIRE_BINARIES') == '1':
+                raise AssertionError(f'{lib} is missing: run make first')
+            raise unittest.SkipTest(f'{lib} not built')
+        # A sanitizer build's objects need the sanitizer runtime, not a library.
+        flags = (BUILD / '.flags').read_text() if (BUILD / '.flags').exists() else ''
+        san = [f for f in flags.split() if f.startswith('-fsanitize=')]
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / 'service.c'
+            src.write_text('#include "bf_client.h"\n'
+                           'int main(void)\n{\n'
+                           '    bf_client *c = bf_client_open("localhost:8190", 0);\n'
+                           '    bf_client_close(c);\n'
+                           '    return c ? 0 : 1;\n}\n')
+            exe = Path(tmp) / 'service'
+            # Every member of the archive, not only those main() pulls in.
+            p = subprocess.run([os.environ.get('CC', 'cc'), '-std=c11', *san,
+                                '-I', str(REPO / 'client-shim' / 'c'), '-I', str(REPO / 'proto'),
+                                str(src), '-Wl,--whole-archive', str(lib),
+                                '-Wl,--no-whole-archive', '-o', str(exe)],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,9 @@
  *
  * Each test sends to a UDP socket of its own bound to an ephemeral loopback
  * port and decodes what arrives, so tests can run in parallel with each
- * other and with a daemon on the default port.
+ * other and with a daemon on the default port. The fixture opens that
+ * receiver (`rx`, IPv4) and a client connected to it (`c`); the teardown
+ * closes both. Which addresses parse is test_addr.c's.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -85,17 +87,31 @@ static void event_sample(bf_event *ev)
 static bf_client *client_open_ok(const char *addr)
 {
     int err = 1;
-    bf_client *c = bf_client_open(addr, &err);
-    ck_assert_msg(c != NULL, "open %s: %s", addr ? addr : "(null)", strerror(-err));
+    bf_client *opened = bf_client_open(addr, &err);
+    ck_assert_msg(opened != NULL, "open %s: %s", addr ? addr : "(null)", strerror(-err));
     ck_assert_int_eq(err, 0);
-    return c;
+    return opened;
+}
+
+static receiver rx;
+static bf_client *c;
+
+static void client_setup(void)
+{
+    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
+    c = client_open_ok(rx.addr);
+}
+
+static void client_teardown(void)
+{
+    bf_client_close(c);
+    c = NULL;
+    if (rx.fd >= 0)
+        close(rx.fd);
 }
 
 START_TEST(test_client_send_arrives)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
-    bf_client *c = client_open_ok(rx.addr);
     bf_event ev;
     event_sample(&ev);
     ck_assert_int_eq(bf_client_send(c, &ev), 0);
@@ -121,44 +137,40 @@ START_TEST(test_client_send_arrives)
     bf_client_stats(c, &st);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_uint_eq(st.dropped + st.oversize + st.failed, 0);
-    bf_client_close(c);
-    close(rx.fd);
 }
 END_TEST
 
 START_TEST(test_client_send_ipv6)
 {
-    receiver rx;
-    if (receiver_open(&rx, AF_INET6) < 0)
+    receiver rx6;
+    if (receiver_open(&rx6, AF_INET6) < 0)
         return; /* no IPv6 loopback in this sandbox: nothing to test */
-    bf_client *c = client_open_ok(rx.addr);
+    bf_client *c6 = client_open_ok(rx6.addr);
     bf_event ev;
     event_sample(&ev);
-    ck_assert_int_eq(bf_client_send(c, &ev), 0);
+    ck_assert_int_eq(bf_client_send(c6, &ev), 0);
     uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
-    ssize_t n = receiver_recv(&rx, buf, sizeof(buf), 2000);
+    ssize_t n = receiver_recv(&rx6, buf, sizeof(buf), 2000);
     ck_assert_int_gt(n, 0);
     bf_event got;
     ck_assert_int_eq(bf_decode(buf, (size_t)n, &got), BF_OK);
     ck_assert_uint_eq(got.width, 1024);
-    bf_client_close(c);
-    close(rx.fd);
+    bf_client_close(c6);
+    close(rx6.fd);
 }
 END_TEST
 
 START_TEST(test_client_env_addr)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
     /* Forked test: the environment change dies with it. */
     ck_assert_int_eq(setenv(BF_CLIENT_ADDR_ENV, rx.addr, 1), 0);
-    bf_client *c = client_open_ok(NULL);
+    bf_client *from_env = client_open_ok(NULL);
     bf_event ev;
     event_sample(&ev);
-    ck_assert_int_eq(bf_client_send(c, &ev), 0);
+    ck_assert_int_eq(bf_client_send(from_env, &ev), 0);
     uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
     ck_assert_int_gt(receiver_recv(&rx, buf, sizeof(buf), 2000), 0);
-    bf_client_close(c);
+    bf_client_close(from_env);
 
     /* Empty means unset: the default address, which opens (nothing need
      * listen there). */
@@ -166,17 +178,15 @@ START_TEST(test_client_env_addr)
     bf_client_close(client_open_ok(NULL));
     ck_assert_int_eq(unsetenv(BF_CLIENT_ADDR_ENV), 0);
     bf_client_close(client_open_ok(NULL));
-    close(rx.fd);
 }
 END_TEST
 
+/* An address the rule (bf_addr_parse) refuses is -EINVAL; every form it
+ * takes opens. The table of both is test_addr.c's. */
 START_TEST(test_client_bad_addr)
 {
     static const char *const bad[] = {
-        "", "127.0.0.1", "127.0.0.1:", ":8190", "127.0.0.1:0",
-        "127.0.0.1:65536", "127.0.0.1:80x", "127.0.0.1:-1", "127.0.0.1:123456",
-        "[::1]", "[::1", "[::1]8190", "::1:8190", "[]:8190", "[127.0.0.1]:8190",
-        "example.org:8190", "256.0.0.1:8190", "127.0.0.1 :8190",
+        "", "127.0.0.1:0", "::1:8190", "example.org:8190", "127.0.0.1 :8190",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int err = 0;
@@ -187,10 +197,8 @@ START_TEST(test_client_bad_addr)
     ck_assert_ptr_null(bf_client_open("nope", NULL));
     bf_client_close(NULL);
 
-    bf_client *c = client_open_ok("localhost:8190");
-    bf_client_close(c);
-    c = client_open_ok("127.0.0.1:65535");
-    bf_client_close(c);
+    bf_client_close(client_open_ok("localhost:8190"));
+    bf_client_close(client_open_ok("127.0.0.1:65535"));
 }
 END_TEST
 
@@ -206,12 +214,10 @@ static void on_signal(int sig)
  * blocks (the test's timeout would catch that) and raises no signal. */
 START_TEST(test_client_missing_daemon)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
     close(rx.fd); /* the port is now (almost certainly) free */
+    rx.fd = -1;
     signal(SIGPIPE, on_signal);
 
-    bf_client *c = client_open_ok(rx.addr);
     bf_event ev;
     event_sample(&ev);
     struct bf_client_stats st = {0};
@@ -229,7 +235,6 @@ START_TEST(test_client_missing_daemon)
     ck_assert_uint_eq(st.failed, 0);
     ck_assert_uint_eq(st.oversize, 0);
     ck_assert_int_eq(got_signal, 0);
-    bf_client_close(c);
 }
 END_TEST
 
@@ -237,11 +242,8 @@ END_TEST
  * flooded until EAGAIN/ENOBUFS. */
 START_TEST(test_client_full_buffer_drops)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
     int small = 4096;
     setsockopt(rx.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    bf_client *c = client_open_ok(rx.addr);
     bf_event ev;
     event_sample(&ev);
     static char big[6000];
@@ -261,16 +263,11 @@ START_TEST(test_client_full_buffer_drops)
     bf_client_stats(c, &st);
     ck_assert_uint_eq(st.sent + st.dropped, FLOOD);
     ck_assert_uint_eq(st.failed + st.oversize, 0);
-    bf_client_close(c);
-    close(rx.fd);
 }
 END_TEST
 
 START_TEST(test_client_oversize)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
-    bf_client *c = client_open_ok(rx.addr);
     bf_event ev;
     event_sample(&ev);
     static char big[BF_CLIENT_MAX_DATAGRAM];
@@ -301,20 +298,18 @@ START_TEST(test_client_oversize)
     ck_assert_uint_eq(st.oversize, 2);
     ck_assert_uint_eq(st.sent, 1);
     ck_assert_int_eq(receiver_recv(&rx, buf, sizeof(buf), 100), -1);
-    bf_client_close(c);
-    close(rx.fd);
 }
 END_TEST
 
 /* Send ev with the given prompt and return the prompt that arrived. */
-static size_t send_prompt(receiver *rx, bf_client *c, const char *prompt,
-                          size_t len, uint8_t *buf, size_t cap, const char **out)
+static size_t send_prompt(const char *prompt, size_t len, uint8_t *buf, size_t cap,
+                          const char **out)
 {
     bf_event ev;
     event_sample(&ev);
     BF_SET_STR(&ev, prompt, prompt, len);
     ck_assert_int_eq(bf_client_send(c, &ev), 0);
-    ssize_t n = receiver_recv(rx, buf, cap, 2000);
+    ssize_t n = receiver_recv(&rx, buf, cap, 2000);
     ck_assert_int_gt(n, 0);
     bf_event got;
     ck_assert_int_eq(bf_decode(buf, (size_t)n, &got), BF_OK);
@@ -333,9 +328,6 @@ static size_t utf8_chars(const char *s, size_t len)
 
 START_TEST(test_client_prompt_cut)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
-    bf_client *c = client_open_ok(rx.addr);
     uint8_t buf[BF_CLIENT_MAX_DATAGRAM];
     const char *got;
     size_t n;
@@ -354,7 +346,7 @@ START_TEST(test_client_prompt_cut)
             if (i == BF_CLIENT_PROMPT_CHARS - 1)
                 len120 = len;
         }
-        n = send_prompt(&rx, c, prompt, len, buf, sizeof(buf), &got);
+        n = send_prompt(prompt, len, buf, sizeof(buf), &got);
         ck_assert_uint_eq(n, len120);
         ck_assert_uint_eq(utf8_chars(got, n), BF_CLIENT_PROMPT_CHARS);
         ck_assert(memcmp(got, prompt, n) == 0);
@@ -364,17 +356,17 @@ START_TEST(test_client_prompt_cut)
     char p120[BF_CLIENT_PROMPT_CHARS * 2];
     for (size_t i = 0; i < BF_CLIENT_PROMPT_CHARS; i++)
         memcpy(p120 + 2 * i, "\xc3\xa9", 2);
-    n = send_prompt(&rx, c, p120, sizeof(p120), buf, sizeof(buf), &got);
+    n = send_prompt(p120, sizeof(p120), buf, sizeof(buf), &got);
     ck_assert_uint_eq(n, sizeof(p120));
-    n = send_prompt(&rx, c, "short", 5, buf, sizeof(buf), &got);
+    n = send_prompt("short", 5, buf, sizeof(buf), &got);
     ck_assert_uint_eq(n, 5);
-    n = send_prompt(&rx, c, "", 0, buf, sizeof(buf), &got);
+    n = send_prompt("", 0, buf, sizeof(buf), &got);
     ck_assert_uint_eq(n, 0);
 
     /* A prompt far over the datagram size is cut, not oversize. */
     static char huge[20000];
     memset(huge, 'h', sizeof(huge));
-    n = send_prompt(&rx, c, huge, sizeof(huge), buf, sizeof(buf), &got);
+    n = send_prompt(huge, sizeof(huge), buf, sizeof(buf), &got);
     ck_assert_uint_eq(n, BF_CLIENT_PROMPT_CHARS);
 
     /* Invalid bytes (stray continuation bytes) count as one character each,
@@ -383,7 +375,7 @@ START_TEST(test_client_prompt_cut)
     memset(odd, 'o', sizeof(odd));
     odd[119] = (char)0x80;
     odd[120] = (char)0x80;
-    n = send_prompt(&rx, c, odd, sizeof(odd), buf, sizeof(buf), &got);
+    n = send_prompt(odd, sizeof(odd), buf, sizeof(buf), &got);
     ck_assert_uint_eq(n, 120);
 
     /* The caller's event is not changed by the cut. */
@@ -392,8 +384,6 @@ START_TEST(test_client_prompt_cut)
     BF_SET_STR(&ev, prompt, huge, sizeof(huge));
     bf_client_send(c, &ev);
     ck_assert_uint_eq(ev.prompt.len, sizeof(huge));
-    bf_client_close(c);
-    close(rx.fd);
 }
 END_TEST
 
@@ -415,9 +405,6 @@ static void *sender_main(void *p)
 /* One client shared by threads: every send is counted exactly once. */
 START_TEST(test_client_threads)
 {
-    receiver rx;
-    ck_assert_int_eq(receiver_open(&rx, AF_INET), 0);
-    bf_client *c = client_open_ok(rx.addr);
     enum { THREADS = 4, EACH = 2000 };
     pthread_t t[THREADS];
     sender_arg arg = {c, EACH};
@@ -430,15 +417,13 @@ START_TEST(test_client_threads)
     ck_assert_uint_eq(st.sent + st.dropped + st.oversize + st.failed,
                       THREADS * EACH);
     ck_assert_uint_eq(st.oversize + st.failed, 0);
-    bf_client_close(c);
-    close(rx.fd);
 }
 END_TEST
 
 Suite *client_suite(void)
 {
     TCase *tc;
-    Suite *s = tu_suite("client", NULL, NULL, &tc);
+    Suite *s = tu_suite("client", client_setup, client_teardown, &tc);
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_client_send_arrives);
     tcase_add_test(tc, test_client_send_ipv6);

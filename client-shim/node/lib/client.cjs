@@ -26,8 +26,9 @@ const ADDR_ENV = 'BIRDFEEDER_ADDR';
 const DROP_CODES = new Set(['EAGAIN', 'EWOULDBLOCK', 'ENOBUFS', 'ECONNREFUSED']);
 
 /**
- * Parse "A.B.C.D:PORT", "[IPv6]:PORT" or "localhost:PORT" (127.0.0.1), as
- * bf_client_open does. Returns { host, port, family } or an Error.
+ * Parse "A.B.C.D:PORT", "[IPv6]:PORT" or "localhost:PORT" (127.0.0.1), port
+ * 1..65535, as bf_client_open does (the rule of proto/bf_addr.h and
+ * PROTOCOL.md, "Addresses"). Returns { host, port, family } or an Error.
  */
 function parseAddr(text) {
   if (typeof text !== 'string') return new Error('address must be a string');
@@ -52,7 +53,8 @@ function parseAddr(text) {
 function hostPort(host, port) {
   if (host === 'localhost') host = '127.0.0.1';
   if (typeof host === 'string' && host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  const family = typeof host === 'string' ? net.isIP(host) : 0;
+  // No zone index ("fe80::1%eth0"): the rule of proto/bf_addr.h.
+  const family = typeof host === 'string' && !host.includes('%') ? net.isIP(host) : 0;
   if (family === 0) {
     return new Error(`bad host ${JSON.stringify(host)}: want an IPv4 or IPv6 address or localhost ` +
       '(no name lookups: they could block)');

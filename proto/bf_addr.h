@@ -1,0 +1,29 @@
+/*
+ * bf_addr.h: the HOST:PORT rule, one parser for the daemon's --listen, the
+ * C shim's address ($BIRDFEEDER_ADDR, bf_client_open) and so the CLI's
+ * --to. The rule (proto/PROTOCOL.md, "Addresses"):
+ *
+ *   A.B.C.D:PORT     a numeric IPv4 address (four decimal parts)
+ *   [IPv6]:PORT      a numeric IPv6 address, in brackets (no zone index)
+ *   localhost:PORT   127.0.0.1
+ *
+ * PORT is 1 to 65535 in decimal digits only; 0 ("any free port") only when
+ * binding (BF_ADDR_BIND). Nothing else parses: no host names, since a name
+ * lookup could block the service the shim runs in, and no spaces.
+ *
+ * libc only (the C shim links it); never allocates.
+ */
+#ifndef BF_ADDR_H
+#define BF_ADDR_H
+
+#include <sys/socket.h>
+
+/* Flags of bf_addr_parse. */
+#define BF_ADDR_BIND 1u /* port 0 allowed: the kernel picks a free port */
+
+/* Parse s into *ss and its length into *len. Returns 0, or -EINVAL when s
+ * does not follow the rule (*ss and *len are then unspecified). */
+int bf_addr_parse(const char *s, unsigned flags, struct sockaddr_storage *ss,
+                  socklen_t *len);
+
+#endif /* BF_ADDR_H */
