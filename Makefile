@@ -9,6 +9,8 @@
 #   make install    PREFIX=/usr/local DESTDIR= binaries, config, catalog,
 #                   man pages, systemd units, sysctl drop-in (install-ops)
 #   make config-doc regenerate option lists in docs/ from birdfeederd --help
+#   make proto-doc  regenerate PROTOCOL.md's tables from proto/*.def
+#   make stats-doc  regenerate docs/operations.md's stats table from daemon/stats.def
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -50,7 +52,7 @@ UNIT_BIN   = $(BUILD)/unit-tests
 SHIM_LIB   = $(BUILD)/libbirdfeeder.a
 
 .PHONY: all deps test test-unit test-integration test-asan demo bench \
-        install clean valgrind check-deps proto-doc install-ops config-doc
+        install clean valgrind check-deps proto-doc stats-doc install-ops config-doc
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB)
 
 # Rebuild everything when the flags change (as redis does).
@@ -116,6 +118,9 @@ bench: deps
 
 proto-doc:
 	$(PYTHON) proto/gen_doc.py --write
+
+stats-doc:
+	$(PYTHON) docs/gen_stats_doc.py --write
 
 install: all install-ops
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \

@@ -1,6 +1,6 @@
 /*
  * cli/stats.c: `birdfeeder stats`: a view of the daemon's stats socket
- * (daemon/stats.h): the connection, and the --once, --json, --prom and live
+ * (daemon/stats.h; its keys are daemon/stats.def): the connection, and the --once, --json, --prom and live
  * modes. The frames are drawn by stats_view.c, the exposition by
  * stats_prom.c.
  *

@@ -6,48 +6,29 @@
 
 #include "cli.h"
 
-/* --prom: the known keys, with Prometheus names, types and help. A map
- * value becomes one sample per entry with the label named here. */
+/* Every key of the daemon's stats line, from daemon/stats.def: its
+ * Prometheus name (NULL: not exported), type, label (for maps) and help. */
 static const struct prom_family {
     const char *key;
     const char *name;   /* after "birdfeeder_" */
     const char *type;
     const char *label;  /* for maps */
-    double scale;       /* 0: as is */
     const char *help;
 } prom_families[] = {
-    {"uptime_ms", "uptime_seconds", "gauge", NULL, 0.001, "Seconds since the daemon started."},
-    {"received", "received_total", "counter", NULL, 0, "Datagrams read from the UDP socket."},
-    {"received_bytes", "received_bytes_total", "counter", NULL, 0, "Bytes of the datagrams read."},
-    {"rejected", "rejected_total", "counter", "reason", 0, "Datagrams rejected, by reason (proto/reasons.def)."},
-    {"accepted", "accepted_total", "counter", "dataset", 0, "Events accepted, by dataset."},
-    {"unknown_model", "unknown_model_total", "counter", NULL, 0, "Accepted events whose model is not in the catalog."},
-    {"ip_invalid", "ip_invalid_total", "counter", NULL, 0, "Accepted events with an unparseable ip (hashed as empty)."},
-    {"utf8_replaced", "utf8_replaced_total", "counter", NULL, 0, "Accepted events with invalid UTF-8 replaced."},
-    {"rows_batched", "rows_batched_total", "counter", "dataset", 0, "Rows added to batches, by dataset."},
-    {"bytes_batched", "bytes_batched_total", "counter", "dataset", 0, "NDJSON bytes batched (uncompressed), by dataset."},
-    {"batches", "batches_total", "counter", "dataset", 0, "Batches closed for sending, by dataset."},
-    {"bytes_sent", "bytes_sent_total", "counter", NULL, 0, "Request body bytes sent (compressed)."},
-    {"http", "http_requests_total", "counter", "status", 0, "Requests to Tinybird by HTTP status (error: no response)."},
-    {"retries", "retries_total", "counter", NULL, 0, "Requests retried."},
-    {"rows_delivered", "rows_delivered_total", "counter", "dataset", 0, "Rows Tinybird acknowledged, by dataset."},
-    {"rows_quarantined", "rows_quarantined_total", "counter", "dataset", 0, "Rows Tinybird put in quarantine, by dataset."},
-    {"dropped", "rows_dropped_total", "counter", "reason", 0, "Accepted rows lost, by reason (daemon/drops.def)."},
-    {"rows_spooled", "rows_spooled_total", "counter", NULL, 0, "Rows written to the disk spool."},
-    {"rows_replayed", "rows_replayed_total", "counter", NULL, 0, "Rows read back from the disk spool."},
-    {"rows_dead_lettered", "rows_dead_lettered_total", "counter", NULL, 0, "Rows written to dead-letter.ndjson."},
-    {"spool_torn", "spool_torn_records_total", "counter", NULL, 0, "Torn or corrupt spool records skipped."},
-    {"kernel_drops", "kernel_drops_total", "counter", NULL, 0, "Datagrams the kernel dropped (receive buffer full)."},
-    {"spool_bytes", "spool_bytes", "gauge", NULL, 0, "Bytes in the disk spool."},
-    {"spool_segments", "spool_segments", "gauge", NULL, 0, "Segment files in the disk spool."},
-    {"memory_bytes", "memory_bytes", "gauge", NULL, 0, "Batch memory waiting and in flight."},
-    {"memory_cap", "memory_cap_bytes", "gauge", NULL, 0, "Batch memory cap (--max-memory)."},
-    {"socket_queue_bytes", "socket_queue_bytes", "gauge", NULL, 0, "Bytes waiting in the UDP receive queue."},
-    {"rcvbuf_bytes", "rcvbuf_bytes", "gauge", NULL, 0, "UDP receive buffer granted (SO_RCVBUF)."},
-    {"inflight_requests", "inflight_requests", "gauge", NULL, 0, "Requests to Tinybird in flight."},
-    {"last_flush_ok_ms", "last_flush_ok_timestamp_seconds", "gauge", NULL, 0.001, "Unix time of the last acknowledged batch (0: never)."},
-    {"ack_delay_ms", "ack_delay_seconds", "gauge", "quantile", 0.001, "Delay from receipt to acknowledgement by Tinybird, recent window."},
+#define BF_STAT_FIELD(key, type, prom, help) {#key, prom, #type, NULL, help},
+#define BF_STAT_MAP(key, index, label, prom, help) {#key, prom, "counter", label, help},
+#define BF_STAT_SUM(key, map, help) {#key, NULL, NULL, NULL, help},
+#define BF_STAT_READ(key, type, reader, prom, help) {#key, prom, #type, NULL, help},
+#define BF_STAT_QUANTILES(key, reader, prom, help) {#key, prom, "gauge", "quantile", help},
+#include "stats.def"
 };
+
+/* stats.def: a name in seconds exports a value kept in ms. */
+static double prom_scale(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 8 && strcmp(name + n - 8, "_seconds") == 0 ? 0.001 : 0;
+}
 
 static void prom_escape(FILE *out, const char *s, int quote)
 {
@@ -163,19 +144,20 @@ void prom_print(const json_t *snap, FILE *out)
     for (size_t i = 0; i < nf; i++) {
         const struct prom_family *f = &prom_families[i];
         json_t *v = json_object_get(snap, f->key);
-        if (json_is_number(v) || (f->label && json_is_object(v)))
-            prom_family_print(out, f->name, f->type, f->help, f->label, f->scale, v);
+        if (f->name && (json_is_number(v) || (f->label && json_is_object(v))))
+            prom_family_print(out, f->name, f->type, f->help, f->label,
+                              prom_scale(f->name), v);
     }
     /* Keys this version does not know: gauges, so nothing is claimed. */
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)snap, k, v) {
-        int known = strcmp(k, "ts_ms") == 0;
+        int known = 0;
         for (size_t i = 0; i < nf && !known; i++)
             known = strcmp(k, prom_families[i].key) == 0;
         size_t kl = strlen(k);
         if (!known && kl > 6 && strcmp(k + kl - 6, "_total") == 0) {
-            char base[128]; /* rejected_total: the sum of map rejected */
+            char base[128]; /* a newer daemon's x_total: the sum of map x */
             snprintf(base, sizeof(base), "%.*s", (int)(kl - 6), k);
             known = json_is_object(json_object_get(snap, base));
         }

@@ -32,6 +32,10 @@ static struct {
     char *buf;              /* SLOTS * SLOT_SIZE, reused for every batch */
     char addr[64];
     int open;
+    /* Gauges, read by stats through the receive_* readers. */
+    uint64_t rcvbuf_bytes;  /* SO_RCVBUF granted */
+    uint64_t queue_bytes;   /* receive queue at the last refresh */
+    uint64_t kernel_drops;  /* the socket's drop count at the last refresh */
 } rc;
 
 static log_limit oversize_limit;
@@ -91,7 +95,7 @@ static void set_rcvbuf(uv_os_fd_t fd, uint64_t want)
         gl = sizeof(got);
         getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
     }
-    stats.rcvbuf_bytes = (uint64_t)got;
+    rc.rcvbuf_bytes = (uint64_t)got;
     if ((uint64_t)got / 2 < want)
         log_warn("rcvbuf_capped",
                  "requested=%llu granted=%d hint=\"raise net.core.rmem_max "
@@ -161,7 +165,7 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
         return r;
     }
     log_info("listening", "addr=%s activated=%s rcvbuf=%llu max_datagram=%zu",
-             rc.addr, fd >= 0 ? "yes" : "no", (unsigned long long)stats.rcvbuf_bytes,
+             rc.addr, fd >= 0 ? "yes" : "no", (unsigned long long)rc.rcvbuf_bytes,
              opts->max_datagram);
     return 0;
 }
@@ -203,11 +207,15 @@ void receive_refresh_gauges(void)
     socklen_t len = sizeof(mem);
     if (uv_fileno((uv_handle_t *)&rc.udp, &fd) == 0 &&
         getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0) {
-        stats.socket_queue_bytes = mem[SK_MEMINFO_RMEM_ALLOC];
+        rc.queue_bytes = mem[SK_MEMINFO_RMEM_ALLOC];
         if (len > SK_MEMINFO_DROPS * sizeof(uint32_t))
-            stats.kernel_drops = mem[SK_MEMINFO_DROPS];
+            rc.kernel_drops = mem[SK_MEMINFO_DROPS];
     }
 }
+
+uint64_t receive_kernel_drops(void) { return rc.kernel_drops; }
+uint64_t receive_queue_bytes(void) { return rc.queue_bytes; }
+uint64_t receive_rcvbuf_bytes(void) { return rc.rcvbuf_bytes; }
 
 void receive_close(void)
 {

@@ -40,8 +40,19 @@ const char *receive_address(void);
  * (non-blocking, until the queue is empty) through the callback. */
 void receive_stop_and_drain(void);
 
-/* Refresh stats.kernel_drops and stats.socket_queue_bytes (SO_MEMINFO). */
+/* Read the socket's queue length and drop count (SO_MEMINFO) for the
+ * readers below; the stats timer runs it before each line. Nothing when the
+ * socket is closed: the readers keep the last values. */
 void receive_refresh_gauges(void);
+
+/* The gauges receive owns, for stats (daemon/stats.def): the socket's
+ * count of datagrams the kernel dropped and the bytes waiting in its
+ * queue, both as of the last receive_refresh_gauges, and the SO_RCVBUF
+ * granted at start (as the kernel reports it, doubled). Each is 0 until
+ * the first receive_start sets it. */
+uint64_t receive_kernel_drops(void);
+uint64_t receive_queue_bytes(void);
+uint64_t receive_rcvbuf_bytes(void);
 
 void receive_close(void);
 

@@ -1,4 +1,5 @@
-/* stats.c: counters, their JSON form, and the stats socket. See stats.h. */
+/* stats.c: counters, their JSON form (the rows of stats.def), and the stats
+ * socket. See stats.h. */
 #include "stats.h"
 
 #include <jansson.h>
@@ -12,6 +13,7 @@
 #include "http.h"
 #include "log.h"
 #include "memory.h"
+#include "receive.h"
 #include "spool.h"
 
 bf_stats stats;
@@ -73,20 +75,76 @@ void stats_on_refresh(stats_refresh_fn fn, void *arg)
     st.refresh_arg = arg;
 }
 
-static json_t *per_dataset(const uint64_t *v)
+/* The indexes of the maps of stats.def: entries [first, end) of the
+ * array, each named by key(); a sparse index leaves out zero entries. */
+typedef struct stats_index {
+    unsigned first, end;
+    const char *(*key)(unsigned i, char buf[12]);
+    int sparse;
+} stats_index;
+
+static const char *dataset_key(unsigned i, char buf[12])
 {
-    json_t *o = json_object();
-    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
-        json_object_set_new(o, bf_dataset_name(id), json_integer((json_int_t)v[id]));
-    return o;
+    (void)buf;
+    return bf_dataset_name(i);
 }
 
-static uint64_t sum_ds(const uint64_t *v)
+static const char *reason_key(unsigned i, char buf[12])
+{
+    (void)buf;
+    return bf_reason_name((bf_reason)i);
+}
+
+static const char *drop_key(unsigned i, char buf[12])
+{
+    (void)buf;
+    return drop_names[i];
+}
+
+static const char *status_key(unsigned i, char buf[12])
+{
+    if (i == 0)
+        return "error";
+    snprintf(buf, 12, "%u", i);
+    return buf;
+}
+
+static const stats_index index_dataset = {1, BF_DATASET_MAX, dataset_key, 0};
+static const stats_index index_reason = {1, BF_R_MAX, reason_key, 0};
+static const stats_index index_drop = {0, DROP_MAX, drop_key, 0};
+static const stats_index index_status = {0, STATS_HTTP_CODES, status_key, 1};
+
+/* Every map of stats.def with its index, for the sums. */
+enum stats_map {
+#define BF_STAT_MAP(key, index, label, prom, help) MAP_##key,
+#include "stats.def"
+    MAP_MAX
+};
+
+static const struct {
+    const uint64_t *v;
+    const stats_index *index;
+} maps[MAP_MAX] = {
+#define BF_STAT_MAP(key, index, label, prom, help) [MAP_##key] = {stats.key, &index_##index},
+#include "stats.def"
+};
+
+static uint64_t map_sum(enum stats_map m)
 {
     uint64_t s = 0;
-    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
-        s += v[id];
+    for (unsigned i = maps[m].index->first; i < maps[m].index->end; i++)
+        s += maps[m].v[i];
     return s;
+}
+
+static json_t *map_json(const uint64_t *v, const stats_index *ix)
+{
+    json_t *o = json_object();
+    char buf[12];
+    for (unsigned i = ix->first; i < ix->end; i++)
+        if (v[i] || !ix->sparse)
+            json_object_set_new(o, ix->key(i, buf), json_integer((json_int_t)v[i]));
+    return o;
 }
 
 #define LAT_WINDOW_MS 60000
@@ -135,76 +193,35 @@ static double lat_quantile(double q)
 
 stats_totals stats_total(void)
 {
-    stats_totals t = {sum_ds(stats.accepted), 0, sum_ds(stats.rows_delivered), 0};
-    for (unsigned r = 1; r < BF_R_MAX; r++)
-        t.rejected += stats.rejected[r];
-    for (unsigned d = 0; d < DROP_MAX; d++)
-        t.dropped += stats.dropped[d];
-    return t;
+    return (stats_totals){map_sum(MAP_accepted), map_sum(MAP_rejected),
+                          map_sum(MAP_rows_delivered), map_sum(MAP_dropped)};
 }
 
-json_t *stats_snapshot(void)
+/* ack_delay_ms: the quantiles of both windows. */
+static json_t *stats_ack_delay(void)
 {
-    uint64_t now = clock_wall_ms();
-    stats_totals t = stats_total();
-    json_t *o = json_object();
-#define I(v) json_integer((json_int_t)(v))
-    json_object_set_new(o, "ts_ms", I(now));
-    json_object_set_new(o, "uptime_ms", I(now - stats.start_ms));
-    json_object_set_new(o, "received", I(stats.received));
-    json_object_set_new(o, "received_bytes", I(stats.received_bytes));
-    json_t *rej = json_object();
-    for (unsigned r = 1; r < BF_R_MAX; r++)
-        json_object_set_new(rej, bf_reason_name((bf_reason)r), I(stats.rejected[r]));
-    json_object_set_new(o, "rejected_total", I(t.rejected));
-    json_object_set_new(o, "rejected", rej);
-    json_object_set_new(o, "accepted_total", I(t.accepted));
-    json_object_set_new(o, "accepted", per_dataset(stats.accepted));
-    json_object_set_new(o, "unknown_model", I(stats.unknown_model));
-    json_object_set_new(o, "ip_invalid", I(stats.ip_invalid));
-    json_object_set_new(o, "utf8_replaced", I(stats.utf8_replaced));
-    json_object_set_new(o, "rows_batched", per_dataset(stats.rows_batched));
-    json_object_set_new(o, "bytes_batched", per_dataset(stats.bytes_batched));
-    json_object_set_new(o, "batches", per_dataset(stats.batches));
-    json_object_set_new(o, "bytes_sent", I(stats.bytes_sent));
-    json_t *http = json_object();
-    for (unsigned c = 0; c < STATS_HTTP_CODES; c++) {
-        if (!stats.http[c])
-            continue;
-        char k[8];
-        snprintf(k, sizeof(k), "%u", c);
-        json_object_set_new(http, c ? k : "error", I(stats.http[c]));
-    }
-    json_object_set_new(o, "http", http);
-    json_object_set_new(o, "retries", I(stats.retries));
-    json_object_set_new(o, "rows_delivered_total", I(t.delivered));
-    json_object_set_new(o, "rows_delivered", per_dataset(stats.rows_delivered));
-    json_object_set_new(o, "rows_quarantined", per_dataset(stats.rows_quarantined));
-    json_t *drop = json_object();
-    for (unsigned d = 0; d < DROP_MAX; d++)
-        json_object_set_new(drop, drop_names[d], I(stats.dropped[d]));
-    json_object_set_new(o, "dropped_total", I(t.dropped));
-    json_object_set_new(o, "dropped", drop);
-    json_object_set_new(o, "rows_spooled", I(stats.rows_spooled));
-    json_object_set_new(o, "rows_replayed", I(stats.rows_replayed));
-    json_object_set_new(o, "rows_dead_lettered", I(stats.rows_dead_lettered));
-    json_object_set_new(o, "spool_torn", I(stats.spool_torn));
-    json_object_set_new(o, "spool_bytes", I(spool_bytes()));
-    json_object_set_new(o, "spool_segments", I(spool_segments()));
-    json_object_set_new(o, "memory_cap", I(memory_cap()));
-    json_object_set_new(o, "kernel_drops", I(stats.kernel_drops));
-    json_object_set_new(o, "socket_queue_bytes", I(stats.socket_queue_bytes));
-    json_object_set_new(o, "rcvbuf_bytes", I(stats.rcvbuf_bytes));
-    json_object_set_new(o, "memory_bytes", I(memory_used()));
-    json_object_set_new(o, "inflight_requests", I(http_inflight()));
-    json_object_set_new(o, "last_flush_ok_ms", I(stats.last_flush_ok_ms));
     json_t *lat = json_object();
     double p50 = lat_quantile(0.50), p99 = lat_quantile(0.99);
     json_object_set_new(lat, "p50", p50 < 0 ? json_null() : json_integer((json_int_t)p50));
     json_object_set_new(lat, "p99", p99 < 0 ? json_null() : json_integer((json_int_t)p99));
-    json_object_set_new(lat, "window_s", I(2 * LAT_WINDOW_MS / 1000));
-    json_object_set_new(o, "ack_delay_ms", lat);
+    json_object_set_new(lat, "window_s", json_integer(2 * LAT_WINDOW_MS / 1000));
+    return lat;
+}
+
+json_t *stats_snapshot(void)
+{
+    uint64_t now = clock_wall_ms(); /* ts_ms, and what readers may use */
+    json_t *o = json_object();
+#define SET(key, value) json_object_set_new(o, #key, value);
+#define I(v) json_integer((json_int_t)(v))
+#define BF_STAT_FIELD(key, type, prom, help) SET(key, I(stats.key))
+#define BF_STAT_MAP(key, index, label, prom, help) SET(key, map_json(stats.key, &index_##index))
+#define BF_STAT_SUM(key, map, help) SET(key, I(map_sum(MAP_##map)))
+#define BF_STAT_READ(key, type, reader, prom, help) SET(key, I(reader))
+#define BF_STAT_QUANTILES(key, reader, prom, help) SET(key, reader)
+#include "stats.def"
 #undef I
+#undef SET
     return o;
 }
 

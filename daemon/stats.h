@@ -1,12 +1,16 @@
 /*
  * stats.h: counters and gauges for every stage, and the stats socket.
  *
- * Counters live in one global struct written only from the loop thread
- * (threadpool work reports back through its after-work callback), so they
- * need no atomics. The stats socket is a Unix stream socket: every connected
- * client gets one JSON object per line every interval. A client that does not
- * read loses lines (its write queue is capped) and is closed when it falls
- * far behind, so it can never slow the pipeline.
+ * Every key of the stats line is a row of stats.def. Counters live in one
+ * global struct, each bumped by the module that counts it and only from
+ * the loop thread (threadpool work reports back through its after-work
+ * callback), so they need no atomics. Gauges stay with the module that owns
+ * them; stats reads them when it writes a line.
+ *
+ * The stats socket is a Unix stream socket: every connected client gets one
+ * JSON object per line every interval. A client that does not read loses
+ * lines (its write queue is capped) and is closed when it falls far behind,
+ * so it can never slow the pipeline.
  */
 #ifndef BF_STATS_H
 #define BF_STATS_H
@@ -28,33 +32,20 @@ enum { STATS_HTTP_CODES = 600 }; /* index 0: transport error, no status */
  * 2^(i/4) ms (about 19% apart), so p50 and p99 are within 19%. */
 enum { STATS_LAT_BUCKETS = 96 };
 
+/* The array length of each index of a BF_STAT_MAP in stats.def. */
+#define STATS_INDEX_LEN_dataset BF_DATASET_MAX
+#define STATS_INDEX_LEN_reason BF_R_MAX
+#define STATS_INDEX_LEN_drop DROP_MAX
+#define STATS_INDEX_LEN_status STATS_HTTP_CODES
+
+/* The counters of stats.def (its FIELD and MAP rows), then what stats.c
+ * keeps for itself. Gauges other modules own are not here: stats reads
+ * them through the readers stats.def names. */
 typedef struct bf_stats {
+#define BF_STAT_FIELD(key, type, prom, help) uint64_t key;
+#define BF_STAT_MAP(key, index, label, prom, help) uint64_t key[STATS_INDEX_LEN_##index];
+#include "stats.def"
     uint64_t start_ms;             /* wall clock at start */
-    uint64_t received;             /* datagrams read from the socket */
-    uint64_t received_bytes;
-    uint64_t rejected[BF_R_MAX];   /* by reason; [BF_OK] unused */
-    uint64_t accepted[BF_DATASET_MAX];
-    uint64_t unknown_model;        /* accepted, but not in the catalog */
-    uint64_t ip_invalid;           /* ip given but unparseable: emitted "" */
-    uint64_t utf8_replaced;        /* events with invalid UTF-8 replaced */
-    uint64_t rows_batched[BF_DATASET_MAX];
-    uint64_t bytes_batched[BF_DATASET_MAX]; /* NDJSON, uncompressed */
-    uint64_t batches[BF_DATASET_MAX];       /* batches closed for sending */
-    uint64_t bytes_sent;           /* request bodies as sent (gzip) */
-    uint64_t http[STATS_HTTP_CODES];
-    uint64_t retries;
-    uint64_t rows_delivered[BF_DATASET_MAX];
-    uint64_t rows_quarantined[BF_DATASET_MAX];
-    uint64_t dropped[DROP_MAX];    /* rows, by reason */
-    uint64_t rows_spooled;         /* rows written to the spool */
-    uint64_t rows_replayed;        /* rows read back from the spool */
-    uint64_t rows_dead_lettered;   /* rows written to the dead-letter file */
-    uint64_t spool_torn;           /* torn or corrupt records skipped */
-    /* gauges */
-    uint64_t kernel_drops;         /* socket drop count (SO_MEMINFO) */
-    uint64_t socket_queue_bytes;   /* bytes waiting in the receive queue */
-    uint64_t rcvbuf_bytes;         /* SO_RCVBUF granted */
-    uint64_t last_flush_ok_ms;     /* wall clock of the last 2xx, 0: never */
     /* Delay histograms, in rows: the current window and the one before, so
      * percentiles cover the last one to two windows (LAT_WINDOW_MS). */
     uint64_t lat[2][STATS_LAT_BUCKETS];
@@ -80,7 +71,8 @@ stats_totals stats_total(void);
  * now_ms is loop time, to turn the window. */
 void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms);
 
-/* The current counters as a new JSON object (caller owns it). */
+/* The stats line as a new JSON object (caller owns it): every row of
+ * stats.def in its order, gauges read from their owners now. */
 struct json_t;
 struct json_t *stats_snapshot(void);
 

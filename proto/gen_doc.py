@@ -150,35 +150,52 @@ def regenerate(doc, defs):
     return doc
 
 
-def main(argv):
-    mode = argv[1] if len(argv) == 2 else None
-    if mode not in ("--write", "--check", "--json"):
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
-    defs = read_defs()
-    if mode == "--json":
-        json.dump(defs, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    with open(DOC, encoding="utf-8") as f:
+def sync_doc(path, make, mode, script):
+    """Write (mode "--write") or check ("--check") the generated parts of the
+    file at path: make(text) returns the text as it should be, or raises
+    ValueError. Returns the exit status; a stale file is 1, with a diff on
+    stderr. Shared with docs/gen_stats_doc.py."""
+    with open(path, encoding="utf-8") as f:
         doc = f.read()
     try:
-        new = regenerate(doc, defs)
+        new = make(doc)
     except ValueError as e:
-        print("gen_doc.py: %s: %s" % (DOC, e), file=sys.stderr)
+        print("%s: %s: %s" % (os.path.basename(script), path, e), file=sys.stderr)
         return 1
     if mode == "--write":
         if new != doc:
-            with open(DOC, "w", encoding="utf-8") as f:
+            with open(path, "w", encoding="utf-8") as f:
                 f.write(new)
         return 0
     if new != doc:
+        name = os.path.basename(path)
         sys.stderr.writelines(difflib.unified_diff(
-            doc.splitlines(True), new.splitlines(True), "PROTOCOL.md", "generated"))
-        print("gen_doc.py: %s is stale: run python3 proto/gen_doc.py --write" % DOC,
-              file=sys.stderr)
+            doc.splitlines(True), new.splitlines(True), name, "generated"))
+        print("%s: %s is stale: run python3 %s --write" % (os.path.basename(script), path,
+                                                           script), file=sys.stderr)
         return 1
     return 0
+
+
+def run(argv, usage, doc, make, data, script):
+    """The command line of a doc generator: --write or --check doc through
+    make(text) (see sync_doc), or --json to print data; usage for anything
+    else. Returns the exit status. Shared with docs/gen_stats_doc.py."""
+    mode = argv[1] if len(argv) == 2 else None
+    if mode not in ("--write", "--check", "--json"):
+        print(usage.strip(), file=sys.stderr)
+        return 2
+    if mode == "--json":
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    return sync_doc(doc, make, mode, script)
+
+
+def main(argv):
+    defs = read_defs()
+    return run(argv, __doc__, DOC, lambda doc: regenerate(doc, defs), defs,
+               "proto/gen_doc.py")
 
 
 if __name__ == "__main__":

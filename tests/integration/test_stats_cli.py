@@ -21,7 +21,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import (CLI_BIN, BirdfeederTestCase, _require, clean_env,  # noqa: E402
+from harness import (CLI_BIN, REPO, BirdfeederTestCase, _require, clean_env,  # noqa: E402
                      send_json_lines, send_raw, wait_until)
 
 PROM_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
@@ -169,6 +169,24 @@ def snapshot(ts, uptime, **kw):
     return (json.dumps(base, separators=(',', ':')) + '\n').encode()
 
 
+def stats_def_rows():
+    """The rows of daemon/stats.def, as docs/gen_stats_doc.py reads them."""
+    p = subprocess.run([sys.executable, str(REPO / 'docs' / 'gen_stats_doc.py'), '--json'],
+                       capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(p.stdout)
+
+
+class TestStatsTable(unittest.TestCase):
+    # The table in docs/operations.md is checked with the other generated
+    # docs (test_cli.py, TestProtocolFiles).
+    def test_every_row_has_help_and_counters_end_in_total(self):
+        for r in stats_def_rows():
+            with self.subTest(key=r['key']):
+                self.assertTrue(r['help'].strip())
+                if r['prom'] and r['type'] == 'counter':
+                    self.assertTrue(r['prom'].endswith('_total'), r['prom'])
+
+
 class StatsCliTestCase(BirdfeederTestCase):
     def setUp(self):
         _require(CLI_BIN)
@@ -285,6 +303,20 @@ class TestAgainstDaemon(StatsCliTestCase):
         self.assertGreater(value('birdfeeder_last_flush_ok_timestamp_seconds'), 1.6e9)
         # The sums (rejected_total in the JSON) are not exported twice.
         self.assertNotIn('birdfeeder_rejected_total_total', fams)
+
+    def test_line_and_prom_follow_stats_def(self):
+        # daemon/stats.def is the one list: the line has its keys in its
+        # order, and --prom its names and types, no more and no fewer.
+        rows = stats_def_rows()
+        _, d = self.daemon_with_events()
+        wait_until(lambda: d.stats()['ack_delay_ms']['p50'] is not None,
+                   msg='a delay measured')
+        self.assertEqual(list(d.stats()), [r['key'] for r in rows])
+        p = run_stats('--socket', str(d.stats_path), '--prom')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        fams = check_prometheus(p.stdout)
+        want = {'birdfeeder_' + r['prom']: r['type'] for r in rows if r['prom']}
+        self.assertEqual({name: f['type'] for name, f in fams.items()}, want)
 
     def test_default_socket_from_environment(self):
         _, d = self.daemon_with_events()
