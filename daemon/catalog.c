@@ -8,20 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fnv.h"
+
 struct catalog {
     catalog_model *models; /* count entries */
     size_t count;
     uint32_t *slots;       /* index + 1 into models; 0 empty */
     size_t mask;           /* slots size - 1, a power of two minus one */
 };
-
-static uint32_t hash_name(const char *s, size_t len)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: short keys, no attacker control */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
 
 static int read_price(json_t *m, const char *key, double *out, const char *model,
                       char *err, size_t n)
@@ -119,7 +113,7 @@ int catalog_load(const char *path, catalog **out, char *err, size_t n)
         if (!has_cached)
             cm->cached_prompt_per_mtok = cm->prompt_per_mtok;
         size_t len = strlen(name);
-        size_t i = hash_name(name, len) & cat->mask;
+        size_t i = fnv1a32(name, len) & cat->mask;
         while (cat->slots[i])
             i = (i + 1) & cat->mask;
         cat->slots[i] = (uint32_t)cat->count;
@@ -138,7 +132,7 @@ const catalog_model *catalog_find(const catalog *cat, const char *name,
 {
     if (!cat)
         return NULL;
-    for (size_t i = hash_name(name, len) & cat->mask;; i = (i + 1) & cat->mask) {
+    for (size_t i = fnv1a32(name, len) & cat->mask;; i = (i + 1) & cat->mask) {
         uint32_t s = cat->slots[i];
         if (!s)
             return NULL;

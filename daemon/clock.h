@@ -1,5 +1,6 @@
-/* clock.h: the wall clock in epoch milliseconds, as rows, stats and dead
- * letters report it. (Timers use the loop's monotonic uv_now instead.) */
+/* clock.h: the wall clock in epoch milliseconds, as rows, stats, dead
+ * letters and log lines report it. (Timers use the loop's monotonic uv_now
+ * instead.) */
 #ifndef BF_CLOCK_H
 #define BF_CLOCK_H
 

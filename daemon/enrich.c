@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fnv.h"
+#include "hex.h"
 #include "stats.h"
 
 /* Recent addresses and their results: the same clients send many requests,
@@ -35,8 +37,6 @@ struct enrich_ctx {
     EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
     uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
 };
-
-static const char hexdig[] = "0123456789abcdef";
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -66,10 +66,8 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
             snprintf(err, n, "getrandom: %s", strerror(e));
             return -e;
         }
-        for (int i = 0; i < 32; i++) {
-            hex[2 * i] = hexdig[raw[i] >> 4];
-            hex[2 * i + 1] = hexdig[raw[i] & 15];
-        }
+        for (int i = 0; i < 32; i++)
+            hex_byte(hex + 2 * i, raw[i]);
         hex[64] = '\n';
         /* Written whole to a temporary name, then link(2)ed into place:
          * a crash never leaves a short key behind, and of two daemons
@@ -243,10 +241,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     } else {
         return -EINVAL;
     }
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < alen; i++)
-        h = (h ^ addr[i]) * 16777619u;
-    ip_entry *e = &ctx->ip_cache[h & (IP_CACHE_SLOTS - 1)];
+    ip_entry *e = &ctx->ip_cache[fnv1a32(addr, alen) & (IP_CACHE_SLOTS - 1)];
     if (e->len == alen && memcmp(e->addr, addr, alen) == 0) {
         memcpy(out, e->anon, sizeof(e->anon));
         memcpy(hash, e->hash, sizeof(e->hash));
@@ -260,10 +255,8 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         !EVP_MAC_update(ctx->mac_ctx, addr, alen) ||
         !EVP_MAC_final(ctx->mac_ctx, mac, &mlen, sizeof(mac)))
         return -EINVAL;
-    for (int i = 0; i < IP_HASH_HEX / 2; i++) {
-        hash[2 * i] = hexdig[mac[i] >> 4];
-        hash[2 * i + 1] = hexdig[mac[i] & 15];
-    }
+    for (int i = 0; i < IP_HASH_HEX / 2; i++)
+        hex_byte(hash + 2 * i, mac[i]);
     hash[IP_HASH_HEX] = '\0';
     e->len = (uint8_t)alen;
     memcpy(e->addr, addr, alen);
@@ -351,9 +344,9 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
         memcpy(p, "pllns_", 6);
         p += 6;
         for (int i = 60; i >= 0; i -= 4)
-            *p++ = hexdig[(a >> i) & 15];
+            *p++ = hex_digit((unsigned)(a >> i));
         for (int i = 28; i >= 0; i -= 4)
-            *p++ = hexdig[(b >> i) & 15];
+            *p++ = hex_digit((unsigned)(b >> i));
         *p = '\0';
         row->id = (bf_str){row->id_buf, (size_t)(p - row->id_buf)};
     }

@@ -7,6 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "hex.h"
+
 #define LOG_BURST 5
 
 static enum log_level min_level = LOG_INFO;
@@ -22,24 +25,18 @@ int log_level_parse(const char *s)
     return -1;
 }
 
-static uint64_t now_ms(struct timespec *ts)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    return (uint64_t)ts->tv_sec * 1000 + (uint64_t)ts->tv_nsec / 1000000;
-}
-
 static void log_vwrite(enum log_level level, const char *event,
                        uint64_t suppressed, const char *fmt, va_list ap)
 {
     char line[2048];
-    struct timespec ts;
+    uint64_t now = clock_wall_ms();
+    time_t secs = (time_t)(now / 1000);
     struct tm tm;
-    now_ms(&ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&secs, &tm);
     int n = snprintf(line, sizeof(line),
-                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03uZ level=%s event=%s",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                     tm.tm_min, tm.tm_sec, (unsigned)(now % 1000),
                      level_names[level], event);
     if (fmt && *fmt && n < (int)sizeof(line) - 1) {
         line[n++] = ' ';
@@ -72,8 +69,7 @@ void log_limited(log_limit *limit, enum log_level level, const char *event,
 {
     if (level < min_level)
         return;
-    struct timespec ts;
-    uint64_t now = now_ms(&ts);
+    uint64_t now = clock_wall_ms();
     if (now - limit->window_ms >= 1000) {
         limit->window_ms = now;
         limit->printed = 0;
@@ -93,7 +89,6 @@ void log_limited(log_limit *limit, enum log_level level, const char *event,
 
 char *log_quote(char *out, unsigned n, const char *s, unsigned max_in)
 {
-    static const char hex[] = "0123456789abcdef";
     int plain = 1;
     unsigned len = 0;
     while (len < max_in && s[len])
@@ -122,8 +117,8 @@ char *log_quote(char *out, unsigned n, const char *s, unsigned max_in)
         } else if (c < ' ' || c == 0x7f) {
             out[o++] = '\\';
             out[o++] = 'x';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
+            hex_byte(out + o, c);
+            o += 2;
         } else {
             out[o++] = (char)c;
         }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hex.h"
 #include "stats.h"
 
 static const char *const image_columns[] = {
@@ -142,7 +143,6 @@ static const unsigned char plain[256] = {
 /* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. */
 static char *put_str(char *p, const char *s, size_t len, int *replaced)
 {
-    static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
     *p++ = '"';
     for (size_t i = 0; i < len;) {
@@ -166,8 +166,7 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
             case '\t': *p++ = 't'; break;
             default: /* other control characters */
                 p = LIT(p, "u00");
-                *p++ = hex[c >> 4];
-                *p++ = hex[c & 15];
+                p = hex_byte(p, c);
             }
             i++;
             continue;

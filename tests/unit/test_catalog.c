@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "fnv.h"
 #include "testutil.h"
 
 static char tmpdir[64];
@@ -289,6 +290,16 @@ START_TEST(test_catalog_error_truncated_safely)
 }
 END_TEST
 
+/* The slot hash (daemon/fnv.h) is FNV-1a: its published 32-bit vectors. */
+START_TEST(test_catalog_hash_is_fnv1a)
+{
+    ck_assert_uint_eq(fnv1a32("", 0), 0x811c9dc5u);
+    ck_assert_uint_eq(fnv1a32("a", 1), 0xe40c292cu);
+    ck_assert_uint_eq(fnv1a32("foobar", 6), 0xbf9cf968u);
+    ck_assert_uint_eq(fnv1a32("\xff\x80", 2), fnv1a32("\xff\x80x", 2)); /* len, bytes */
+}
+END_TEST
+
 Suite *catalog_suite(void)
 {
     TCase *tc;
@@ -304,5 +315,6 @@ Suite *catalog_suite(void)
     tcase_add_loop_test(tc, test_catalog_bad_file, 0, N(bad));
     tcase_add_test(tc, test_catalog_provider_too_long);
     tcase_add_test(tc, test_catalog_error_truncated_safely);
+    tcase_add_test(tc, test_catalog_hash_is_fnv1a);
     return s;
 }
