@@ -27,6 +27,8 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wformat=2 -Wwrite-strings -Wvla -Werror
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
+# The one version: birdfeederd --version, birdfeeder --version, the
+# User-Agent (-DBF_VERSION); the man pages' .TH lines say it too (a test checks).
 VERSION = 1.0.0
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
              -DBF_VERSION='"$(VERSION)"' -DBF_DATADIR='"$(PREFIX)/share/birdfeeder"' \
@@ -51,8 +53,8 @@ CLI_BIN    = $(BUILD)/birdfeeder
 UNIT_BIN   = $(BUILD)/unit-tests
 SHIM_LIB   = $(BUILD)/libbirdfeeder.a
 
-.PHONY: all deps test test-unit test-integration test-asan demo bench \
-        install clean valgrind check-deps proto-doc stats-doc install-ops config-doc
+.PHONY: all deps test test-asan demo bench install clean valgrind \
+        proto-doc stats-doc install-ops config-doc
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB)
 
 # Rebuild everything when the flags change (as redis does).
@@ -137,8 +139,9 @@ install: all install-ops
 	    > $(DESTDIR)/etc/birdfeeder/birdfeeder.json && \
 	  chmod 0644 $(DESTDIR)/etc/birdfeeder/birdfeeder.json; }
 
+# The build directory (BUILD) and the sanitizer build of test-asan.
 clean:
-	rm -rf build build-asan
+	rm -rf $(BUILD) build-asan
 
 # --- ops files: man pages, systemd units, sysctl drop-in (issue 4) ---------
 #   make install-ops   PREFIX, DESTDIR as for install; PREFIX is written into

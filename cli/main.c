@@ -22,10 +22,6 @@
 #include "bf_proto.h"
 #include "cli.h"
 
-#ifndef BF_VERSION
-#define BF_VERSION "0.1.0"
-#endif
-
 const char cli_usage[] =
     "usage: " PROG " <command> [options]\n"
     "\n"

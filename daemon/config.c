@@ -12,9 +12,6 @@
 
 #include "log.h"
 
-#ifndef BF_VERSION
-#define BF_VERSION "1.0.0"
-#endif
 #ifndef BF_DATADIR
 #define BF_DATADIR "/usr/local/share/birdfeeder"
 #endif

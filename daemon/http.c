@@ -303,7 +303,7 @@ static CURLcode set_post_options(http_req *r, const char *url, const char *body,
     SET(CURLOPT_POSTFIELDS, body);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     SET(CURLOPT_HTTPHEADER, r->headers);
-    SET(CURLOPT_USERAGENT, "birdfeederd/1");
+    SET(CURLOPT_USERAGENT, "birdfeederd/" BF_VERSION);
     SET(CURLOPT_TIMEOUT_MS, (long)ht.timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)ht.connect_timeout_ms);
     SET(CURLOPT_NOSIGNAL, 1L);

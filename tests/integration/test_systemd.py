@@ -9,7 +9,8 @@
   restart    the test holds the UDP socket (as birdfeeder.socket does) and
              restarts the daemon under a steady load: no event is lost
   docs       every option of --help is in birdfeederd(8) and
-             docs/configuration.md; the man pages render without warnings
+             docs/configuration.md; the man pages render without warnings;
+             one version everywhere
   token      the Tinybird token never reaches the daemon's stderr
 
 Tests that need a tool skip, naming it, only when the tool is missing.
@@ -592,6 +593,23 @@ class TestDocs(unittest.TestCase):
             self.assertIn(cmd, page)
         for opt in set(re.findall(r'(--[a-z][a-z-]*)', usage)):
             self.assertIn(opt, page)
+
+    def test_one_version(self):
+        # The Makefile's VERSION is the one: both binaries print it, the man
+        # pages carry it (the User-Agent is test_http.c's).
+        _require(DAEMON_BIN)
+        _require(CLI_BIN)
+        m = re.search(r'^VERSION\s*=\s*(\S+)$', (REPO / 'Makefile').read_text(), re.M)
+        self.assertTrue(m, 'VERSION in the Makefile')
+        version = m.group(1)
+        for binary, prog in ((DAEMON_BIN, 'birdfeederd'), (CLI_BIN, 'birdfeeder')):
+            out = subprocess.run([str(binary), '--version'], capture_output=True, text=True,
+                                 timeout=10).stdout
+            self.assertTrue(out.startswith(f'{prog} {version} '), out)
+        for page in MAN_PAGES:
+            th = next(line for line in (MAN / page).read_text().splitlines()
+                      if line.startswith('.TH '))
+            self.assertIn(f'"birdfeeder {version}"', th, page)
 
     def test_protocol_7_names_every_reason(self):
         page = (MAN / 'birdfeeder-protocol.7').read_text().replace('\\-', '-')

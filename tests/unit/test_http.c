@@ -149,7 +149,7 @@ START_TEST(test_http_post_200)
     ck_assert_header(q, "Content-Type", "application/x-ndjson");
     ck_assert_header(q, "Content-Encoding", "gzip");
     ck_assert_header(q, "Content-Length", "16");
-    ck_assert_header(q, "User-Agent", "birdfeederd/1");
+    ck_assert_header(q, "User-Agent", "birdfeederd/" BF_VERSION); /* the Makefile's */
     char v[64];
     ck_assert_int_eq(th_header(q, "Expect", v, sizeof(v)), 0);
     ck_assert_uint_eq(q->body_len, 16);
