@@ -77,7 +77,7 @@ static int cmd_version(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    printf(PROG " %s (protocol %d)\n", BF_VERSION, BF_PROTO_VERSION);
+    printf(PROG " %s (protocol v%d)\n", BF_VERSION, BF_PROTO_VERSION);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* log.c: key=value lines on stderr. See log.h. */
 #include "log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +23,7 @@ int log_level_parse(const char *s)
     for (int i = 0; i < 4; i++)
         if (strcmp(s, level_names[i]) == 0)
             return i;
-    return -1;
+    return -EINVAL;
 }
 
 static void log_vwrite(enum log_level level, const char *event,

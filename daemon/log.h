@@ -24,7 +24,7 @@ typedef struct log_limit {
 
 /* Lines below `level` are dropped. Default LOG_INFO. */
 void log_set_level(enum log_level level);
-/* Parse "debug", "info", "warn", "error"; returns -1 when unknown. */
+/* Parse "debug", "info", "warn", "error"; returns -EINVAL when unknown. */
 int log_level_parse(const char *s);
 
 /* fmt is a printf format for the key=value pairs after event=NAME. */

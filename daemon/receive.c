@@ -38,7 +38,7 @@ static struct {
     uint64_t kernel_drops;  /* the socket's drop count at the last refresh */
 } rc;
 
-static log_limit oversize_limit;
+static log_limit oversize_limit, error_limit;
 
 static void deliver(const uint8_t *p, size_t len)
 {
@@ -66,7 +66,9 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
 {
     (void)u;
     if (nread < 0) {
-        log_warn("receive_error", "error=%s", uv_strerror((int)nread));
+        stats.receive_errors++;
+        log_limited(&error_limit, LOG_WARN, "receive_error", "error=%s",
+                    uv_strerror((int)nread));
         return;
     }
     /* nread 0 with no addr: the end of a recvmmsg batch, or nothing read. */
@@ -75,6 +77,8 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
     if (flags & UV_UDP_PARTIAL) { /* larger than the 64 KiB slot */
         stats.received++;
         stats.rejected[BF_R_oversize]++;
+        log_limited(&oversize_limit, LOG_WARN, "reject",
+                    "reason=oversize bytes=truncated max=%zu", rc.o.max_datagram);
         return;
     }
     deliver((const uint8_t *)b->base, (size_t)nread);
@@ -191,6 +195,13 @@ void receive_stop_and_drain(void)
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
         int got = recvmmsg(fd, msgs, SLOTS, MSG_DONTWAIT, NULL);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            stats.receive_errors++;
+            log_limited(&error_limit, LOG_WARN, "receive_error",
+                        "error=%s during=drain", strerror(errno));
+        }
         if (got <= 0)
             break; /* EAGAIN: the queue is empty */
         for (int i = 0; i < got; i++)

@@ -152,7 +152,7 @@ class TestEncodeDecode(unittest.TestCase):
     def test_help_and_version(self):
         p = run_cli(['--version'])
         self.assertEqual(p.returncode, 0)
-        self.assertIn('protocol 1', p.stdout)
+        self.assertIn('(protocol v1)', p.stdout)
         for args in (['help'], ['--help']):
             p = run_cli(args)
             self.assertEqual(p.returncode, 0)

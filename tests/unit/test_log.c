@@ -160,8 +160,8 @@ static const struct {
     int want;
 } level_cases[] = {
     {"debug", LOG_DEBUG}, {"info", LOG_INFO}, {"warn", LOG_WARN},
-    {"error", LOG_ERROR}, {"WARN", -1},       {"warning", -1},
-    {"", -1},             {"info ", -1},      {"err", -1},
+    {"error", LOG_ERROR}, {"WARN", -EINVAL},   {"warning", -EINVAL},
+    {"", -EINVAL},        {"info ", -EINVAL}, {"err", -EINVAL},
 };
 
 START_TEST(test_log_level_parse)

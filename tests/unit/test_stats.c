@@ -191,6 +191,7 @@ static const struct {
     int object;
 } line_keys[] = {
     {"ts_ms", 0}, {"uptime_ms", 0}, {"received", 0}, {"received_bytes", 0},
+    {"receive_errors", 0},
     {"rejected_total", 0}, {"rejected", 1}, {"accepted_total", 0}, {"accepted", 1},
     {"unknown_model", 0}, {"ip_invalid", 0}, {"utf8_replaced", 0},
     {"rows_batched", 1}, {"bytes_batched", 1}, {"batches", 1}, {"bytes_sent", 0},
