@@ -9,6 +9,7 @@
 #include "bf_json.h"
 #include "bf_proto.h"
 #include "cli.h"
+#include "hex.h"
 
 int cmd_encode(int argc, char **argv)
 {
@@ -37,17 +38,6 @@ int cmd_encode(int argc, char **argv)
     return invalid ? 1 : 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Hex (spaces and tabs ignored) to bytes, in place: out may be s. Returns
  * the byte count, or -1 for an odd digit count or a non-hex character. */
 static long hex_to_bytes(const char *s, size_t len, uint8_t *out)
@@ -57,7 +47,7 @@ static long hex_to_bytes(const char *s, size_t len, uint8_t *out)
     for (size_t i = 0; i < len; i++) {
         if (s[i] == ' ' || s[i] == '\t')
             continue;
-        int d = hex_digit(s[i]);
+        int d = hex_value((unsigned char)s[i]);
         if (d < 0)
             return -1;
         if (hi < 0) {

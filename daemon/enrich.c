@@ -168,42 +168,295 @@ void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat) { ctx->cat = cat; }
 
 static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 
-size_t enrich_referrer(const char *url, size_t len, char *out)
+/* ---- referrer: the origin of a URL, by the WHATWG URL Standard ----
+ *
+ * Only what an origin needs: scheme, then (special schemes) any run of '/'
+ * and '\', then the authority up to the first '/', '?', '#' or '\'; the
+ * userinfo is what comes before its last '@'; then host and port. Browsers
+ * parse this way, so "https://user:pa?ss@host/" has the host "user" and the
+ * port "pa", which is no port: the URL is invalid and the referrer "". */
+
+/* WHATWG's forbidden domain code points, which fail a host: C0 controls,
+ * space, # % / : < > ? @ [ \ ] ^ | and DEL. */
+static int host_forbidden(unsigned char c)
 {
-    size_t i = 0, o = 0;
-    /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
-    while (i < len && (((url[i] | 32) >= 'a' && (url[i] | 32) <= 'z') ||
-                       (i > 0 && ((url[i] >= '0' && url[i] <= '9') || url[i] == '+' ||
-                                  url[i] == '-' || url[i] == '.'))))
-        i++;
-    if (i == 0 || len - i < 3 || memcmp(url + i, "://", 3) != 0)
-        goto none;
-    size_t auth = i + 3, end = auth;
-    while (end < len && url[end] != '/' && url[end] != '?' && url[end] != '#')
-        end++;
-    /* Credentials (user:token@) never leave: keep what follows the last @. */
-    for (size_t k = end; k > auth; k--)
-        if (url[k - 1] == '@') {
-            auth = k;
-            break;
-        }
-    if (end == auth || i + 3 + (end - auth) > REFERRER_MAX)
-        goto none;
-    for (size_t k = 0; k < i; k++)
-        out[o++] = (char)lower((unsigned char)url[k]);
-    memcpy(out + o, "://", 3);
-    o += 3;
-    for (size_t k = auth; k < end; k++) {
-        unsigned char c = (unsigned char)url[k];
-        if (c <= ' ' || c == '"' || c == '\\' || c >= 0x7f)
-            goto none; /* not a host: refuse rather than forward junk */
-        out[o++] = (char)lower(c);
+    return c <= ' ' || c == 0x7f || (c < 0x80 && strchr("#%/:<>?@[\\]^|", c));
+}
+
+/* One IPv4 part ("0x1f", "017", "255"); -1 when it is not a number. */
+static int64_t ipv4_number(const char *s, size_t n)
+{
+    unsigned radix = 10;
+    if (n == 0)
+        return -1;
+    if (n >= 2 && s[0] == '0' && (s[1] | 32) == 'x') {
+        radix = 16;
+        s += 2;
+        n -= 2;
+    } else if (n >= 2 && s[0] == '0') {
+        radix = 8;
+        s++;
+        n--;
     }
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = hex_value((unsigned char)s[i]);
+        if (d < 0 || (unsigned)d >= radix)
+            return -1;
+        v = v * radix + d;
+        if (v > 0xffffffffll)
+            v = 0x100000000ll; /* too large whatever follows */
+    }
+    return v;
+}
+
+/* WHATWG "ends in a number": the last dot-separated part (a trailing dot
+ * aside) is all digits or 0x-hex. Such a host must be an IPv4 address. */
+static int ends_in_number(const char *h, size_t n)
+{
+    if (n && h[n - 1] == '.') /* one trailing dot is allowed */
+        n--;
+    const char *dot = memrchr(h, '.', n);
+    const char *last = dot ? dot + 1 : h;
+    size_t ll = (size_t)(h + n - last), k = 0;
+    while (k < ll && last[k] >= '0' && last[k] <= '9')
+        k++;
+    if (ll && k == ll)
+        return 1;
+    return ll >= 2 && last[0] == '0' && (last[1] | 32) == 'x' &&
+           ipv4_number(last, ll) >= 0;
+}
+
+/* WHATWG IPv4 parser ("0x7f.1" is 127.0.0.1); dotted decimal into out
+ * (16 bytes). Returns the length, or 0 when it is not an IPv4 address. */
+static size_t ipv4_host(const char *h, size_t n, char *out)
+{
+    int64_t num[4];
+    unsigned parts = 0;
+    if (n && h[n - 1] == '.') /* one trailing dot is allowed */
+        n--;
+    for (size_t i = 0; i <= n;) {
+        const char *dot = memchr(h + i, '.', n - i);
+        size_t pl = dot ? (size_t)(dot - h) - i : n - i;
+        if (parts == 4 || (num[parts] = ipv4_number(h + i, pl)) < 0)
+            return 0;
+        parts++;
+        i += pl + 1;
+    }
+    uint64_t v = (uint64_t)num[parts - 1];
+    if (v >= 1ull << (8 * (5 - parts)))
+        return 0;
+    for (unsigned i = 0; i + 1 < parts; i++) {
+        if (num[i] > 255)
+            return 0;
+        v += (uint64_t)num[i] << (8 * (3 - i));
+    }
+    return (size_t)snprintf(out, 16, "%u.%u.%u.%u", (unsigned)(v >> 24) & 255,
+                            (unsigned)(v >> 16) & 255, (unsigned)(v >> 8) & 255,
+                            (unsigned)v & 255);
+}
+
+/* "[...]" by WHATWG's IPv6 serialiser: lowercase hex, the first longest run
+ * of two or more zero pieces as "::", no dotted IPv4 tail. Into out (48
+ * bytes); returns the length, or 0 when it is not an IPv6 address. */
+static size_t ipv6_host(const char *h, size_t n, char *out)
+{
+    char text[64];
+    unsigned char a[16];
+    if (n < 2 || h[0] != '[' || h[n - 1] != ']' || n - 2 >= sizeof(text))
+        return 0;
+    memcpy(text, h + 1, n - 2);
+    text[n - 2] = '\0';
+    if (inet_pton(AF_INET6, text, a) != 1)
+        return 0;
+    unsigned piece[8];
+    int best = -1, best_len = 1;
+    for (int i = 0; i < 8; i++)
+        piece[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+    for (int i = 0; i < 8;) {
+        int k = i;
+        while (k < 8 && piece[k] == 0)
+            k++;
+        if (k - i > best_len) {
+            best = i;
+            best_len = k - i;
+        }
+        i = k > i ? k : i + 1;
+    }
+    size_t o = 0;
+    out[o++] = '[';
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            o += (size_t)snprintf(out + o, 4, i == 0 ? "::" : ":");
+            i += best_len - 1;
+            continue;
+        }
+        o += (size_t)snprintf(out + o, 6, "%x%s", piece[i], i < 7 ? ":" : "");
+    }
+    out[o++] = ']';
     out[o] = '\0';
     return o;
+}
+
+size_t enrich_referrer(const char *url, size_t len, char *out)
+{
+    const unsigned char *u = (const unsigned char *)url;
+    size_t i = 0, end = len;
+    /* Leading and trailing C0 controls and spaces are stripped; tabs and
+     * newlines anywhere are ignored (skipped as they come). */
+    while (i < end && u[i] <= ' ')
+        i++;
+    while (end > i && u[end - 1] <= ' ')
+        end--;
+#define URL_SKIP(c) ((c) == '\t' || (c) == '\n' || (c) == '\r')
+    char scheme[8];
+    size_t sl = 0;
+    for (;; i++) {
+        if (i == end)
+            goto none; /* no "scheme:": a relative URL, with no base */
+        unsigned char c = u[i];
+        if (URL_SKIP(c))
+            continue;
+        if (c == ':' && sl)
+            break;
+        int alpha = (c | 32) >= 'a' && (c | 32) <= 'z';
+        if (!alpha && (!sl || !((c >= '0' && c <= '9') || c == '+' || c == '-' ||
+                                c == '.')))
+            goto none;
+        if (sl == 5)
+            goto none; /* longer than "https": not one we keep */
+        scheme[sl++] = (char)lower(c);
+    }
+    scheme[sl] = '\0';
+    int https = strcmp(scheme, "https") == 0;
+    if (!https && strcmp(scheme, "http") != 0)
+        goto none; /* only http and https: no javascript:, data:, file: */
+    /* Special schemes skip any run of slashes and backslashes. */
+    for (i++; i < end && (u[i] == '/' || u[i] == '\\' || URL_SKIP(u[i])); i++)
+        ;
+    /* The authority; hp keeps what follows its last '@' (host and port). */
+    char hp[REFERRER_MAX + 1];
+    size_t hl = 0;
+    int overlong = 0;
+    for (; i < end; i++) {
+        unsigned char c = u[i];
+        if (URL_SKIP(c))
+            continue;
+        if (c == '/' || c == '?' || c == '#' || c == '\\')
+            break;
+        if (c == '@') {
+            hl = 0;
+            overlong = 0;
+        } else if (hl < sizeof(hp)) {
+            hp[hl++] = (char)c;
+        } else {
+            overlong = 1;
+        }
+    }
+#undef URL_SKIP
+    if (overlong || hl == 0)
+        goto none; /* too long to keep, or no host (after "user@" too) */
+    /* Host and port: the first ':' outside brackets. */
+    size_t hostlen = 0;
+    int br = 0;
+    while (hostlen < hl && (hp[hostlen] != ':' || br)) {
+        if (hp[hostlen] == '[')
+            br = 1;
+        else if (hp[hostlen] == ']')
+            br = 0;
+        hostlen++;
+    }
+    if (hostlen == 0)
+        goto none;
+    unsigned long port = 0;
+    int has_port = 0;
+    for (size_t k = hostlen + 1; k < hl; k++) {
+        if (hp[k] < '0' || hp[k] > '9')
+            goto none; /* "user:pa": not a port, so not a URL */
+        port = port * 10 + (unsigned long)(hp[k] - '0');
+        if (port > 65535)
+            goto none;
+        has_port = 1;
+    }
+    if (has_port && port == (https ? 443ul : 80ul))
+        has_port = 0; /* the scheme's default port is not written */
+    char host[REFERRER_MAX + 1];
+    size_t o = 0;
+    if (hp[0] == '[') {
+        char v6[48];
+        if (!(o = ipv6_host(hp, hostlen, v6)))
+            goto none;
+        memcpy(host, v6, o + 1);
+    } else {
+        /* Percent-decoded, lowercased; a byte past ASCII would need IDNA
+         * (xn--), which the daemon does not do: refused instead. */
+        for (size_t k = 0; k < hostlen; k++) {
+            unsigned char c = (unsigned char)hp[k];
+            if (c == '%' && k + 2 < hostlen &&
+                hex_value((unsigned char)hp[k + 1]) >= 0 &&
+                hex_value((unsigned char)hp[k + 2]) >= 0) {
+                c = (unsigned char)(hex_value((unsigned char)hp[k + 1]) * 16 +
+                                    hex_value((unsigned char)hp[k + 2]));
+                k += 2;
+            }
+            if (c >= 0x80 || host_forbidden(c))
+                goto none;
+            host[o++] = (char)lower(c);
+        }
+        host[o] = '\0';
+        if (ends_in_number(host, o)) {
+            char v4[16];
+            if (!(o = ipv4_host(host, o, v4)))
+                goto none;
+            memcpy(host, v4, o + 1);
+        }
+    }
+    char portbuf[8] = "";
+    if (has_port)
+        snprintf(portbuf, sizeof(portbuf), ":%lu", port);
+    size_t total = sl + 3 + o + strlen(portbuf);
+    if (total > REFERRER_MAX)
+        goto none;
+    size_t pl = strlen(portbuf);
+    memcpy(out, scheme, sl);
+    memcpy(out + sl, "://", 3);
+    memcpy(out + sl + 3, host, o);
+    memcpy(out + sl + 3 + o, portbuf, pl + 1);
+    return total;
 none:
     out[0] = '\0';
     return 0;
+}
+
+/* An IPv6 address that carries an IPv4 one is that IPv4 address: its /48
+ * would keep the IPv4 whole (6to4) or its hash would differ from the same
+ * client's over IPv4. When addr is one, its IPv4 goes to addr[0..3] and 1
+ * is returned. The kinds (RFC 4291, 3056, 6052, 4380):
+ *   ::ffff:a.b.c.d    IPv4-mapped
+ *   ::a.b.c.d         IPv4-compatible (not :: and ::1)
+ *   64:ff9b::a.b.c.d  NAT64 well-known prefix (/96)
+ *   2002:AABB:CCDD::  6to4: the IPv4 in bits 16-47
+ *   2001:0:...:WWXX:YYZZ  Teredo: the client's IPv4 XOR-ed, last 32 bits */
+static int embedded_ipv4(unsigned char *addr)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff},
+                               compat[12] = {0},
+                               nat64[12] = {0, 0x64, 0xff, 0x9b};
+    unsigned char v4[4];
+    if (memcmp(addr, mapped, 12) == 0 || memcmp(addr, nat64, 12) == 0 ||
+        (memcmp(addr, compat, 12) == 0 &&
+         !(addr[12] == 0 && addr[13] == 0 && addr[14] == 0 && addr[15] <= 1))) {
+        memcpy(v4, addr + 12, 4);
+    } else if (addr[0] == 0x20 && addr[1] == 0x02) {
+        memcpy(v4, addr + 2, 4);
+    } else if (addr[0] == 0x20 && addr[1] == 0x01 && addr[2] == 0 && addr[3] == 0) {
+        for (int i = 0; i < 4; i++)
+            v4[i] = (unsigned char)~addr[12 + i];
+    } else {
+        return 0;
+    }
+    memcpy(addr, v4, 4);
+    return 1;
 }
 
 int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
@@ -231,13 +484,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     if (inet_pton(AF_INET, s, addr) == 1) {
         alen = 4;
     } else if (inet_pton(AF_INET6, s, addr) == 1) {
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(addr, mapped, 12) == 0) { /* ::ffff:a.b.c.d is IPv4 */
-            memmove(addr, addr + 12, 4);
-            alen = 4;
-        } else {
-            alen = 16;
-        }
+        alen = embedded_ipv4(addr) ? 4 : 16;
     } else {
         return -EINVAL;
     }
@@ -247,8 +494,8 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         memcpy(hash, e->hash, sizeof(e->hash));
         return 0;
     }
-    /* The hash is of the full binary address, so "::ffff:1.2.3.4" and
-     * "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
+    /* The hash is of the full binary address, so "::ffff:1.2.3.4",
+     * "2002:102:304::1" and "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
     unsigned char mac[32];
     size_t mlen = 0;
     if (!EVP_MAC_init(ctx->mac_ctx, NULL, 0, NULL) ||

@@ -64,11 +64,16 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                   bf_row *row);
 
 /* Exposed for tests. */
-/* Origin of a URL into out (size REFERRER_MAX + 1): "scheme://host[:port]",
- * lowercased; "" when it has no scheme://host. Returns the length. */
+/* Origin of a URL into out (size REFERRER_MAX + 1) by the WHATWG URL
+ * rules: "http(s)://host[:port]", lowercased, default port left out; ""
+ * for any other scheme, a URL that does not parse, a non-ASCII host, or an
+ * origin longer than REFERRER_MAX. Reads len bytes of url, NULs included.
+ * Returns the length. */
 size_t enrich_referrer(const char *url, size_t len, char *out);
 /* Anonymise ip (len bytes) into out (48 bytes) and hash it into hash
- * (IP_HASH_HEX + 1). Returns 0, or -EINVAL when ip does not parse. */
+ * (IP_HASH_HEX + 1): IPv4 to its /24, IPv6 to its /48, and an IPv6 address
+ * carrying an IPv4 (mapped, compatible, NAT64, 6to4, Teredo) as that IPv4.
+ * Returns 0, or -EINVAL when ip does not parse. */
 int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash);
 
 #endif /* BF_ENRICH_H */

@@ -223,6 +223,24 @@ bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
     return BF_OK;
 }
 
+/* Identifiers are keys and labels downstream (dedup, sorting keys, logs):
+ * no NUL and no control character in them, so what one sender writes
+ * cannot end a string early or forge a line. Other strings (prompt,
+ * error_message) may hold newlines and tabs; the row escapes them. */
+static const unsigned ident_tags[] = {BF_F_id, BF_F_user_id, BF_F_tier, BF_F_model};
+
+/* s holds a C0 control (NUL included), DEL, or a C1 control in UTF-8
+ * (U+0080..U+009F, C2 80..C2 9F). */
+static int has_control(bf_str s)
+{
+    const unsigned char *u = (const unsigned char *)s.ptr;
+    for (size_t i = 0; i < s.len; i++)
+        if (u[i] < 0x20 || u[i] == 0x7f ||
+            (u[i] == 0xc2 && i + 1 < s.len && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f))
+            return 1;
+    return 0;
+}
+
 static int str_eq(bf_str s, const char *lit)
 {
     size_t n = strlen(lit);
@@ -256,6 +274,13 @@ bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
             }
         } else if (*(const uint64_t *)field_ptr(ev, bad) > f->max) {
             r = BF_R_out_of_range;
+            goto out;
+        }
+    }
+    for (size_t k = 0; k < sizeof(ident_tags) / sizeof(ident_tags[0]); k++) {
+        bad = ident_tags[k];
+        if (((ev->present >> bad) & 1u) && has_control(*(const bf_str *)field_ptr(ev, bad))) {
+            r = BF_R_control_char;
             goto out;
         }
     }

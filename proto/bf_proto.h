@@ -132,7 +132,8 @@ size_t bf_encode(const bf_event *ev, uint8_t *out, size_t cap);
 bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev);
 
 /* Check a decoded event's values against fields.def: required fields, string
- * lengths, integer limits, status set, time order. Fields that do not belong
+ * lengths, integer limits, no control characters in identifiers (id,
+ * user_id, tier, model), status set, time order. Fields that do not belong
  * to the event's dataset are not checked (they are ignored downstream). Pure;
  * ev is not changed. */
 bf_reason bf_validate(const bf_event *ev);

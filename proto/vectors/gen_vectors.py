@@ -342,6 +342,18 @@ def build():
            "bad_value")
     reject("end_time before start_time",
            header(IMG) + MODEL + f_int(6, T0) + f_int(7, T0 - 1), "bad_value")
+    # Identifiers hold no NUL and no control character (issue 11, finding 10).
+    for tag, fname in ((1, "id"), (2, "user_id"), (4, "tier")):
+        for what, b in (("NUL", b"a\x00b"), ("\\x01", b"\x01"), ("newline", b"a\n"),
+                        ("DEL", b"a\x7f"), ("U+0085", b"a\xc2\x85")):
+            reject("%s in %s" % (what, fname), header(IMG) + MODEL + f_str(tag, b), "control_char")
+    reject("NUL in model", header(IMG) + f_str(5, b"flux\x00"), "control_char")
+    reject("tab in model", header(LLM) + f_str(5, b"gpt\t5"), "control_char")
+    valid("control characters in prompt and error_message are kept",
+          {"dataset": "image_events", "model": "flux", "error_message": "line 1\nline\t2",
+           "prompt": "a\nb\x01c"})
+    valid("U+00A0 and U+00AD in user_id are not controls",
+          {"dataset": "image_events", "user_id": "a\u00a0b\u00adc", "model": "flux"})
 
     # JSON datagrams.
     json_valid("json minimal", '{"dataset":"image_events","model":"flux"}',
@@ -431,6 +443,11 @@ def build():
                 '{"dataset":"image_events","model":"flux","width":65536}', "out_of_range")
     json_reject('json status "ok"',
                 '{"dataset":"image_events","model":"flux","status":"ok"}', "bad_value")
+    json_reject("json control character in user_id",
+                '{"dataset":"image_events","model":"flux","user_id":"u\\u0001"}',
+                "control_char")
+    json_reject("json escaped newline in id",
+                '{"dataset":"image_events","model":"flux","id":"r\\n1"}', "control_char")
     return VECTORS
 
 

@@ -237,6 +237,12 @@ class TestEnrichment(DaemonTestCase):
              'duration_ms': 2000, 'ip': IP4_OTHER},
             {'dataset': IMAGE, 'id': 'en-prompt', 'model': 'kontext', 'prompt': LONG_PROMPT},
             {'dataset': IMAGE, 'id': 'en-mapped', 'model': 'flux', 'ip': '::ffff:' + IP4},
+            # Issue 11, findings 1 and 7: IP4 inside 6to4 and NAT64 is IP4;
+            # userinfo ends at the authority's last '@'; only http(s).
+            {'dataset': IMAGE, 'id': 'en-6to4', 'model': 'flux', 'ip': '2002:c633:6417::1',
+             'referrer': 'https://user:pa?ss@host/'},
+            {'dataset': IMAGE, 'id': 'en-nat64', 'model': 'flux', 'ip': '64:ff9b::c633:6417',
+             'referrer': 'javascript://example.com/%0Aalert(1)'},
         ]
 
     def test_enriched_values(self):
@@ -250,7 +256,7 @@ class TestEnrichment(DaemonTestCase):
         # own cut is what is tested.
         send_json_raw({'dataset': IMAGE, 'id': 'en-prompt-raw', 'model': 'kontext',
                        'prompt': LONG_PROMPT}, d.port)
-        tb.wait_rows(IMAGE, 8)
+        tb.wait_rows(IMAGE, 10)
         tb.wait_rows(LLM, 4)
         self.assert_no_quarantine(tb)
         rows = {}
@@ -262,7 +268,7 @@ class TestEnrichment(DaemonTestCase):
                     gen[r['model']] = r
                 else:
                     rows[r['id']] = r
-        self.assertEqual(len(rows) + len(gen), 12, (sorted(rows), sorted(gen)))
+        self.assertEqual(len(rows) + len(gen), 14, (sorted(rows), sorted(gen)))
 
         with self.subTest('flux: provider, per-image cost, timestamps, duration'):
             r = rows['en-flux']
@@ -355,6 +361,9 @@ class TestEnrichment(DaemonTestCase):
                 self.assertRegex(h, HASH_RE)
             self.assertEqual(rows['en-cached']['ip_hash'], h4)
             self.assertEqual(rows['en-mapped']['ip_hash'], h4)
+            for i in ('en-6to4', 'en-nat64'):
+                self.assertEqual((rows[i]['ip'], rows[i]['ip_hash']), ('198.51.100.0', h4), i)
+                self.assertEqual(rows[i]['referrer'], '', i)
             self.assertEqual(rows['en-gpt5-same-ip']['ip_hash'], h6)
             self.assertEqual(len({h4, h6, h4o}), 3)
             self.assertEqual(d.stats()['ip_invalid'], 0)

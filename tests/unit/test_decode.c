@@ -206,6 +206,12 @@ static const struct {
     {"json times out of order",
      J("{\"dataset\":\"image_events\",\"model\":\"m\",\"start_time\":2,\"end_time\":1}"),
      BF_R_bad_value, "end_time"},
+    {"binary control char", J("\xbf\xfd\x01\x01\x12\x02u\x01\x2a\x01m"),
+     BF_R_control_char, "user_id"},
+    {"binary NUL in id", J("\xbf\xfd\x01\x01\x0a\x01\x00\x2a\x01m"),
+     BF_R_control_char, "id"},
+    {"json control char", J("{\"dataset\":\"image_events\",\"model\":\"m\\u0007\"}"),
+     BF_R_control_char, "model"},
 };
 #undef J
 

@@ -173,26 +173,89 @@ static const struct {
     {"https://example.com?x=1", "https://example.com"},
     {"https://example.com#frag", "https://example.com"},
     {"https://a@b@host.io/p", "https://host.io"},
-    {"https://[2001:DB8::1]:443/x", "https://[2001:db8::1]:443"},
+    {"https://[2001:DB8::1]:8443/x", "https://[2001:db8::1]:8443"},
     {"http://[::1]/", "http://[::1]"},
-    {"android-app://com.example.app/", "android-app://com.example.app"},
-    {"svn+ssh://h", "svn+ssh://h"},
+    /* Issue 11, finding 7: userinfo ends at the authority's last '@', and
+     * the authority ends at the first / ? # or \. Here it is "user:pa",
+     * whose port "pa" is no port: not a URL. */
+    {"https://user:pa?ss@host/", ""},
+    {"https://user:pa#ss@host/", ""},
+    {"https://user:pa/ss@host/", ""},
+    {"https://user:1234?ss@host/", "https://user:1234"},
+    {"https://us\\er:pa@host/", "https://us"},
+    /* Only http and https: other schemes' "hosts" are not origins. */
+    {"javascript://example.com/%0Aalert(1)", ""},
+    {"vbscript://example.com/", ""},
+    {"data://text/html,hi", ""},
+    {"data:text/html,hi", ""},
+    {"file:///etc/passwd", ""},
+    {"ftp://files.example.com/", ""},
+    {"android-app://com.example.app/", ""},
+    {"svn+ssh://h", ""},
+    {"blob:https://example.com/uuid", ""},
+    /* Default ports go; others stay; ports are numbers up to 65535. */
+    {"https://example.com:443/", "https://example.com"},
+    {"http://example.com:80/", "http://example.com"},
+    {"http://example.com:443/", "http://example.com:443"},
+    {"https://example.com:0080/", "https://example.com:80"},
+    {"https://example.com:/", "https://example.com"},
+    {"https://example.com:65535", "https://example.com:65535"},
+    {"https://example.com:65536/", ""},
+    {"https://example.com:99999999999999999999/", ""},
+    {"https://example.com:8o/", ""},
+    {"https://example.com:-1/", ""},
+    /* Slashes and backslashes after a special scheme, tabs and newlines
+     * anywhere, C0 controls and spaces at the ends. */
+    {"https:/example.com", "https://example.com"},
+    {"https:example.com", "https://example.com"},
+    {"https:\\\\example.com\\p", "https://example.com"},
+    {"https:///path", "https://path"},
+    {"https://ex\tample.com/", "https://example.com"},
+    {"ht\ntps://exa\rmple.com/", "https://example.com"},
+    {"  \x01https://example.com/ \x02", "https://example.com"},
+    /* Hosts: percent-decoded, lowercased, IPv4 in every WHATWG form. */
+    {"https://ex%61mple.COM/", "https://example.com"},
+    {"https://ex%2fample.com/", ""},       /* %2f is '/': forbidden */
+    {"https://ex%zzample.com/", ""},       /* a bare % is forbidden */
+    {"https://ex%c3%b6.de/", ""},          /* non-ASCII: would need IDNA */
+    {"http://0x7f.1/", "http://127.0.0.1"},
+    {"http://2130706433/", "http://127.0.0.1"},
+    {"http://0177.0.0.01/", "http://127.0.0.1"},
+    {"http://1.2.3.4./", "http://1.2.3.4"},
+    {"http://2130706433./", "http://127.0.0.1"},
+    {"http://example.com./", "http://example.com."},
+    {"http://./", "http://."},
+    {"http://1.2.3.4../", "http://1.2.3.4.."}, /* not a number: a domain */
+    {"http://1.2.3.256/", ""},
+    {"http://1.2.3.4../", "http://1.2.3.4.."}, /* not a number: a domain */
+    {"http://foo.09/", ""},                /* 09 is bad octal */
+    {"http://foo.0x/", ""},              /* ends in a number, not IPv4 */
+    {"https://[2001:DB8:0:0:1:0:0:1]/", "https://[2001:db8::1:0:0:1]"},
+    {"https://[::ffff:1.2.3.4]/", "https://[::ffff:102:304]"},
+    {"https://[0:0:0:0:0:0:0:0]/", "https://[::]"},
+    {"https://[1:0:0:2:0:0:0:3]/", "https://[1:0:0:2::3]"},
+    {"https://[::1/", ""},
+    {"https://[::1]x/", ""},
+    {"https://[fe80::1%25eth0]/", ""},
+    {"https://[1.2.3.4]/", ""},
     {"example.com/path", ""},             /* no scheme */
     {"//example.com/path", ""},
     {"https://", ""},                     /* scheme only */
     {"https:", ""},
-    {"https:/example.com", ""},
     {"https://user:tok@/path", ""},       /* credentials but no host */
-    {"https:///path", ""},
+    {"https://user@", ""},
+    {"https://:443/", ""},
     {"://example.com", ""},
     {"1http://example.com", ""},          /* scheme must start with a letter */
     {"ht tp://example.com", ""},
     {"https://exa mple.com/", ""},        /* host with a space */
-    {"https://ex\"ample.com/", ""},
-    {"https://ex\\ample.com/", ""},
-    {"https://ex\tample.com/", ""},
+    {"https://ex<ample.com/", ""},
+    {"https://ex^ample.com/", ""},
+    {"https://ex|ample.com/", ""},
+    {"https://ex\"ample.com/", "https://ex\"ample.com"}, /* allowed; row.c escapes */
     {"https://h\xc3\xb6st.de/", ""},      /* raw non-ASCII */
     {"https://host\x7f/", ""},
+    {"https://ho\x01st/", ""},
     {"", ""},
 };
 
@@ -280,7 +343,50 @@ static const struct {
      {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
     {"[fe80::1%25eth0]", "fe80::", 16,
      {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+    /* Issue 11, finding 1: addresses that carry an IPv4 are that IPv4,
+     * here 203.0.113.77: anonymised to its /24 and hashed as it. */
+    {"2002:cb00:714d::1", "203.0.113.0", 4, {203, 0, 113, 77}},      /* 6to4 */
+    {"2002:CB00:714D:ffff:1:2:3:4", "203.0.113.0", 4, {203, 0, 113, 77}},
+    {"64:ff9b::203.0.113.77", "203.0.113.0", 4, {203, 0, 113, 77}},  /* NAT64 */
+    {"64:ff9b::cb00:714d", "203.0.113.0", 4, {203, 0, 113, 77}},
+    {"::203.0.113.77", "203.0.113.0", 4, {203, 0, 113, 77}},         /* compatible */
+    {"[::cb00:714d]", "203.0.113.0", 4, {203, 0, 113, 77}},
+    {"2001:0:4136:e378:8000:63bf:34ff:8eb2", "203.0.113.0", 4,       /* Teredo */
+     {203, 0, 113, 77}},
+    {"2001::ffff:ffff", "0.0.0.0", 4, {0, 0, 0, 0}},
+    /* Neighbours that carry none stay IPv6 and are cut to the /48. */
+    {"::", "::", 16, {0}},
+    {"2001:db8:cb00:714d::", "2001:db8:cb00::", 16,
+     {0x20, 0x01, 0x0d, 0xb8, 0xcb, 0x00, 0x71, 0x4d, 0, 0, 0, 0, 0, 0, 0, 0}},
+    {"2001:1:cb00:714d::", "2001:1:cb00::", 16,
+     {0x20, 0x01, 0, 1, 0xcb, 0x00, 0x71, 0x4d, 0, 0, 0, 0, 0, 0, 0, 0}},
+    {"64:ff9b:1::cb00:714d", "64:ff9b:1::", 16,  /* local-use NAT64: /48 holds none */
+     {0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0, 0xcb, 0x00, 0x71, 0x4d}},
+    {"2003:cb00:714d::1", "2003:cb00:714d::", 16,
+     {0x20, 0x03, 0xcb, 0x00, 0x71, 0x4d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
 };
+
+/* Every form of one client's address gives one ip and one ip_hash, and no
+ * output holds the IPv4's last octet ("77" would be 4d in hex). */
+START_TEST(test_enrich_ip_embedded_ipv4_is_the_ipv4)
+{
+    static const char *const forms[] = {
+        "203.0.113.77", "::ffff:203.0.113.77", "2002:cb00:714d::1",
+        "2002:cb00:714d:1::", "64:ff9b::cb00:714d", "::203.0.113.77",
+        "2001:0:4136:e378:8000:63bf:34ff:8eb2", "[2002:cb00:714d::1]"};
+    char want_ip[48], want_hash[IP_HASH_HEX + 1];
+    ck_assert_int_eq(enrich_ip(ctx, forms[0], strlen(forms[0]), want_ip, want_hash), 0);
+    ck_assert_str_eq(want_ip, "203.0.113.0");
+    for (int i = 1; i < N(forms); i++) {
+        char ip[48], hash[IP_HASH_HEX + 1];
+        ck_assert_int_eq(enrich_ip(ctx, forms[i], strlen(forms[i]), ip, hash), 0);
+        ck_assert_msg(strcmp(ip, want_ip) == 0, "%s: ip '%s'", forms[i], ip);
+        ck_assert_msg(strcmp(hash, want_hash) == 0, "%s: hash differs", forms[i]);
+        ck_assert_msg(!strstr(ip, "714d") && !strstr(ip, "77"), "%s: kept '%s'",
+                      forms[i], ip);
+    }
+}
+END_TEST
 
 START_TEST(test_enrich_ip_table)
 {
@@ -850,6 +956,7 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_referrer_long_host);
     tcase_add_test(tc, test_enrich_referrer_respects_len);
     tcase_add_loop_test(tc, test_enrich_ip_table, 0, N(ip_cases));
+    tcase_add_test(tc, test_enrich_ip_embedded_ipv4_is_the_ipv4);
     tcase_add_loop_test(tc, test_enrich_ip_garbage, 0, N(bad_ips));
     tcase_add_test(tc, test_enrich_ip_empty);
     tcase_add_test(tc, test_enrich_ip_hash_properties);

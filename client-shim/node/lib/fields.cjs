@@ -304,6 +304,10 @@ const TABLE = {
     {
       "name": "bad_value",
       "description": "value outside its set (status) or inconsistent times"
+    },
+    {
+      "name": "control_char",
+      "description": "NUL or control character in id, user_id, tier or model"
     }
   ]
 };
