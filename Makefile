@@ -41,7 +41,9 @@ CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 # libc only (the C shim holds them), then what needs jansson.
 PROTO_LIBC = proto/bf_proto.c proto/bf_addr.c
 PROTO_SRC  = $(PROTO_LIBC) proto/bf_json.c proto/bf_decoder.c
-DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c)) $(GEN_SRC)
+# Generated at build time: the default catalog compiled into the daemon.
+GEN_SRC    = $(BUILD)/gen/catalog_builtin.c
 SHIM_SRC   = client-shim/c/bf_client.c
 CLI_SRC    = $(wildcard cli/*.c)
 UNIT_SRC   = tests/unit/main.c $(wildcard tests/unit/test_*.c)
@@ -66,6 +68,19 @@ FORCE:
 $(BUILD)/obj/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+
+# daemon/catalog.json as a C array (od is in coreutils: nothing to install).
+# A --catalog file, or the one `make install` puts in $(PREFIX)/share,
+# replaces it at run time.
+$(BUILD)/gen/catalog_builtin.c: daemon/catalog.json
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from daemon/catalog.json by the Makefile; do not edit */'; \
+	  echo '#include "catalog.h"'; \
+	  echo 'const char catalog_builtin[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '0x00};'; \
+	  echo 'const size_t catalog_builtin_len = sizeof(catalog_builtin) - 1;'; \
+	} > $@.tmp && mv $@.tmp $@
 
 $(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)

@@ -50,7 +50,21 @@ int catalog_load(const char *path, catalog **out, char *err, size_t n)
     int rc = -EINVAL;
     *out = NULL;
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root;
+    if (path) {
+        FILE *f = fopen(path, "re");
+        if (!f) {
+            int e = errno;
+            snprintf(err, n, "catalog %s: %s", path, strerror(e));
+            return -e;
+        }
+        root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+        fclose(f);
+    } else {
+        root = json_loadb(catalog_builtin, catalog_builtin_len, JSON_REJECT_DUPLICATES,
+                          &jerr);
+    }
+    path = catalog_name(path); /* for the messages below */
     if (!root) {
         snprintf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
         return -EINVAL;
@@ -140,6 +154,11 @@ const catalog_model *catalog_find(const catalog *cat, const char *name,
         if (m->name_len == len && memcmp(m->name, name, len) == 0)
             return m;
     }
+}
+
+const char *catalog_name(const char *path)
+{
+    return path ? path : "built-in";
 }
 
 size_t catalog_size(const catalog *cat)

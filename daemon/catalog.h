@@ -33,10 +33,21 @@ typedef struct catalog_model {
 typedef struct catalog catalog;
 
 /* Load path into a new catalog at *out, which the caller frees with
- * catalog_free. Returns 0, or a negative errno (-EINVAL for a file that does
- * not parse or holds a bad model, -ENOMEM) with a message naming the model
- * or key at fault in err (size n); *out is NULL then. */
+ * catalog_free; path NULL loads the built-in catalog (daemon/catalog.json
+ * as it was at build time, compiled in). Returns 0, or a negative errno
+ * (the open's errno for a file that cannot be opened, -EINVAL for one that
+ * does not parse or holds a bad model, -ENOMEM)
+ * with a message naming the model or key at fault in err (size n); *out is
+ * NULL then. */
 int catalog_load(const char *path, catalog **out, char *err, size_t n);
+
+/* How logs name the catalog loaded from path: path, or "built-in". */
+const char *catalog_name(const char *path);
+
+/* The built-in catalog's text, generated from daemon/catalog.json by the
+ * Makefile ($(BUILD)/gen/catalog_builtin.c). */
+extern const char catalog_builtin[];
+extern const size_t catalog_builtin_len;
 void catalog_free(catalog *cat);
 
 /* The model called name (len bytes), or NULL. The pointer is valid until

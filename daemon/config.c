@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "paths.h"
 
 #ifndef BF_DATADIR
 #define BF_DATADIR "/usr/local/share/birdfeeder"
@@ -28,6 +30,19 @@ typedef struct option_def {
     const char *help;
 } option_def;
 
+/* Defaults that depend on where the daemon runs (paths.h) start with one
+ * of these in the table: the state or runtime directory, or the installed
+ * catalog when there is one (else the built-in catalog, cfg->catalog NULL). */
+#define STATE_DEF "<state>/"
+#define RUNTIME_DEF "<runtime>/"
+#define CATALOG_DEF "<installed or built-in>"
+#define INSTALLED_CATALOG BF_DATADIR "/catalog.json"
+
+static int by_context(const option_def *o)
+{
+    return o->def && o->def[0] == '<';
+}
+
 #define OFF(m) offsetof(bf_config, m)
 static const option_def options[] = {
     {"listen", OPT_STR, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
@@ -38,18 +53,18 @@ static const option_def options[] = {
     {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",
      "Tinybird token with DATASOURCE:APPEND; prefer the environment. "
      "Without one, batches go to --out"},
-    {"catalog", OPT_STR, OFF(catalog), BF_DATADIR "/catalog.json", 0, 0, NULL,
-     "model catalog (JSON): provider and prices per model"},
+    {"catalog", OPT_STR, OFF(catalog), CATALOG_DEF, 0, 0, NULL,
+     "model catalog (JSON): provider and prices per model; replaces the one "
+     "built into birdfeederd (daemon/catalog.json at build time)"},
     {"out", OPT_STR, OFF(out), "-", 0, 0, NULL,
      "NDJSON output file when there is no token ('-' is stdout)"},
-    {"ip-hash-key-file", OPT_STR, OFF(ip_hash_key_file),
-     "/var/lib/birdfeeder/ip-hash.key", 0, 0, NULL,
-     "secret key for ip_hash; created with mode 0600 when missing"},
-    {"stats-socket", OPT_STR, OFF(stats_socket), "/run/birdfeeder/stats.sock", 0,
-     0, NULL, "Unix socket streaming one JSON stats line per interval ('' off)"},
-    {"spool-dir", OPT_STR, OFF(spool_dir), "/var/lib/birdfeeder/spool", 0, 0, NULL,
+    {"ip-hash-key-file", OPT_STR, OFF(ip_hash_key_file), STATE_DEF "ip-hash.key", 0,
+     0, NULL, "secret key for ip_hash; created with mode 0600 when missing"},
+    {"stats-socket", OPT_STR, OFF(stats_socket), RUNTIME_DEF "stats.sock", 0, 0, NULL,
+     "Unix socket streaming one JSON stats line per interval ('' off)"},
+    {"spool-dir", OPT_STR, OFF(spool_dir), STATE_DEF "spool", 0, 0, NULL,
      "where batches wait on disk (memory cap, outage at shutdown) and "
-     "refused batches are kept (dead-letter.ndjson)"},
+     "refused batches are kept (dead-letter.ndjson); one daemon at a time"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0, NULL,
      "debug, info, warn or error"},
     {"flush-bytes", OPT_SIZE, OFF(flush_bytes), "4MiB", 4096, 10000000, NULL,
@@ -86,6 +101,9 @@ static const option_def options[] = {
      NULL, "on SIGTERM, how long to keep flushing before giving up"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(N_OPTIONS <= CONFIG_OPTIONS_MAX, "raise CONFIG_OPTIONS_MAX");
+
+static const char *const source_names[] = {"default", "file", "environment", "flag"};
 
 static void errf(char *err, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -125,11 +143,13 @@ static int parse_number(const char *s, enum opt_type type, uint64_t *out)
     return 0;
 }
 
-/* Set one option from text. src names the source for error messages. */
+/* Set one option from text, remembering where it came from. src names
+ * the source for error messages (the file's path for the file). */
 static int set_option(bf_config *cfg, const option_def *o, const char *val,
-                      const char *src, char *err, size_t n)
+                      enum config_source from, const char *src, char *err, size_t n)
 {
     char *slot = (char *)cfg + o->offset;
+    cfg->source[o - options] = (unsigned char)from;
     if (o->type == OPT_STR) {
         char *copy = strdup(val);
         if (!copy) {
@@ -172,8 +192,17 @@ static const option_def *find_option(const char *key)
 
 static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
 {
+    /* Opened here so a missing or unreadable file is named with the
+     * reason, not as jansson's "path:-1: unable to open". */
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        int e = errno;
+        errf(err, n, "config file %s: %s", path, strerror(e));
+        return -1;
+    }
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    fclose(f);
     if (!root) {
         errf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
         return -1;
@@ -207,7 +236,7 @@ static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
             rc = -1;
             break;
         }
-        if (set_option(cfg, o, text, path, err, n) < 0) {
+        if (set_option(cfg, o, text, CONFIG_SRC_FILE, path, err, n) < 0) {
             rc = -1;
             break;
         }
@@ -234,7 +263,8 @@ static int load_env(bf_config *cfg, char *err, size_t n)
                  e = strtok_r(NULL, " ", &save))
                 val = getenv(e);
         }
-        if (val && *val && set_option(cfg, o, val, "environment", err, n) < 0)
+        if (val && *val &&
+            set_option(cfg, o, val, CONFIG_SRC_ENV, "environment", err, n) < 0)
             return -1;
     }
     return 0;
@@ -253,15 +283,37 @@ void config_usage(void)
         printf("  --%s %s\n      %s\n", o->name,
                o->type == OPT_STR ? "VALUE" : o->type == OPT_SIZE ? "BYTES" : "N",
                o->help);
-        if (o->def)
+        if (o->def && strcmp(o->def, CATALOG_DEF) == 0)
+            printf("      default (by context): %s when installed, else the built-in "
+                   "catalog\n", INSTALLED_CATALOG);
+        else if (by_context(o))
+            printf("      default (by context): %s\n", o->def);
+        else if (o->def)
             printf("      default: %s\n", o->def);
         if (o->env)
             printf("      environment: %s\n", o->env);
     }
     printf("  --config FILE\n      JSON config file (also BIRDFEEDER_CONFIG)\n"
-           "  --check-config\n      validate the configuration and the catalog, print the\n"
-           "      effective values (token hidden) as JSON, exit\n"
-           "  --help, --version\n");
+           "  --check-config\n      check everything a start would (the configuration, the\n"
+           "      catalog, the key file, the directories, the listen address), print\n"
+           "      the effective values (token hidden) as JSON, exit 0 when the\n"
+           "      daemon would start, else 1 naming the first failure\n"
+           "  --help, --version\n\n"
+           "Defaults by context:\n"
+           "  <state>    $STATE_DIRECTORY under systemd; /var/lib/birdfeeder as root;\n"
+           "             else $XDG_STATE_HOME/birdfeeder (~/.local/state/birdfeeder)\n"
+           "  <runtime>  $RUNTIME_DIRECTORY under systemd; /run/birdfeeder as root;\n"
+           "             else $XDG_RUNTIME_DIR/birdfeeder, else <state>/run\n"
+           "  Directories chosen this way are created with their parents (mode\n"
+           "  0700, runtime 0750).\n\n");
+    bf_paths p;
+    paths_resolve(&p, geteuid() == 0);
+    printf("Here: <state> is %s (from %s), <runtime> is %s (from %s);\n"
+           "the catalog without --catalog is %s.\n",
+           *p.state ? p.state : "(none)", p.state_from,
+           *p.runtime ? p.runtime : "(none)", p.runtime_from,
+           access(INSTALLED_CATALOG, F_OK) == 0 ? INSTALLED_CATALOG " (installed)"
+                                                : "the built-in one");
 }
 
 void config_print(const bf_config *cfg)
@@ -324,6 +376,60 @@ void config_free(bf_config *cfg)
         }
     free(cfg->config_file);
     cfg->config_file = NULL;
+    free(cfg->state_dir);
+    free(cfg->runtime_dir);
+    cfg->state_dir = cfg->runtime_dir = NULL;
+}
+
+enum config_source config_source(const bf_config *cfg, const char *name)
+{
+    const option_def *o = find_option(name);
+    return o ? (enum config_source)cfg->source[o - options] : CONFIG_SRC_DEFAULT;
+}
+
+const char *config_source_name(enum config_source src)
+{
+    return (unsigned)src < sizeof(source_names) / sizeof(source_names[0])
+               ? source_names[src] : "default";
+}
+
+/* The defaults that depend on the context (paths.h), for the options no
+ * source set: DIR/name under the state or runtime directory, and the
+ * installed catalog when there is one (else NULL: the built-in one). */
+static int derive_defaults(bf_config *cfg, char *err, size_t n)
+{
+    bf_paths p;
+    paths_resolve(&p, geteuid() == 0);
+    cfg->state_from = p.state_from;
+    cfg->runtime_from = p.runtime_from;
+    if (!(cfg->state_dir = strdup(p.state)) || !(cfg->runtime_dir = strdup(p.runtime))) {
+        errf(err, n, "out of memory");
+        return -1;
+    }
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option_def *o = &options[k];
+        if (!by_context(o) || cfg->source[k] != CONFIG_SRC_DEFAULT)
+            continue;
+        char val[PATHS_MAX + 64];
+        if (strcmp(o->def, CATALOG_DEF) == 0) {
+            if (access(INSTALLED_CATALOG, F_OK) < 0)
+                continue; /* the built-in catalog */
+            snprintf(val, sizeof(val), "%s", INSTALLED_CATALOG);
+        } else {
+            int state = strncmp(o->def, STATE_DEF, strlen(STATE_DEF)) == 0;
+            const char *dir = state ? p.state : p.runtime;
+            if (!*dir) {
+                errf(err, n, "option '%s': no %s directory to put it in: set HOME or "
+                             "XDG_STATE_HOME, or give --%s", o->name,
+                     state ? "state" : "runtime", o->name);
+                return -1;
+            }
+            snprintf(val, sizeof(val), "%s/%s", dir, strchr(o->def, '/') + 1);
+        }
+        if (set_option(cfg, o, val, CONFIG_SRC_DEFAULT, "default", err, n) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
@@ -335,8 +441,9 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     for (size_t k = 0; k < N_OPTIONS; k++) {
         longopts[k] = (struct option){options[k].name, required_argument, NULL,
                                       (int)k};
-        if (options[k].def &&
-            set_option(cfg, &options[k], options[k].def, "default", err, n) < 0)
+        if (options[k].def && !by_context(&options[k]) &&
+            set_option(cfg, &options[k], options[k].def, CONFIG_SRC_DEFAULT, "default",
+                       err, n) < 0)
             return CONFIG_ERROR;
     }
     longopts[N_OPTIONS] = (struct option){"config", required_argument, NULL, O_CONFIG};
@@ -389,7 +496,7 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     optind = 0;
     while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         if (c >= 0 && c < (int)N_OPTIONS &&
-            set_option(cfg, &options[c], optarg, "flag", err, n) < 0)
+            set_option(cfg, &options[c], optarg, CONFIG_SRC_FLAG, "flag", err, n) < 0)
             return CONFIG_ERROR;
     }
     /* Cross-field checks. */
@@ -425,5 +532,7 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
              cfg->log_level);
         return CONFIG_ERROR;
     }
+    if (derive_defaults(cfg, err, n) < 0)
+        return CONFIG_ERROR;
     return CONFIG_OK;
 }

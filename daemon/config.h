@@ -15,17 +15,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Where an option's value came from. */
+enum config_source {
+    CONFIG_SRC_DEFAULT, /* built in, or chosen by context (paths.h) */
+    CONFIG_SRC_FILE,
+    CONFIG_SRC_ENV,
+    CONFIG_SRC_FLAG,
+};
+#define CONFIG_OPTIONS_MAX 64
+
 typedef struct bf_config {
     char *listen;            /* HOST:PORT for the UDP socket */
     char *tinybird_url;      /* base URL, no trailing slash */
     char *token;             /* Tinybird token; NULL: local file sink */
-    char *catalog;           /* model catalog JSON path */
+    char *catalog;           /* model catalog JSON path; NULL: the built-in
+                                one (catalog_load_builtin) */
     char *out;               /* NDJSON output without a token; "-" stdout */
     char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
     char *stats_socket;      /* Unix socket path; "" disables */
     char *log_level;
     char *spool_dir;         /* spool and dead letters */
     char *config_file;       /* the file these came from, or NULL */
+    /* The context's directories (paths.h), which the defaults of spool-dir,
+     * ip-hash-key-file (state) and stats-socket (runtime) are under, and
+     * what each was taken from (static strings). */
+    char *state_dir, *runtime_dir;
+    const char *state_from, *runtime_from;
     uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
     uint64_t flush_interval_ms;
     uint64_t stats_interval_ms;
@@ -40,6 +55,7 @@ typedef struct bf_config {
     uint64_t max_dead_letter_bytes;
     uint64_t backoff_min_ms, backoff_max_ms;
     int check_only;          /* --check-config: validate and exit */
+    unsigned char source[CONFIG_OPTIONS_MAX]; /* enum config_source, by option */
 } bf_config;
 
 /* Outcome of config_load: 0 to run, 1 when --help or --version printed
@@ -57,6 +73,12 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv,
                                char *err, size_t n);
 
 void config_free(bf_config *cfg);
+
+/* Where option name (as in --help) got its value, and that source's name
+ * ("default", "file", "environment", "flag"). An unknown name is
+ * CONFIG_SRC_DEFAULT. */
+enum config_source config_source(const bf_config *cfg, const char *name);
+const char *config_source_name(enum config_source src);
 
 /* Print the effective configuration as one JSON object, keyed as the
  * config file is, to stdout; the token is shown as "(set)", never itself. */

@@ -52,6 +52,42 @@ static uint64_t rng_next(uint64_t s[4])
     return r;
 }
 
+/* Read the key from an open fd: its bytes, less a trailing newline. */
+static int read_key(int fd, const char *path, unsigned char *key, size_t *klen,
+                    char *err, size_t n)
+{
+    ssize_t k = read(fd, key, 256);
+    if (k < 0) {
+        int e = errno;
+        snprintf(err, n, "reading ip hash key %s: %s", path, strerror(e));
+        return -e;
+    }
+    while (k > 0 && (key[k - 1] == '\n' || key[k - 1] == '\r'))
+        k--;
+    if (k < 16) {
+        snprintf(err, n, "ip hash key %s: needs at least 16 bytes", path);
+        return -EINVAL;
+    }
+    *klen = (size_t)k;
+    return 0;
+}
+
+int enrich_check_key(const char *key_file, char *err, size_t n)
+{
+    int fd = open(key_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, n, "opening ip hash key %s: %s", key_file, strerror(e));
+        return -e;
+    }
+    unsigned char key[256];
+    size_t klen;
+    int rc = read_key(fd, key_file, key, &klen, err, n);
+    close(fd);
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc;
+}
+
 /* Read the key, or create it. The file holds text (64 hex digits when we
  * made it); its bytes, less a trailing newline, are the HMAC key. */
 static int load_key(const char *path, unsigned char *key, size_t *klen,
@@ -102,16 +138,9 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         snprintf(err, n, "opening ip hash key %s: %s", path, strerror(e));
         return -e;
     }
-    ssize_t k = read(fd, key, 256);
+    int rc = read_key(fd, path, key, klen, err, n);
     close(fd);
-    while (k > 0 && (key[k - 1] == '\n' || key[k - 1] == '\r'))
-        k--;
-    if (k < 16) {
-        snprintf(err, n, "ip hash key %s: needs at least 16 bytes", path);
-        return -EINVAL;
-    }
-    *klen = (size_t)k;
-    return 0;
+    return rc;
 }
 
 int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n)

@@ -52,6 +52,12 @@ typedef struct enrich_ctx enrich_ctx;
 int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n);
 void enrich_free(enrich_ctx *ctx);
 
+/* Whether enrich_new could use key_file as it is, changing nothing: 0 when
+ * it holds a usable key; -ENOENT when it does not exist (enrich_new would
+ * create it: the caller checks its directory); another negative errno
+ * (unreadable, too short: -EINVAL) with the reason in err (size n). */
+int enrich_check_key(const char *key_file, char *err, size_t n);
+
 /* Use cat for lookups from now on (not owned; the caller keeps it alive
  * until the next enrich_set_catalog or enrich_free). */
 void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat);

@@ -6,11 +6,13 @@
  * plus config, catalog, stats and log. Everything runs on one libuv loop;
  * only gzip and file writes go to the threadpool.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "batch.h"
 #include "catalog.h"
@@ -19,6 +21,7 @@
 #include "enrich.h"
 #include "log.h"
 #include "memory.h"
+#include "paths.h"
 #include "receive.h"
 #include "row.h"
 #include "sink.h"
@@ -184,6 +187,79 @@ static int fail(const char *what, const char *err)
     return 1;
 }
 
+static int by_context(const bf_config *cfg, const char *option)
+{
+    return config_source(cfg, option) == CONFIG_SRC_DEFAULT;
+}
+
+/* After a failure with a path the context chose: say where it came from
+ * and how to choose another (appended to err, size n). */
+static void context_hint(const bf_config *cfg, const char *option, char *err, size_t n)
+{
+    if (!by_context(cfg, option) || strcmp(option, "catalog") == 0)
+        return;
+    int state = strcmp(option, "stats-socket") != 0;
+    size_t len = strlen(err);
+    snprintf(err + len, n - len, " (the %s directory, from %s; set %s, or give --%s)",
+             state ? "state" : "runtime", state ? cfg->state_from : cfg->runtime_from,
+             state ? "XDG_STATE_HOME" : "XDG_RUNTIME_DIR", option);
+}
+
+/* The stats socket's directory: the runtime directory, created when the
+ * context chose it; one named by a flag must exist. */
+static int make_runtime_dir(const bf_config *cfg, char *err, size_t n)
+{
+    if (!*cfg->stats_socket || !by_context(cfg, "stats-socket"))
+        return 0;
+    return paths_make_dir(cfg->runtime_dir, 0750, err, n);
+}
+
+/* --check-config: everything a start would do that can fail, in the same
+ * order, changing nothing. Returns 0 when the daemon would start, else 1
+ * with the first failure on stderr. Problems a start lives with (the
+ * stats socket) are warnings. */
+static int check_start(const bf_config *cfg)
+{
+    char err[512], dir[PATHS_MAX];
+    const char *what = NULL;
+    int rc = enrich_check_key(cfg->ip_hash_key_file, err, sizeof(err));
+    if (rc == -ENOENT) { /* to be created: its directory must allow it */
+        paths_dirname(cfg->ip_hash_key_file, dir, sizeof(dir));
+        rc = paths_check_dir("ip hash key directory", dir, 0, err, sizeof(err));
+    }
+    if (rc < 0) {
+        what = "ip_hash_key";
+        context_hint(cfg, "ip-hash-key-file", err, sizeof(err));
+    }
+    if (!what && cfg->token &&
+        (paths_check_dir("spool directory", cfg->spool_dir, 0, err, sizeof(err)) < 0 ||
+         spool_check_lock(cfg->spool_dir, err, sizeof(err)) < 0)) {
+        what = "spool";
+        context_hint(cfg, "spool-dir", err, sizeof(err));
+    }
+    if (!what && receive_check_listen(cfg->listen, err, sizeof(err)) < 0)
+        what = "listen";
+    if (what) {
+        fprintf(stderr, "birdfeederd: check failed: %s: %s\n", what, err);
+        return 1;
+    }
+    if (*cfg->stats_socket) {
+        int made = by_context(cfg, "stats-socket");
+        rc = made ? paths_check_dir("runtime directory", cfg->runtime_dir, 0, err,
+                                    sizeof(err))
+                  : 0;
+        /* A directory still to be made holds no socket yet. */
+        if (rc == 0 && (!made || access(cfg->runtime_dir, F_OK) == 0))
+            rc = stats_check_socket(cfg->stats_socket, err, sizeof(err));
+        if (rc < 0) {
+            context_hint(cfg, "stats-socket", err, sizeof(err));
+            fprintf(stderr, "birdfeederd: warning: %s: the daemon starts without its "
+                            "stats socket\n", err);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
@@ -204,26 +280,47 @@ int main(int argc, char **argv)
     bf_config *cfg = &app.cfg;
     log_set_level((enum log_level)log_level_parse(cfg->log_level));
 
-    if (catalog_load(cfg->catalog, &app.cat, err, sizeof(err)) < 0)
+    if (catalog_load(cfg->catalog, &app.cat, err, sizeof(err)) < 0) {
+        if (cfg->check_only)
+            fprintf(stderr, "birdfeederd: check failed: catalog: %s\n", err);
         return fail("catalog", err);
+    }
     if (cfg->check_only) {
-        config_print(cfg);
-        printf("birdfeederd: configuration OK%s%s; catalog %s: %zu models\n",
-               cfg->config_file ? " in " : "", cfg->config_file ? cfg->config_file : "",
-               cfg->catalog, catalog_size(app.cat));
+        int bad = check_start(cfg);
+        if (!bad) {
+            config_print(cfg);
+            printf("birdfeederd: configuration OK%s%s; catalog %s: %zu models; "
+                   "state directory %s (from %s)\n",
+                   cfg->config_file ? " in " : "", cfg->config_file ? cfg->config_file : "",
+                   catalog_name(cfg->catalog), catalog_size(app.cat), cfg->state_dir,
+                   cfg->state_from);
+        }
         catalog_free(app.cat);
         config_free(cfg);
-        return 0;
+        return bad;
     }
-    if (enrich_new(cfg->ip_hash_key_file, &app.enrich, err, sizeof(err)) < 0)
+    /* The key's directory (the state directory, unless a flag says) is
+     * made with its parents; so is the spool's, by spool_open. */
+    char dir[PATHS_MAX];
+    paths_dirname(cfg->ip_hash_key_file, dir, sizeof(dir));
+    if (paths_make_dir(dir, 0700, err, sizeof(err)) < 0 ||
+        enrich_new(cfg->ip_hash_key_file, &app.enrich, err, sizeof(err)) < 0) {
+        context_hint(cfg, "ip-hash-key-file", err, sizeof(err));
         return fail("ip_hash_key", err);
+    }
     enrich_set_catalog(app.enrich, app.cat);
 
     app.loop = uv_default_loop();
-    int rc = stats_start(app.loop, cfg->stats_socket, (unsigned)cfg->stats_interval_ms);
-    if (rc < 0) /* stats are for ops; the pipeline runs without them */
-        log_error("stats_socket_failed", "path=%s error=%s", cfg->stats_socket,
-                  uv_strerror(rc));
+    /* Stats are for ops; the pipeline runs without them. */
+    int rc = make_runtime_dir(cfg, err, sizeof(err));
+    if (rc == 0)
+        rc = stats_start(app.loop, cfg->stats_socket, (unsigned)cfg->stats_interval_ms,
+                         err, sizeof(err));
+    if (rc < 0) {
+        context_hint(cfg, "stats-socket", err, sizeof(err));
+        log_error("stats_socket_failed", "path=%s error=\"%s\" note=\"running without "
+                                         "the stats socket\"", cfg->stats_socket, err);
+    }
     stats_on_refresh(refresh_gauges, NULL);
 
     memory_set_cap(cfg->max_memory);
@@ -241,8 +338,17 @@ int main(int argc, char **argv)
                     .max_inflight = (unsigned)cfg->max_inflight,
                     .backoff_min_ms = cfg->backoff_min_ms,
                     .backoff_max_ms = cfg->backoff_max_ms};
-    if (sink_start(app.loop, &so, err, sizeof(err)) < 0)
-        return fail("sink", err);
+    if (sink_start(app.loop, &so, err, sizeof(err)) < 0) {
+        if (cfg->token)
+            context_hint(cfg, "spool-dir", err, sizeof(err));
+        return fail(cfg->token ? "spool" : "sink", err);
+    }
+    log_info("paths", "context=%s state=%s runtime=%s catalog=%s models=%zu "
+                      "ip_hash_key_file=%s spool_dir=%s stats_socket=%s",
+             cfg->state_from, cfg->state_dir, cfg->runtime_dir, catalog_name(cfg->catalog),
+             catalog_size(app.cat), cfg->ip_hash_key_file,
+             cfg->token ? cfg->spool_dir : "-",
+             *cfg->stats_socket ? cfg->stats_socket : "-");
     if (cfg->token)
         log_info("sink", "mode=tinybird url=%s", cfg->tinybird_url);
     else

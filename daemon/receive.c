@@ -84,6 +84,18 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
     deliver((const uint8_t *)b->base, (size_t)nread);
 }
 
+int receive_check_listen(const char *listen, char *err, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (sd_listen_fds(0) >= 1)
+        return 0; /* systemd passes the socket: listen is not used */
+    int r = bf_addr_parse(listen, BF_ADDR_BIND, &ss, &sslen);
+    if (r < 0)
+        snprintf(err, n, "option 'listen': '%s' is not HOST:PORT", listen);
+    return r;
+}
+
 static void set_rcvbuf(uv_os_fd_t fd, uint64_t want)
 {
     int v = want > INT32_MAX / 2 ? INT32_MAX / 2 : (int)want;

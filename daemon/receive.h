@@ -33,6 +33,11 @@ typedef struct receive_opts {
  * in every case, which releases the handle and the buffer. */
 int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n);
 
+/* Whether receive_start could use listen (it parses, or systemd passes
+ * the socket), changing nothing: 0, or a negative errno with a message in
+ * err (size n). */
+int receive_check_listen(const char *listen, char *err, size_t n);
+
 /* The bound address as "HOST:PORT" (for logs and tests). */
 const char *receive_address(void);
 

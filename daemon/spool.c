@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "paths.h"
 #include "stats.h"
 
 #define REC_MAGIC 0x31534642u /* "BFS1" little endian */
@@ -66,6 +68,7 @@ static struct {
     int running;
     int reading;
     int open;
+    int lock_fd;           /* DIR/lock, flocked while open; -1 none */
 } sp;
 
 static log_limit torn_limit, write_limit;
@@ -640,6 +643,58 @@ static int index_segment(uint64_t seq)
     return 0;
 }
 
+/* DIR/lock: an exclusive flock(2) for as long as the spool is open, so a
+ * second daemon given the same directory refuses to start instead of
+ * writing the same segments. The holder's PID is written in the file for
+ * the message; the kernel drops the lock when the holder exits, however it
+ * exits, so a stale file never blocks a start. take: lock it and keep the
+ * fd (returned); else only look (O_RDONLY, nothing created) and return 0. */
+static int lock_dir(const char *dir, int take, char *err, size_t n)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int fd = take ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)
+                  : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (!take && (e == ENOENT || e == ENOTDIR))
+            return 0; /* no lock file: nobody holds it */
+        snprintf(err, n, "spool lock %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[24] = "";
+        ssize_t k = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[k > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            snprintf(err, n, "spool directory %s is in use by birdfeederd pid %s (it "
+                             "holds %s): one daemon per spool directory; stop it or "
+                             "give this one another --spool-dir", dir,
+                     *pid ? pid : "(unknown)", path);
+            return -EBUSY;
+        }
+        snprintf(err, n, "spool lock %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (!take) {
+        close(fd); /* releases the lock */
+        return 0;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("spool_lock_pid", "path=%s error=\"%s\" note=\"locked; the PID is "
+                                   "not written\"", path, strerror(errno));
+    return fd;
+}
+
+int spool_check_lock(const char *dir, char *err, size_t n)
+{
+    return lock_dir(dir, 0, err, n);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -654,15 +709,20 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
     sp.o = *opts;
     sp.cb = cb;
     sp.cb_arg = arg;
-    if (mkdir(opts->dir, 0700) < 0 && errno != EEXIST) {
-        int e = errno;
-        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
-        return -e;
-    }
+    sp.lock_fd = -1;
+    int rc = paths_make_dir(opts->dir, 0700, err, n);
+    if (rc < 0)
+        return rc;
+    int fd = lock_dir(opts->dir, 1, err, n);
+    if (fd < 0)
+        return fd;
+    sp.lock_fd = fd;
     DIR *d = opendir(opts->dir);
     if (!d) {
         int e = errno;
         snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
+        close(sp.lock_fd);
+        sp.lock_fd = -1;
         return -e;
     }
     uint64_t *seqs = NULL;
@@ -681,6 +741,8 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
                 closedir(d);
                 free(seqs);
                 snprintf(err, n, "spool directory %s: out of memory", opts->dir);
+                close(sp.lock_fd);
+                sp.lock_fd = -1;
                 return -ENOMEM;
             }
             seqs = ns;
@@ -692,7 +754,7 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
         qsort(seqs, count, sizeof(*seqs), cmp_u64);
     sp.open = 1;
     for (size_t i = 0; i < count; i++) {
-        int rc = index_segment(seqs[i]);
+        rc = index_segment(seqs[i]);
         if (rc < 0) /* left on disk, not replayed by this run */
             log_error("spool_segment_unreadable", "segment=%016llx error=\"%s\"",
                       (unsigned long long)seqs[i], strerror(-rc));
@@ -724,4 +786,8 @@ void spool_close(void)
     }
     sp.segs = sp.tail = NULL;
     sp.open = 0;
+    if (sp.lock_fd >= 0) {
+        close(sp.lock_fd); /* the lock goes with it; the file stays */
+        sp.lock_fd = -1;
+    }
 }

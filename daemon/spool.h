@@ -22,6 +22,7 @@
  * worker running its first append opens, and which the loop thread closes
  * only once no operation uses the segment: operations never overlap, so
  * the two never touch it at once.
+ * DIR/lock is the lock one daemon holds on the directory (see spool_open).
  * DIR/dead-letter.ndjson (rotated once to dead-letter.1.ndjson past
  * dead_letter_max) holds batches Tinybird refused: a header line
  * {"dead_letter":{...status, response...}} and then the rows.
@@ -44,12 +45,19 @@ typedef struct spool_opts {
 /* A replayed batch and where it came from, for spool_ack. */
 typedef void (*spool_replay_cb)(batch_buf *b, uint64_t ref, void *arg);
 
-/* Create DIR (0700) when missing and index the segments already there
- * (left by an earlier run), checking each record's crc. Blocking: runs
- * before the loop starts. Returns 0, or a negative errno with a message in
- * err (size n). A segment that cannot be read is logged and left on disk. */
+/* Create DIR (0700, with its parents) when missing, lock it (DIR/lock, flock: one daemon
+ * per spool directory, held until spool_close) and index the segments
+ * already there (left by an earlier run), checking each record's crc.
+ * Blocking: runs before the loop starts. Returns 0, or a negative errno
+ * with a message in err (size n): -EBUSY, naming the PID, when another
+ * process holds the lock. A segment that cannot be read is logged and left
+ * on disk. */
 int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
                void *arg, char *err, size_t n);
+
+/* Whether spool_open could lock dir now, changing nothing: 0, or -EBUSY
+ * naming the PID that holds it (or another negative errno) in err. */
+int spool_check_lock(const char *dir, char *err, size_t n);
 
 /* Write b as one record; the spool owns b from here. Rows that cannot be
  * written are counted (dropped.spool_write, dropped.spool_full). */

@@ -2,17 +2,22 @@
  * socket. See stats.h. */
 #include "stats.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "http.h"
 #include "log.h"
 #include "memory.h"
+#include "paths.h"
 #include "receive.h"
 #include "spool.h"
 
@@ -351,23 +356,69 @@ static void on_connection(uv_stream_t *server, int status)
     broadcast(c);
 }
 
-int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms)
+int stats_check_socket(const char *path, char *err, size_t n)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, n, "stats socket %s: longer than %zu bytes", path,
+                 sizeof(sa.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    /* Its directory first: libuv reports a bind in a missing directory as
+     * "permission denied". */
+    char dir[PATHS_MAX];
+    paths_dirname(path, dir, sizeof(dir));
+    int rc = paths_check_dir("stats socket directory", dir, 1, err, n);
+    if (rc < 0)
+        return rc;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, n, "stats socket %s: %s", path, strerror(e));
+        return -e;
+    }
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int e = errno;
+    close(fd);
+    if (rc == 0) {
+        snprintf(err, n, "stats socket %s: a running daemon answers on it; give this "
+                         "one another --stats-socket", path);
+        return -EADDRINUSE;
+    }
+    /* ECONNREFUSED: a file nobody listens on (a crashed run); ENOENT:
+     * none. Both are free to bind. */
+    if (e != ECONNREFUSED && e != ENOENT) {
+        snprintf(err, n, "stats socket %s: %s", path, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms, char *err,
+                size_t n)
 {
     stats.start_ms = clock_wall_ms();
     st.loop = loop;
     if (!path || !*path)
         return 0;
-    int rc;
-    unlink(path); /* a stale socket from a crashed run */
-    if ((rc = uv_pipe_init(loop, &st.server, 0)) < 0)
+    int rc = stats_check_socket(path, err, n);
+    if (rc < 0)
         return rc;
+    unlink(path); /* a stale socket from a crashed run: nobody answers on it */
+    if ((rc = uv_pipe_init(loop, &st.server, 0)) < 0) {
+        snprintf(err, n, "stats socket %s: %s", path, uv_strerror(rc));
+        return rc;
+    }
     if ((rc = uv_pipe_bind(&st.server, path)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&st.server, 16, on_connection)) < 0) {
+        snprintf(err, n, "stats socket %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&st.server, NULL);
         return rc;
     }
     chmod(path, 0660);
     if (!(st.path = strdup(path))) {
+        snprintf(err, n, "out of memory");
         uv_close((uv_handle_t *)&st.server, NULL);
         return UV_ENOMEM;
     }

@@ -13,7 +13,9 @@ The option table in daemon/config.c is the one place an option is declared;
   docs/man/birdfeederd.8  the OPTIONS entries between the roff comments
                           .\\" BEGIN GENERATED OPTIONS and .\\" END GENERATED OPTIONS
   daemon/birdfeeder.json  the whole file: every option at its default (not
-                          the token, which belongs in /etc/birdfeeder/env)
+                          the token, which belongs in /etc/birdfeeder/env, nor
+                          the options whose default depends on where the
+                          daemon runs: "default (by context)" in --help)
 
 and, from proto/fields.def and proto/reasons.def (through proto/gen_doc.py):
 
@@ -52,6 +54,7 @@ def parse_help(text):
         m = re.match(r"  --([a-z][a-z0-9-]*) (VALUE|BYTES|N)$", line)
         if m:
             cur = {"name": m.group(1), "kind": m.group(2), "help": "", "default": None,
+                   "by_context": False,
                    "env": ["BIRDFEEDER_" + m.group(1).upper().replace("-", "_")]}
             opts.append(cur)
             continue
@@ -61,6 +64,9 @@ def parse_help(text):
         body = line.strip()
         if body.startswith("default: "):
             cur["default"] = body[len("default: "):]
+        elif body.startswith("default (by context): "):
+            cur["default"] = body[len("default (by context): "):]
+            cur["by_context"] = True
         elif body.startswith("environment: "):
             cur["env"] += body[len("environment: "):].split()
         else:
@@ -78,6 +84,10 @@ def md_table(opts):
            "| --- | --- | --- | --- | --- |"]
     for o in opts:
         default = f"`{o['default']}`" if o["default"] is not None else "(none)"
+        if o["by_context"]:
+            default = (default.replace(" when installed, else the built-in catalog`",
+                                       "` when installed, else the built-in catalog")
+                       + " (by context)")
         env = ", ".join(f"`{e}`" for e in o["env"])
         text = o["help"].replace("|", "\\|")
         out.append(f"| `--{o['name']}` | {KINDS[o['kind']]} | {default} | {env} | {text} |")
@@ -100,7 +110,13 @@ def man_options(opts):
                 f'.BI {flag} " {o["kind"]}"',
                 roff_text(o["help"] if o["help"].endswith(".") else o["help"] + ".")]
         if o["default"] is not None:
-            out += [".br", f"Default: \\fB{roff_text(o['default'])}\\fR."]
+            d = o["default"]
+            tail = " when installed, else the built-in catalog"
+            rest = ""
+            if d.endswith(tail):
+                d, rest = d[:-len(tail)], roff_text(tail)
+            out += [".br", f"Default{' (by context)' if o['by_context'] else ''}: "
+                           f"\\fB{roff_text(d)}\\fR{rest}."]
         env = ", ".join(f"\\fB{e}\\fR" for e in o["env"])
         out += [".br", f"Environment: {env}."]
     out.append(MAN_END)
@@ -142,7 +158,7 @@ def man_reasons(defs):
 def config_json(opts):
     conf = {}
     for o in opts:
-        if o["name"] in NOT_IN_FILE or o["default"] is None:
+        if o["name"] in NOT_IN_FILE or o["default"] is None or o["by_context"]:
             continue
         v = o["default"]
         conf[o["name"]] = int(v) if o["kind"] == "N" and v.isdigit() else v

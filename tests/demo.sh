@@ -9,7 +9,7 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
 unset TINYBIRD_API_KEY TINYBIRD_TOKEN
 
 echo "== starting birdfeederd (local file sink, no token)"
-"$BUILD/birdfeederd" --listen 127.0.0.1:0 --catalog daemon/catalog.json \
+"$BUILD/birdfeederd" --listen 127.0.0.1:0 \
     --ip-hash-key-file "$dir/ip-hash.key" --stats-socket "$dir/stats.sock" \
     --out "$dir/rows.ndjson" --flush-interval-ms 200 2>"$dir/daemon.log" &
 pid=$!

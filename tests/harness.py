@@ -374,11 +374,12 @@ class Daemon:
 
     def __init__(self, args=(), env=None, stats_socket=True, timeout=10,
                  binary=None, listen='127.0.0.1:0', tinybird=None,
-                 private_defaults=True, start=True):
+                 private_defaults=True, start=True, prefix=()):
         """tinybird: a FakeTinybird to deliver to (adds --tinybird-url and
         TINYBIRD_API_KEY).  private_defaults: unless args set them, point
         --ip-hash-key-file into the temp dir (its default is under /var/lib)
-        and --catalog at daemon/catalog.json."""
+        and --catalog at daemon/catalog.json.  listen None: no --listen
+        flag.  prefix: a command the daemon runs under (setpriv ...)."""
         self.binary = Path(binary) if binary else DAEMON_BIN
         self.args = list(args)
         env = dict(env or {})
@@ -390,6 +391,7 @@ class Daemon:
         self.stats_socket = stats_socket
         self.timeout = timeout
         self.listen = listen
+        self.prefix = list(prefix)
         self.proc = None
         self.port = None
         self.dir = None
@@ -401,7 +403,9 @@ class Daemon:
         _require(self.binary)
         self.dir = Path(_short_tmpdir())
         self.stats_path = self.dir / 'stats.sock'
-        cmd = [str(self.binary), '--listen', self.listen]
+        cmd = self.prefix + [str(self.binary)]
+        if self.listen is not None:
+            cmd += ['--listen', self.listen]
         if self.stats_socket:
             cmd += ['--stats-socket', str(self.stats_path), '--stats-interval-ms', '100']
         if self.private_defaults:

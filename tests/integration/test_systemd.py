@@ -88,15 +88,17 @@ def help_options():
     return out, sorted(opts)
 
 
-def help_defaults(text):
-    """{option: default text} from --help."""
+def help_defaults(text, by_context=False):
+    """{option: default text} from --help: the fixed defaults, or with
+    by_context those that depend on where the daemon runs."""
     out, current = {}, None
+    kind = 'default (by context)' if by_context else 'default'
     for line in text.splitlines():
         m = re.match(r'\s+--([a-z][a-z0-9-]*) (VALUE|BYTES|N)$', line)
         if m:
             current = m.group(1)
             continue
-        m = re.match(r'\s+default: (.*)$', line)
+        m = re.match(r'\s+' + re.escape(kind) + r': (.*)$', line)
         if m and current:
             out[current] = m.group(1)
     return out
@@ -173,14 +175,27 @@ class TestUnits(SystemdTestCase):
         self.assertEqual(one['RestrictAddressFamilies'], 'AF_INET AF_INET6 AF_UNIX')
         # Egress to Tinybird must stay possible: no blanket IP deny.
         self.assertNotIn('any', ' '.join(settings.get('IPAddressDeny', [])).split())
-        # The daemon's default paths are inside the directories systemd makes.
+        # The daemon's default paths are inside the directories systemd makes
+        # and names in $STATE_DIRECTORY and $RUNTIME_DIRECTORY.
         _require(DAEMON_BIN)
         out = subprocess.run([str(DAEMON_BIN), '--help'], capture_output=True, text=True,
                              timeout=10).stdout
-        defaults = help_defaults(out)
-        self.assertTrue(defaults['stats-socket'].startswith('/run/birdfeeder/'))
-        self.assertTrue(defaults['spool-dir'].startswith('/var/lib/birdfeeder/'))
-        self.assertTrue(defaults['ip-hash-key-file'].startswith('/var/lib/birdfeeder/'))
+        defaults = help_defaults(out, by_context=True)
+        self.assertEqual(defaults['stats-socket'], '<runtime>/stats.sock')
+        self.assertEqual(defaults['spool-dir'], '<state>/spool')
+        self.assertEqual(defaults['ip-hash-key-file'], '<state>/ip-hash.key')
+        d = self.tmpdir()
+        (d / 'state').mkdir(mode=0o700)
+        (d / 'run').mkdir(mode=0o755)
+        p = subprocess.run([str(DAEMON_BIN), '--check-config'], capture_output=True,
+                           text=True, timeout=10, env=clean_env({
+                               'STATE_DIRECTORY': d / 'state', 'RUNTIME_DIRECTORY': d / 'run',
+                               'TINYBIRD_API_KEY': 'x'}))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        conf = json.loads(p.stdout[:p.stdout.rindex('}') + 1])
+        self.assertEqual(conf['stats-socket'], f'{d}/run/stats.sock')
+        self.assertEqual(conf['spool-dir'], f'{d}/state/spool')
+        self.assertEqual(conf['ip-hash-key-file'], f'{d}/state/ip-hash.key')
 
     def test_socket_unit(self):
         text = SOCKET_UNIT.read_text()
@@ -208,18 +223,26 @@ class TestUnits(SystemdTestCase):
     def test_default_config_file_has_every_option_and_is_valid(self):
         """daemon/birdfeeder.json (installed as /etc/birdfeeder/birdfeeder.json)
         sets every option of --help to its default, except the token, which
-        belongs in /etc/birdfeeder/env; --check-config accepts it."""
+        belongs in /etc/birdfeeder/env, and the paths whose default depends
+        on where the daemon runs (a fixed one there would override systemd's
+        directories); --check-config accepts it."""
         out, _ = help_options()
         defaults = help_defaults(out)
+        by_context = help_defaults(out, by_context=True)
+        self.assertEqual(set(by_context),
+                         {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir'})
         conf = json.loads(DEFAULT_CONFIG.read_text())
         names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|N)$', out, re.M)
         for name in names:
             if name == 'token':
                 self.assertNotIn('token', conf, 'the token goes in /etc/birdfeeder/env')
                 continue
+            if name in by_context:
+                self.assertNotIn(name, conf, f'{name} depends on the context')
+                continue
             self.assertIn(name, conf, f'{name} missing from {DEFAULT_CONFIG}')
             self.assertEqual(str(conf[name]), defaults[name], name)
-        self.assertEqual(set(conf), set(names) - {'token'})
+        self.assertEqual(set(conf), set(names) - {'token'} - set(by_context))
         p = subprocess.run([str(DAEMON_BIN), '--config', str(DEFAULT_CONFIG),
                             '--catalog', str(REPO_CATALOG), '--check-config'],
                            capture_output=True, text=True, timeout=10, env=clean_env())

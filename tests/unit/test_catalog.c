@@ -76,9 +76,11 @@ START_TEST(test_catalog_shipped_size)
 }
 END_TEST
 
+/* Each model, from the file and from the copy built into the daemon. */
 START_TEST(test_catalog_shipped_model)
 {
-    catalog *c = must_load(CATALOG_PATH);
+    catalog *c = must_load(_i < N_SHIPPED ? CATALOG_PATH : NULL);
+    _i %= N_SHIPPED;
     const catalog_model *m = find(c, shipped[_i].name);
     ck_assert_msg(m != NULL, "%s not found", shipped[_i].name);
     ck_assert_str_eq(m->name, shipped[_i].name);
@@ -91,6 +93,25 @@ START_TEST(test_catalog_shipped_model)
     /* The same pointer on every lookup: lookups never allocate. */
     ck_assert_ptr_eq(find(c, shipped[_i].name), m);
     catalog_free(c);
+}
+END_TEST
+
+/* The built-in catalog is daemon/catalog.json, byte for byte, as the
+ * Makefile generated it; "built-in" is how logs name it. */
+START_TEST(test_catalog_builtin_is_the_file)
+{
+    size_t len = 0;
+    char *text = tu_read_file(CATALOG_PATH, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_uint_eq(catalog_builtin_len, len);
+    ck_assert_int_eq(memcmp(catalog_builtin, text, len), 0);
+    ck_assert_int_eq(catalog_builtin[len], '\0');
+    free(text);
+    catalog *c = must_load(NULL);
+    ck_assert_uint_eq(catalog_size(c), N_SHIPPED);
+    catalog_free(c);
+    ck_assert_str_eq(catalog_name(NULL), "built-in");
+    ck_assert_str_eq(catalog_name(CATALOG_PATH), CATALOG_PATH);
 }
 END_TEST
 
@@ -246,7 +267,9 @@ START_TEST(test_catalog_bad_file)
     }
     memset(err, 0, sizeof(err));
     catalog *c = (catalog *)&c; /* must come back NULL */
-    ck_assert_int_eq(catalog_load(path, &c, err, sizeof(err)), -EINVAL);
+    /* A file that is not there says so (errno); one that is bad: EINVAL. */
+    ck_assert_int_eq(catalog_load(path, &c, err, sizeof(err)),
+                     bad[_i].text ? -EINVAL : -ENOENT);
     ck_assert_msg(c == NULL, "case %d loaded", _i);
     ck_assert_msg(strstr(err, bad[_i].needle1) != NULL, "case %d: '%s' lacks '%s'",
                   _i, err, bad[_i].needle1);
@@ -305,7 +328,8 @@ Suite *catalog_suite(void)
     TCase *tc;
     Suite *s = tu_suite("catalog", catalog_setup, catalog_teardown, &tc);
     tcase_add_test(tc, test_catalog_shipped_size);
-    tcase_add_loop_test(tc, test_catalog_shipped_model, 0, N_SHIPPED);
+    tcase_add_loop_test(tc, test_catalog_shipped_model, 0, 2 * N_SHIPPED);
+    tcase_add_test(tc, test_catalog_builtin_is_the_file);
     tcase_add_loop_test(tc, test_catalog_find_exact_length, 0, N(not_found));
     tcase_add_test(tc, test_catalog_find_uses_len);
     tcase_add_test(tc, test_catalog_null);

@@ -39,6 +39,10 @@ static void clear_env(void)
         unsetenv(names[i]);
         free(names[i]);
     }
+    /* The context's directories (paths.h): systemd's, so the defaults are
+     * the same whoever runs the tests. */
+    setenv("STATE_DIRECTORY", "/srv/bf-state", 1);
+    setenv("RUNTIME_DIRECTORY", "/srv/bf-run", 1);
 }
 
 static void config_setup(void)
@@ -120,11 +124,20 @@ START_TEST(test_config_defaults)
     ck_assert_str_eq(cfg.listen, "127.0.0.1:8190");
     ck_assert_str_eq(cfg.tinybird_url, "https://api.tinybird.co");
     ck_assert_ptr_null(cfg.token);
-    ck_assert_str_eq(cfg.catalog, BF_DATADIR "/catalog.json");
+    /* The installed catalog when there is one, else the built-in one. */
+    if (access(BF_DATADIR "/catalog.json", F_OK) == 0)
+        ck_assert_str_eq(cfg.catalog, BF_DATADIR "/catalog.json");
+    else
+        ck_assert_ptr_null(cfg.catalog);
     ck_assert_str_eq(cfg.out, "-");
-    ck_assert_str_eq(cfg.ip_hash_key_file, "/var/lib/birdfeeder/ip-hash.key");
-    ck_assert_str_eq(cfg.stats_socket, "/run/birdfeeder/stats.sock");
-    ck_assert_str_eq(cfg.spool_dir, "/var/lib/birdfeeder/spool");
+    ck_assert_str_eq(cfg.ip_hash_key_file, "/srv/bf-state/ip-hash.key");
+    ck_assert_str_eq(cfg.stats_socket, "/srv/bf-run/stats.sock");
+    ck_assert_str_eq(cfg.spool_dir, "/srv/bf-state/spool");
+    ck_assert_str_eq(cfg.state_dir, "/srv/bf-state");
+    ck_assert_str_eq(cfg.state_from, "STATE_DIRECTORY");
+    ck_assert_str_eq(cfg.runtime_dir, "/srv/bf-run");
+    ck_assert_str_eq(cfg.runtime_from, "RUNTIME_DIRECTORY");
+    ck_assert_int_eq(config_source(&cfg, "spool-dir"), CONFIG_SRC_DEFAULT);
     ck_assert_str_eq(cfg.log_level, "info");
     ck_assert_ptr_null(cfg.config_file);
     ck_assert_uint_eq(cfg.flush_bytes, 4194304);
@@ -306,6 +319,56 @@ START_TEST(test_config_file_from_env)
 }
 END_TEST
 
+/* Paths chosen by context never override a source that set them, and
+ * each option remembers its source. */
+START_TEST(test_config_sources_and_context_paths)
+{
+    bf_config cfg;
+    char err[512];
+    write_config("{\"spool_dir\": \"/f/spool\", \"token\": \"tf\"}");
+    setenv("BIRDFEEDER_STATS_SOCKET", "/e/stats.sock", 1);
+    LOAD_OK(&cfg, err, "--config", file_path, "--ip-hash-key-file", "/g/key",
+            "--catalog", "/c.json", NULL);
+    ck_assert_str_eq(cfg.spool_dir, "/f/spool");
+    ck_assert_str_eq(cfg.stats_socket, "/e/stats.sock");
+    ck_assert_str_eq(cfg.ip_hash_key_file, "/g/key");
+    ck_assert_str_eq(cfg.catalog, "/c.json");
+    ck_assert_int_eq(config_source(&cfg, "spool-dir"), CONFIG_SRC_FILE);
+    ck_assert_int_eq(config_source(&cfg, "token"), CONFIG_SRC_FILE);
+    ck_assert_int_eq(config_source(&cfg, "stats-socket"), CONFIG_SRC_ENV);
+    ck_assert_int_eq(config_source(&cfg, "ip-hash-key-file"), CONFIG_SRC_FLAG);
+    ck_assert_int_eq(config_source(&cfg, "stats_socket"), CONFIG_SRC_ENV);
+    ck_assert_int_eq(config_source(&cfg, "listen"), CONFIG_SRC_DEFAULT);
+    ck_assert_int_eq(config_source(&cfg, "no-such-option"), CONFIG_SRC_DEFAULT);
+    ck_assert_str_eq(config_source_name(CONFIG_SRC_ENV), "environment");
+    ck_assert_str_eq(config_source_name(CONFIG_SRC_FILE), "file");
+    config_free(&cfg);
+    /* The token from the environment (TINYBIRD_API_KEY) beats the file. */
+    setenv("TINYBIRD_API_KEY", "te", 1);
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_str_eq(cfg.token, "te");
+    ck_assert_int_eq(config_source(&cfg, "token"), CONFIG_SRC_ENV);
+    config_free(&cfg);
+    /* No context at all (no systemd, HOME unusable, not root) only fails
+     * when a path is left to it. */
+    if (geteuid() != 0) {
+        unsetenv("STATE_DIRECTORY");
+        unsetenv("RUNTIME_DIRECTORY");
+        char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+        setenv("HOME", "relative", 1);
+        unsetenv("XDG_STATE_HOME");
+        unsetenv("XDG_RUNTIME_DIR");
+        /* getpwuid's home may still be found: then it is used. */
+        enum config_result r = load(&cfg, err, sizeof(err), NULL);
+        ck_assert(r == CONFIG_OK || strstr(err, "no state directory"));
+        config_free(&cfg);
+        if (home)
+            setenv("HOME", home, 1);
+        free(home);
+    }
+}
+END_TEST
+
 /* A reload runs config_load again with the same argv: an edited file is
  * read anew, flags keep priority. */
 START_TEST(test_config_reload)
@@ -455,9 +518,15 @@ START_TEST(test_config_missing_file)
 {
     char path[160];
     snprintf(path, sizeof(path), "%s/nope.json", tmpdir);
-    must_fail(path, NULL, "--config", path, NULL);
+    /* The path and the reason, not jansson's "path:-1: unable to open". */
+    must_fail(path, "No such file or directory", "--config", path, NULL);
     setenv("BIRDFEEDER_CONFIG", path, 1);
-    must_fail(path, NULL, NULL);
+    must_fail(path, "No such file or directory", NULL);
+    bf_config cfg;
+    char err[512];
+    ck_assert_int_eq(load(&cfg, err, sizeof(err), NULL), CONFIG_ERROR);
+    ck_assert_msg(strstr(err, ":-1:") == NULL, "%s", err);
+    config_free(&cfg);
 }
 END_TEST
 
@@ -616,6 +685,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_file_keys);
     tcase_add_test(tc, test_config_file_from_env);
     tcase_add_test(tc, test_config_reload);
+    tcase_add_test(tc, test_config_sources_and_context_paths);
     tcase_add_loop_test(tc, test_config_size_suffix, 0, N(sizes));
     tcase_add_loop_test(tc, test_config_bad_value, 0, N(bad_values));
     tcase_add_test(tc, test_config_bad_value_sources);

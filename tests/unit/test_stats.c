@@ -28,6 +28,7 @@
 
 static char tmpdir[64];
 static char sock_path[100]; /* fits sun_path */
+static char err[512];
 static uv_loop_t loop;
 static int loop_live; /* initialised and not yet closed */
 static int refreshes;
@@ -385,7 +386,7 @@ START_TEST(test_stats_socket_lines)
     stats.received = 42;
     stats_on_refresh(on_refresh, (void *)(uintptr_t)1000);
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 30), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 30, err, sizeof(err)), 0);
     ck_assert_uint_ge(stats.start_ms, wall_ms() - 60000);
     struct stat st;
     ck_assert_int_eq(stat(sock_path, &st), 0);
@@ -435,7 +436,7 @@ START_TEST(test_stats_socket_first_line_at_once)
 {
     stats.received = 7;
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 3600000), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 3600000, err, sizeof(err)), 0);
     uint64_t t0 = wall_ms();
     client c;
     client_connect(&c);
@@ -452,7 +453,7 @@ END_TEST
 START_TEST(test_stats_socket_two_clients_and_hangup)
 {
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 20), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 20, err, sizeof(err)), 0);
     client a, b;
     client_connect(&a);
     client_connect(&b);
@@ -480,7 +481,7 @@ START_TEST(test_stats_socket_replaces_stale_path)
     ck_assert_ptr_nonnull(f);
     fclose(f);
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 1000), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, err, sizeof(err)), 0);
     struct stat st;
     ck_assert_int_eq(stat(sock_path, &st), 0);
     ck_assert(S_ISSOCK(st.st_mode));
@@ -492,26 +493,56 @@ END_TEST
 START_TEST(test_stats_socket_none)
 {
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, NULL, 1000), 0);
+    ck_assert_int_eq(stats_start(&loop, NULL, 1000, err, sizeof(err)), 0);
     ck_assert_uint_ge(stats.start_ms, wall_ms() - 60000);
-    ck_assert_int_eq(stats_start(&loop, "", 1000), 0);
+    ck_assert_int_eq(stats_start(&loop, "", 1000, err, sizeof(err)), 0);
     stats_stop(); /* nothing started: no-op */
     ck_assert_int_eq(uv_run(&loop, UV_RUN_NOWAIT), 0);
     loop_close();
 }
 END_TEST
 
+/* A missing directory is named as missing (libuv's bind would say
+ * "permission denied"). */
 START_TEST(test_stats_socket_bad_path)
 {
-    char path[192];
-    snprintf(path, sizeof(path), "%s/no/such/dir/stats.sock", tmpdir);
+    char path[256], dir[192];
+    snprintf(dir, sizeof(dir), "%s/no/such/dir", tmpdir);
+    snprintf(path, sizeof(path), "%s/stats.sock", dir);
     loop_open();
-    int rc = stats_start(&loop, path, 1000);
-    /* libuv reports a missing directory as EACCES on bind. */
-    ck_assert_msg(rc == UV_ENOENT || rc == UV_EACCES, "rc %d (%s)", rc, uv_strerror(rc));
+    int rc = stats_start(&loop, path, 1000, err, sizeof(err));
+    ck_assert_msg(rc == -ENOENT, "rc %d (%s)", rc, uv_strerror(rc));
+    ck_assert_msg(strstr(err, "No such file or directory") && strstr(err, dir), "%s", err);
+    ck_assert_msg(!strstr(err, "ermission"), "%s", err);
     stats_stop(); /* not started: no-op */
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     loop_close();
+}
+END_TEST
+
+/* A socket a running daemon answers on is left alone: a second daemon
+ * must not unlink it. */
+START_TEST(test_stats_socket_live_is_kept)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    struct stat before, after;
+    ck_assert_int_eq(stat(sock_path, &before), 0);
+    ck_assert_int_eq(stats_check_socket(sock_path, err, sizeof(err)), -EADDRINUSE);
+    loop_open();
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, err, sizeof(err)), -EADDRINUSE);
+    ck_assert_msg(strstr(err, "a running daemon answers on it"), "%s", err);
+    ck_assert_int_eq(stat(sock_path, &after), 0);
+    ck_assert_uint_eq(before.st_ino, after.st_ino);
+    stats_stop();
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    loop_close();
+    /* Once nobody answers it is stale, and free to replace. */
+    close(fd);
+    ck_assert_int_eq(stats_check_socket(sock_path, err, sizeof(err)), 0);
 }
 END_TEST
 
@@ -532,5 +563,6 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_stats_socket_replaces_stale_path);
     tcase_add_test(tc, test_stats_socket_none);
     tcase_add_test(tc, test_stats_socket_bad_path);
+    tcase_add_test(tc, test_stats_socket_live_is_kept);
     return s;
 }
