@@ -6,14 +6,19 @@
 #   make test-asan  the same tests against an AddressSanitizer + UBSan build
 #   make demo       daemon on its local file sink, sample events, the rows
 #   make bench      throughput, loss, CPU per event, peak RSS (not a test)
-#   make install    PREFIX=/usr/local DESTDIR= binaries, config, catalog,
-#                   man pages, systemd units, sysctl drop-in (install-ops)
+#   make install    PREFIX=/usr/local DESTDIR= copy what `make` built (it never
+#                   builds): binaries, the C shim (static and shared, headers,
+#                   birdfeeder.pc), config, catalog, man pages, units, sysctl
+#                   and sysusers drop-ins
+#   make uninstall  the same PREFIX and DESTDIR: remove what install put there
 #   make config-doc regenerate option lists in docs/ from birdfeederd --help
 #   make proto-doc  regenerate PROTOCOL.md's tables from proto/*.def
 #   make stats-doc  regenerate docs/operations.md's stats table from daemon/stats.def
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= python3
@@ -30,7 +35,9 @@ CFLAGS  ?= $(OPT) -g
 # The one version: birdfeederd --version, birdfeeder --version, the
 # User-Agent (-DBF_VERSION); the man pages' .TH lines say it too (a test checks).
 VERSION = 1.0.0
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) \
+# CPPFLAGS and LDFLAGS are the builder's (dpkg-buildflags sets hardening
+# flags there); CFLAGS replaces OPT -g.
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) \
              -DBF_VERSION='"$(VERSION)"' -DBF_DATADIR='"$(PREFIX)/share/birdfeeder"' \
              -Iproto -Idaemon -Iclient-shim/c \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -49,21 +56,36 @@ CLI_SRC    = $(wildcard cli/*.c)
 UNIT_SRC   = tests/unit/main.c $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+pic = $(patsubst %.c,$(BUILD)/pic/%.o,$(1))
 
 DAEMON_BIN = $(BUILD)/birdfeederd
 CLI_BIN    = $(BUILD)/birdfeeder
 UNIT_BIN   = $(BUILD)/unit-tests
 SHIM_LIB   = $(BUILD)/libbirdfeeder.a
+# The shim as a shared library. Its soname changes only when a change breaks
+# programs linked against it (the Debian package libbirdfeeder1 follows it);
+# the version script exports the API of bf_client.h and bf_proto.h, nothing else.
+SO_MAJOR   = 1
+SHIM_SO    = $(BUILD)/libbirdfeeder.so.$(SO_MAJOR)
+SHIM_MAP   = client-shim/c/libbirdfeeder.map
+SHIM_PC    = $(BUILD)/birdfeeder.pc
 
-.PHONY: all deps test test-asan demo bench install clean valgrind \
-        proto-doc stats-doc install-ops config-doc
-all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB)
+.PHONY: all deps test test-asan demo bench install uninstall install-check \
+        clean valgrind proto-doc stats-doc install-ops config-doc
+all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
 
 # Rebuild everything when the flags change (as redis does).
+FLAGS_LINE = $(CC) $(ALL_CFLAGS) $(LDFLAGS)
 $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
-	@echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS)' > $@
+	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
 FORCE:
+
+# The install paths built in (BF_DATADIR, birdfeeder.pc): install checks them.
+PATHS_LINE = PREFIX=$(PREFIX) LIBDIR=$(LIBDIR) INCLUDEDIR=$(INCLUDEDIR)
+$(BUILD)/paths: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PATHS_LINE)' | cmp -s - $@ || echo '$(PATHS_LINE)' > $@
 
 $(BUILD)/obj/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
@@ -82,24 +104,41 @@ $(BUILD)/gen/catalog_builtin.c: daemon/catalog.json
 	  echo 'const size_t catalog_builtin_len = sizeof(catalog_builtin) - 1;'; \
 	} > $@.tmp && mv $@.tmp $@
 
-$(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+# The shared library's objects: the same sources, position-independent.
+$(BUILD)/pic/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
 
-$(SHIM_LIB): $(call obj,$(SHIM_SRC) $(PROTO_LIBC))
+$(DAEMON_BIN): $(call obj,daemon/main.c $(DAEMON_SRC) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# What a service links: libc only, in both forms.
+SHIM_OBJ_SRC = $(SHIM_SRC) $(PROTO_LIBC)
+
+$(SHIM_LIB): $(call obj,$(SHIM_OBJ_SRC))
 	rm -f $@ && ar rcs $@ $^
+
+$(SHIM_SO): $(call pic,$(SHIM_OBJ_SRC)) $(SHIM_MAP)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,$(notdir $@) \
+	  -Wl,--version-script=$(SHIM_MAP) -Wl,--no-undefined -o $@ $(filter %.o,$^)
+
+# PREFIX and LIBDIR are written in at build time, as in the binaries.
+$(SHIM_PC): client-shim/c/birdfeeder.pc.in $(BUILD)/paths
+	sed -e 's#@PREFIX@#$(PREFIX)#' -e 's#@LIBDIR@#$(LIBDIR)#' \
+	  -e 's#@INCLUDEDIR@#$(INCLUDEDIR)#' -e 's#@VERSION@#$(VERSION)#' $< > $@
 
 # The CLI needs jansson only; services linking libbirdfeeder.a need libc.
 $(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC)) $(SHIM_LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
 
 BENCH_SENDER = $(BUILD)/bench-sender
 $(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)
-	$(CC) $(ALL_CFLAGS) -o $@ $^
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
 
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -139,49 +178,100 @@ proto-doc:
 stats-doc:
 	$(PYTHON) docs/gen_stats_doc.py --write
 
-install: all install-ops
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
-	  $(DESTDIR)/etc/birdfeeder $(DESTDIR)$(PREFIX)/share/birdfeeder \
-	  $(DESTDIR)$(PREFIX)/include/birdfeeder $(DESTDIR)$(PREFIX)/lib
-	install -m 0755 $(DAEMON_BIN) $(DESTDIR)$(PREFIX)/sbin/birdfeederd
-	install -m 0755 $(CLI_BIN) $(DESTDIR)$(PREFIX)/bin/birdfeeder
-	install -m 0644 $(SHIM_LIB) $(DESTDIR)$(PREFIX)/lib/
-	install -m 0644 client-shim/c/bf_client.h proto/bf_proto.h proto/fields.def \
-	  proto/reasons.def $(DESTDIR)$(PREFIX)/include/birdfeeder/
-	install -m 0644 daemon/catalog.json $(DESTDIR)$(PREFIX)/share/birdfeeder/catalog.json
-	[ -e $(DESTDIR)/etc/birdfeeder/birdfeeder.json ] || { \
-	  sed 's#"/usr/local/share/birdfeeder/#"$(PREFIX)/share/birdfeeder/#' daemon/birdfeeder.json \
-	    > $(DESTDIR)/etc/birdfeeder/birdfeeder.json && \
-	  chmod 0644 $(DESTDIR)/etc/birdfeeder/birdfeeder.json; }
-
 # The build directory (BUILD) and the sanitizer build of test-asan.
 clean:
 	rm -rf $(BUILD) build-asan
 
-# --- ops files: man pages, systemd units, sysctl drop-in (issue 4) ---------
-#   make install-ops   PREFIX, DESTDIR as for install; PREFIX is written into
-#                      the unit's ExecStart and the man page's catalog path.
-#                      `install` depends on it.
-#   make config-doc    regenerate the option lists in docs/ and
-#                      daemon/birdfeeder.json from `birdfeederd --help`
-MAN_DIR          ?= $(PREFIX)/share/man
+# --- make install / uninstall (issues 4, 12) ---------------------------------
+#   PREFIX=/usr       units, sysctl and sysusers drop-ins under $(PREFIX)/lib
+#                     (as a distribution package ships them)
+#   PREFIX=/usr/local (or any other) the same under /etc, where systemd reads
+#                     the units and drop-ins an administrator adds
+#   DESTDIR           staging root (packages); LIBDIR, INCLUDEDIR, MAN_DIR and
+#                     the *_DIR below can be set one by one.
+# PREFIX is written into the unit's ExecStart, the man page's and the default
+# config's catalog path, and (at build time) birdfeeder.pc.
+# install only copies: it runs as root, so it must never build into build/
+# as root behind the user's back. Build first with `make`.
+MAN_DIR ?= $(PREFIX)/share/man
+ifeq ($(PREFIX),/usr)
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+SYSCTL_DIR       ?= $(PREFIX)/lib/sysctl.d
+SYSUSERS_DIR     ?= $(PREFIX)/lib/sysusers.d
+else
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 SYSCTL_DIR       ?= /etc/sysctl.d
+SYSUSERS_DIR     ?= /etc/sysusers.d
+endif
+CONF_DIR  = /etc/birdfeeder
+SHARE_DIR = $(PREFIX)/share/birdfeeder
+D         = $(DESTDIR)
+INSTALL_BUILT = $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
+SHIM_HEADERS  = client-shim/c/bf_client.h proto/bf_proto.h proto/fields.def \
+                proto/reasons.def
+# Text files name paths as `make install` with the default PREFIX puts them;
+# installed, they name the paths of this install.
+AT_PREFIX = sed -e 's\#/usr/local/share/birdfeeder/\#$(SHARE_DIR)/\#g' \
+                -e 's\#/usr/local/sbin/birdfeederd\#$(PREFIX)/sbin/birdfeederd\#g' \
+                -e 's\#/etc/systemd/system/\#$(SYSTEMD_UNIT_DIR)/\#g' \
+                -e 's\#/etc/sysctl\.d/\#$(SYSCTL_DIR)/\#g' \
+                -e 's\#/etc/sysusers\.d/\#$(SYSUSERS_DIR)/\#g'
 
+install-check:
+	@for f in $(INSTALL_BUILT); do [ -f $$f ] || { \
+	  echo "make install: $$f is missing: run 'make' first (as yourself, not root)," \
+	       "then 'make install'; install only copies what was built" >&2; exit 1; }; done
+	@echo '$(PATHS_LINE)' | cmp -s - $(BUILD)/paths || { \
+	  echo "make install: $(BUILD)/ was built for $$(cat $(BUILD)/paths 2>/dev/null)," \
+	       "not $(PATHS_LINE): run 'make' again with these (as yourself), then" \
+	       "'make install' with the same" >&2; exit 1; }
+
+install: install-check
+	install -d $(D)$(PREFIX)/bin $(D)$(PREFIX)/sbin $(D)$(SHARE_DIR) $(D)$(CONF_DIR) \
+	  $(D)$(INCLUDEDIR)/birdfeeder $(D)$(LIBDIR)/pkgconfig
+	install -m 0755 $(DAEMON_BIN) $(D)$(PREFIX)/sbin/birdfeederd
+	install -m 0755 $(CLI_BIN) $(D)$(PREFIX)/bin/birdfeeder
+	install -m 0644 $(SHIM_LIB) $(D)$(LIBDIR)/libbirdfeeder.a
+	install -m 0644 $(SHIM_SO) $(D)$(LIBDIR)/$(notdir $(SHIM_SO))
+	ln -sf $(notdir $(SHIM_SO)) $(D)$(LIBDIR)/libbirdfeeder.so
+	install -m 0644 $(SHIM_PC) $(D)$(LIBDIR)/pkgconfig/birdfeeder.pc
+	install -m 0644 $(SHIM_HEADERS) $(D)$(INCLUDEDIR)/birdfeeder/
+	install -m 0644 daemon/catalog.json $(D)$(SHARE_DIR)/catalog.json
+	[ -e $(D)$(CONF_DIR)/birdfeeder.json ] || { \
+	  $(AT_PREFIX) daemon/birdfeeder.json > $(D)$(CONF_DIR)/birdfeeder.json && \
+	  chmod 0644 $(D)$(CONF_DIR)/birdfeeder.json; }
+	$(MAKE) --no-print-directory install-ops
+
+# Man pages, units, sysctl and sysusers drop-ins: text files only.
 install-ops:
-	install -d $(DESTDIR)$(MAN_DIR)/man1 $(DESTDIR)$(MAN_DIR)/man7 \
-	  $(DESTDIR)$(MAN_DIR)/man8 $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(SYSCTL_DIR)
-	install -m 0644 docs/man/birdfeeder.1 $(DESTDIR)$(MAN_DIR)/man1/birdfeeder.1
-	install -m 0644 docs/man/birdfeeder-protocol.7 \
-	  $(DESTDIR)$(MAN_DIR)/man7/birdfeeder-protocol.7
-	sed 's#/usr/local/share/birdfeeder/#$(PREFIX)/share/birdfeeder/#g' docs/man/birdfeederd.8 \
-	  > $(DESTDIR)$(MAN_DIR)/man8/birdfeederd.8
-	chmod 0644 $(DESTDIR)$(MAN_DIR)/man8/birdfeederd.8
-	sed 's#/usr/local/sbin/birdfeederd#$(PREFIX)/sbin/birdfeederd#' \
-	  systemd/birdfeeder.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
-	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
-	install -m 0644 systemd/birdfeeder.socket $(DESTDIR)$(SYSTEMD_UNIT_DIR)/birdfeeder.socket
-	install -m 0644 systemd/99-birdfeeder.conf $(DESTDIR)$(SYSCTL_DIR)/99-birdfeeder.conf
+	install -d $(D)$(MAN_DIR)/man1 $(D)$(MAN_DIR)/man7 $(D)$(MAN_DIR)/man8 \
+	  $(D)$(SYSTEMD_UNIT_DIR) $(D)$(SYSCTL_DIR) $(D)$(SYSUSERS_DIR)
+	install -m 0644 docs/man/birdfeeder.1 $(D)$(MAN_DIR)/man1/birdfeeder.1
+	install -m 0644 docs/man/birdfeeder-protocol.7 $(D)$(MAN_DIR)/man7/birdfeeder-protocol.7
+	$(AT_PREFIX) docs/man/birdfeederd.8 > $(D)$(MAN_DIR)/man8/birdfeederd.8
+	$(AT_PREFIX) systemd/birdfeeder.service > $(D)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
+	chmod 0644 $(D)$(MAN_DIR)/man8/birdfeederd.8 $(D)$(SYSTEMD_UNIT_DIR)/birdfeeder.service
+	install -m 0644 systemd/birdfeeder.socket $(D)$(SYSTEMD_UNIT_DIR)/birdfeeder.socket
+	install -m 0644 systemd/99-birdfeeder.conf $(D)$(SYSCTL_DIR)/99-birdfeeder.conf
+	install -m 0644 systemd/birdfeeder-sysusers.conf $(D)$(SYSUSERS_DIR)/birdfeeder.conf
+
+# The config file stays when it differs from the one install writes (it was
+# edited: as dpkg keeps a changed conffile on remove).
+uninstall:
+	rm -f $(D)$(PREFIX)/sbin/birdfeederd $(D)$(PREFIX)/bin/birdfeeder \
+	  $(D)$(LIBDIR)/libbirdfeeder.a $(D)$(LIBDIR)/$(notdir $(SHIM_SO)) \
+	  $(D)$(LIBDIR)/libbirdfeeder.so $(D)$(LIBDIR)/pkgconfig/birdfeeder.pc \
+	  $(addprefix $(D)$(INCLUDEDIR)/birdfeeder/,$(notdir $(SHIM_HEADERS))) \
+	  $(D)$(SHARE_DIR)/catalog.json \
+	  $(D)$(MAN_DIR)/man1/birdfeeder.1 $(D)$(MAN_DIR)/man7/birdfeeder-protocol.7 \
+	  $(D)$(MAN_DIR)/man8/birdfeederd.8 \
+	  $(D)$(SYSTEMD_UNIT_DIR)/birdfeeder.service $(D)$(SYSTEMD_UNIT_DIR)/birdfeeder.socket \
+	  $(D)$(SYSCTL_DIR)/99-birdfeeder.conf $(D)$(SYSUSERS_DIR)/birdfeeder.conf
+	if [ -f $(D)$(CONF_DIR)/birdfeeder.json ]; then \
+	  if $(AT_PREFIX) daemon/birdfeeder.json | cmp -s - $(D)$(CONF_DIR)/birdfeeder.json; then \
+	    rm -f $(D)$(CONF_DIR)/birdfeeder.json; \
+	  else echo "make uninstall: keeping $(D)$(CONF_DIR)/birdfeeder.json (changed)"; fi; fi
+	rmdir $(D)$(INCLUDEDIR)/birdfeeder $(D)$(SHARE_DIR) $(D)$(CONF_DIR) 2>/dev/null || true
 
 config-doc: $(DAEMON_BIN)
 	$(PYTHON) docs/gen_config_doc.py --write --daemon $(DAEMON_BIN)

@@ -36,6 +36,7 @@ SYSTEMD = REPO / 'systemd'
 SERVICE = SYSTEMD / 'birdfeeder.service'
 SOCKET_UNIT = SYSTEMD / 'birdfeeder.socket'
 SYSCTL = SYSTEMD / '99-birdfeeder.conf'
+SYSUSERS = SYSTEMD / 'birdfeeder-sysusers.conf'
 MAN = REPO / 'docs' / 'man'
 MAN_PAGES = ['birdfeederd.8', 'birdfeeder.1', 'birdfeeder-protocol.7']
 CONFIG_MD = REPO / 'docs' / 'configuration.md'
@@ -169,6 +170,14 @@ class TestUnits(SystemdTestCase):
         self.assertEqual(one['StateDirectory'], 'birdfeeder')
         self.assertEqual(one['RuntimeDirectory'], 'birdfeeder')
         self.assertEqual(one['DynamicUser'], 'yes')
+        # The operators' group is the daemon's group (the stats socket is
+        # theirs); the dynamic user must not be named like a static group, or
+        # systemd refuses to make it and the service never starts.
+        groups = [line.split()[1] for line in SYSUSERS.read_text().splitlines()
+                  if line.startswith('g ')]
+        self.assertEqual(groups, ['birdfeeder'])
+        self.assertEqual(one['Group'], 'birdfeeder')
+        self.assertNotIn(one.get('User', 'birdfeeder'), groups)
         self.assertEqual(one['ProtectSystem'], 'strict')
         self.assertEqual(one['CapabilityBoundingSet'], '')
         self.assertIn('@system-service', settings['SystemCallFilter'])
