@@ -14,6 +14,8 @@
 #   make config-doc regenerate option lists in docs/ from birdfeederd --help
 #   make proto-doc  regenerate PROTOCOL.md's tables from proto/*.def
 #   make stats-doc  regenerate docs/operations.md's stats table from daemon/stats.def
+#   make fuzz       libFuzzer targets (clang, ASan + UBSan) in build-fuzz/fuzz/
+#   make fuzz-run   run each fuzz target FUZZ_SECONDS (default 10) seconds
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -25,7 +27,8 @@ PYTHON  ?= python3
 
 DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
            libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
-           systemd socat valgrind man-db groff-base
+           systemd socat valgrind man-db groff-base \
+           clang libclang-rt-14-dev
 PKGS     = libuv libcurl jansson zlib libcrypto libsystemd
 
 WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -71,7 +74,8 @@ SHIM_MAP   = client-shim/c/libbirdfeeder.map
 SHIM_PC    = $(BUILD)/birdfeeder.pc
 
 .PHONY: all deps test test-asan demo bench install uninstall install-check \
-        clean valgrind proto-doc stats-doc install-ops config-doc
+        clean valgrind proto-doc stats-doc install-ops config-doc \
+        fuzz fuzz-targets fuzz-run fuzz-replay
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
 
 # Rebuild everything when the flags change (as redis does).
@@ -151,7 +155,7 @@ deps:
 	else echo "make deps: all packages present"; fi
 
 test: deps
-	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER)
+	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) fuzz-replay
 	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
 
 # Separate build directory so the sanitizer flags never mix with a normal build.
@@ -180,7 +184,7 @@ stats-doc:
 
 # The build directory (BUILD) and the sanitizer build of test-asan.
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz
 
 # --- make install / uninstall (issues 4, 12) ---------------------------------
 #   PREFIX=/usr       units, sysctl and sysusers drop-ins under $(PREFIX)/lib
@@ -275,3 +279,72 @@ uninstall:
 
 config-doc: $(DAEMON_BIN)
 	$(PYTHON) docs/gen_config_doc.py --write --daemon $(DAEMON_BIN)
+
+# --- fuzzing (issue 11) -------------------------------------------------------
+#   make fuzz                     build-fuzz/fuzz/fuzz_<target>, built by clang
+#                                 with libFuzzer, ASan and UBSan; seed corpora
+#                                 and dictionaries in build-fuzz/seeds/
+#   make fuzz-run FUZZ_SECONDS=N  each target N seconds, one after the other;
+#                                 a crash fails and leaves its input in
+#                                 build-fuzz/crashes/. What the runs found is
+#                                 kept in build-fuzz/corpus/<target>/.
+# libFuzzer's runtime for -fsanitize=fuzzer is in libclang-rt-14-dev (clang
+# only recommends it); libfuzzer-14-dev holds the standalone libFuzzer.a.
+# Targets: tests/fuzz/fuzz_*.c; see docs/security.md.
+FUZZ_BUILD    = build-fuzz
+FUZZ_CC       ?= clang
+FUZZ_SECONDS  ?= 10
+FUZZ_TARGETS  = decode json row spool config catalog
+FUZZ_SANFLAGS = -fsanitize=address,undefined,fuzzer-no-link \
+                -fno-sanitize-recover=all -fno-omit-frame-pointer
+# Checks of promises issue 11's fixes make (see the targets' headers); each
+# is switched on here once its fix is on main.
+FUZZ_DEFS     =
+FUZZ_BINS     = $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_LIB_OBJ  = $(call obj,tests/fuzz/fuzz_util.c $(DAEMON_SRC) $(PROTO_SRC))
+
+# Kept, not deleted as intermediates of the pattern rule below.
+.SECONDARY: $(call obj,$(wildcard tests/fuzz/*.c))
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+
+# The same targets with tests/fuzz/replay_main.c instead of libFuzzer, built
+# by the project's compiler: `make test` replays the seeds through them.
+FUZZ_REPLAY_BINS = $(patsubst %,$(BUILD)/fuzz-replay/fuzz_%,$(FUZZ_TARGETS))
+$(BUILD)/fuzz-replay/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
+                             $(call obj,tests/fuzz/replay_main.c) $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+fuzz-replay: $(FUZZ_REPLAY_BINS)
+
+fuzz-targets: $(FUZZ_BINS)
+	rm -rf $(BUILD)/seeds && $(PYTHON) tests/fuzz/gen_seeds.py $(BUILD)/seeds
+
+# BF_SRCDIR: where the targets find tinybird/datasources and the catalog.
+# In SANFLAGS, so the build's flag check rebuilds when FUZZ_DEFS change.
+fuzz: deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
+	  SANFLAGS="$(FUZZ_SANFLAGS) -DBF_SRCDIR='\"$(CURDIR)\"' $(FUZZ_DEFS)" fuzz-targets
+
+# -dict: a target's dictionary when there is one. A target's own corpus
+# directory comes first: libFuzzer adds what it finds there. The whole
+# output of each run is in build-fuzz/logs/<target>.log.
+fuzz-run: fuzz
+	@set -e; cd $(FUZZ_BUILD); mkdir -p crashes logs; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; \
+	  dict=; case $$t in json|row) dict=-dict=seeds/json.dict;; \
+	    config) dict=-dict=seeds/config.dict;; catalog) dict=-dict=seeds/catalog.dict;; esac; \
+	  if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ./fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	      -print_final_stats=1 $$dict -artifact_prefix=crashes/$$t- \
+	      corpus/$$t seeds/$$t >logs/$$t.log 2>&1; then \
+	    echo "fuzz $$t: $(FUZZ_SECONDS)s, $$(sed -n 's/^stat::number_of_executed_units: *//p' \
+	      logs/$$t.log) executions, corpus $$(ls corpus/$$t | wc -l) inputs"; \
+	  else \
+	    tail -n 60 logs/$$t.log; \
+	    echo "fuzz $$t: FAILED; the input is in $(FUZZ_BUILD)/crashes/, the log in $(FUZZ_BUILD)/logs/$$t.log"; \
+	    exit 1; \
+	  fi; \
+	done

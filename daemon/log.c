@@ -26,6 +26,10 @@ int log_level_parse(const char *s)
     return -EINVAL;
 }
 
+/* fmt is checked at log_write's and log_limited's callers. */
+static void log_vwrite(enum log_level level, const char *event,
+                       uint64_t suppressed, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 static void log_vwrite(enum log_level level, const char *event,
                        uint64_t suppressed, const char *fmt, va_list ap)
 {

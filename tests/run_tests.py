@@ -5,6 +5,9 @@
   integration  tests/integration/test_*.py (unittest) against the real
                binaries and tests/fake_tinybird.py
   node         node --test for client-shim/node, when it exists
+  fuzz-seeds   each fuzz target (tests/fuzz/, built without libFuzzer in
+               BUILD/fuzz-replay/) over its seed corpus: the vectors and
+               the seeds of tests/fuzz/gen_seeds.py, once each
 
 BUILD (environment) picks the build directory, so `make test-asan` runs the
 same tests against the sanitizer build. Exit status 1 on any failure.
@@ -13,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,6 +71,24 @@ def parse_node(out):
     return int(p.group(1)), int(f.group(1)) if f else 0
 
 
+def run_fuzz_seeds(env):
+    """Every replay binary over its seeds; one result line per target."""
+    bins = sorted((BUILD / 'fuzz-replay').glob('fuzz_*'))
+    if not bins:
+        print('== fuzz-seeds: no targets built (make fuzz-replay)')
+        return 0, 1
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix='bf-seeds-') as seeds:
+        subprocess.run([sys.executable, str(REPO / 'tests' / 'fuzz' / 'gen_seeds.py'), seeds],
+                       check=True)
+        for b in bins:
+            p, f = run(f'fuzz-seeds {b.name[5:]}', [b, Path(seeds) / b.name[5:]], env,
+                       lambda out: (1, 0) if re.search(r': \d+ inputs$', out, re.M) else (0, 1))
+            passed += p
+            failed += f
+    return passed, failed
+
+
 def main():
     env = dict(os.environ)
     env['BIRDFEEDER_BUILD_DIR'] = str(BUILD)
@@ -83,6 +105,8 @@ def main():
                            [sys.executable, '-m', 'unittest', 'discover', '-v',
                             '-s', 'tests/integration', '-p', 'test_*.py'],
                            env, parse_unittest))
+    if not only or 'fuzz-seeds' in only:
+        results.append(run_fuzz_seeds(env))
     node_dir = REPO / 'client-shim' / 'node'
     if (not only or 'node' in only) and (node_dir / 'package.json').exists():
         results.append(run('node', ['node', '--test', 'client-shim/node/test/'],
