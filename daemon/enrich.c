@@ -363,8 +363,10 @@ size_t enrich_referrer(const char *url, size_t len, char *out)
     /* Special schemes skip any run of slashes and backslashes. */
     for (i++; i < end && (u[i] == '/' || u[i] == '\\' || URL_SKIP(u[i])); i++)
         ;
-    /* The authority; hp keeps what follows its last '@' (host and port). */
-    char hp[REFERRER_MAX + 1];
+    /* The authority; hp keeps what follows its last '@' (host and port), at
+     * most REFERRER_MAX bytes, so that host below (the same size) always
+     * has room for its NUL; a longer one could not make an origin anyway. */
+    char hp[REFERRER_MAX];
     size_t hl = 0;
     int overlong = 0;
     for (; i < end; i++) {

@@ -291,6 +291,13 @@ START_TEST(test_enrich_referrer_long_host)
     strcpy(url + 257, "/path");
     ck_assert_uint_eq(enrich_referrer(url, strlen(url), out), 0);
     ck_assert_str_eq(out, "");
+    /* A host of exactly REFERRER_MAX + 1 bytes, the most the parser's
+     * buffer holds: refused, with no write past it (the row fuzzer found
+     * host[257] = '\0'). */
+    memset(url + 8, 'c', REFERRER_MAX + 1);
+    strcpy(url + 8 + REFERRER_MAX + 1, "/x");
+    ck_assert_uint_eq(enrich_referrer(url, strlen(url), out), 0);
+    ck_assert_str_eq(out, "");
     /* A very long host. */
     memset(url + 8, 'b', 500);
     url[508] = '\0';
