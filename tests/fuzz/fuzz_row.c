@@ -18,14 +18,15 @@
  *   - prompt and error_message keep at most 120 and 500 characters;
  *   - ip is "" or a network address: an IPv4 /24 or an IPv6 /48 that is a
  *     prefix of the sender's address (so never the address itself when its
- *     host bits are set); with FUZZ_EMBEDDED_V4 (issue 11, finding 1), an
- *     IPv6 address that carries an IPv4 (6to4, NAT64, IPv4-compatible,
- *     Teredo) comes out as that IPv4's /24, never as an IPv6 /48 holding
- *     more of it;
+ *     host bits are set); an IPv6 address that carries an IPv4 (6to4,
+ *     NAT64, IPv4-compatible, Teredo; issue 11, finding 1) comes out as
+ *     that IPv4's /24 and hashes as that IPv4;
  *   - ip_hash is 32 lowercase hex digits exactly when ip is not "";
- *   - referrer is "" or a bare origin "scheme://host[:port]": no userinfo,
- *     path, query or fragment; with FUZZ_WHATWG_REFERRER (finding 7) its
- *     scheme is http or https.
+ *   - referrer is "" or an http(s) origin as the WHATWG URL Standard
+ *     serialises it (finding 7): no userinfo, path, query or fragment, a
+ *     lowercase host without forbidden code points, a port only when not
+ *     the default;
+ *   - id, user_id, tier and model hold no control characters (finding 10).
  */
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -258,7 +259,6 @@ static void check_ip(const bf_event *ev, json_t *row)
         FUZZ_CHECK(out[3] == 0, "ip '%s' is not a /24", ip);
         FUZZ_CHECK(memcmp(out, in_len == 4 ? in : v4, 3) == 0 && (in_len == 4 || carries),
                    "ip '%s' is not the /24 of the sender's IPv4", ip);
-#ifdef FUZZ_EMBEDDED_V4
         if (carries) { /* hashed as the IPv4 it carries */
             char text[16], anon[48], h4[IP_HASH_HEX + 1];
             snprintf(text, sizeof(text), "%u.%u.%u.%u", v4[0], v4[1], v4[2], v4[3]);
@@ -267,7 +267,6 @@ static void check_ip(const bf_event *ev, json_t *row)
                        "ip_hash of '%.*s' is not the hash of %s", (int)ev->ip.len,
                        ev->ip.ptr, text);
         }
-#endif
         return;
     }
     FUZZ_CHECK(inet_pton(AF_INET6, ip, out) == 1, "ip '%s' is no address", ip);
@@ -275,29 +274,88 @@ static void check_ip(const bf_event *ev, json_t *row)
     FUZZ_CHECK(memcmp(out + 6, zero, 10) == 0, "ip '%s' is not a /48", ip);
     FUZZ_CHECK(in_len == 16 && memcmp(out, in, 6) == 0,
                "ip '%s' is not the /48 of the sender's address", ip);
-#ifdef FUZZ_EMBEDDED_V4
     FUZZ_CHECK(!carries, "ip '%s': an IPv6 /48 for an address that carries IPv4 %u.%u.%u.%u",
                ip, v4[0], v4[1], v4[2], v4[3]);
-#endif
 }
 
+/* WHATWG's forbidden domain code points: a host holding one is no host. */
+static int forbidden_in_host(unsigned char c)
+{
+    return c <= ' ' || c == 0x7f || strchr("#%/:<>?@[\\]^|", c);
+}
+
+/* referrer is "" or an http(s) origin as WHATWG serialises it: lowercase
+ * scheme and host, no userinfo, path, query or fragment, a port only when
+ * it is not the scheme's default. */
 static void check_referrer(json_t *row)
 {
     const char *r = json_string_value(json_object_get(row, "referrer"));
     FUZZ_CHECK(r, "referrer is not a string");
     if (!*r)
         return;
-    size_t scheme = strspn(r, "abcdefghijklmnopqrstuvwxyz0123456789+-.");
-    FUZZ_CHECK(scheme > 0 && r[0] >= 'a' && r[0] <= 'z' && strncmp(r + scheme, "://", 3) == 0,
-               "referrer '%s' has no scheme://", r);
-    const char *host = r + scheme + 3;
-    FUZZ_CHECK(*host && !strpbrk(host, "/?#@\\ \"") && !strpbrk(host, "\t\r\n"),
-               "referrer '%s' is more than an origin", r);
-#ifdef FUZZ_WHATWG_REFERRER
-    FUZZ_CHECK((scheme == 4 && strncmp(r, "http", 4) == 0) ||
-                   (scheme == 5 && strncmp(r, "https", 5) == 0),
-               "referrer '%s' is neither http nor https", r);
-#endif
+    const char *host = strncmp(r, "https://", 8) == 0  ? r + 8
+                       : strncmp(r, "http://", 7) == 0 ? r + 7
+                                                       : NULL;
+    FUZZ_CHECK(host, "referrer '%s' is neither http:// nor https://", r);
+    size_t hl;
+    if (*host == '[') { /* an IPv6 literal */
+        const char *close = strchr(host, ']');
+        unsigned char a[16];
+        char v6[64];
+        FUZZ_CHECK(close && close - host - 1 < (long)sizeof(v6), "referrer '%s': bad [", r);
+        snprintf(v6, sizeof(v6), "%.*s", (int)(close - host - 1), host + 1);
+        FUZZ_CHECK(inet_pton(AF_INET6, v6, a) == 1, "referrer '%s': no IPv6 in []", r);
+        hl = (size_t)(close - host) + 1;
+    } else {
+        for (hl = 0; host[hl] && host[hl] != ':'; hl++)
+            FUZZ_CHECK(!forbidden_in_host((unsigned char)host[hl]) &&
+                           !(host[hl] >= 'A' && host[hl] <= 'Z') &&
+                           (unsigned char)host[hl] < 0x80,
+                       "referrer '%s': byte %#x in its host", r, (unsigned char)host[hl]);
+        FUZZ_CHECK(hl > 0, "referrer '%s' has no host", r);
+        /* A host whose last label is a number is an IPv4 address, which
+         * WHATWG writes as four decimal parts. */
+        char h[300];
+        snprintf(h, sizeof(h), "%.*s", (int)hl, host);
+        const char *dot = strrchr(h, '.');
+        const char *last = dot && dot[1] ? dot + 1 : h;
+        if (dot && !dot[1]) { /* one trailing dot: the label before it */
+            *(char *)dot = '\0';
+            last = strrchr(h, '.') ? strrchr(h, '.') + 1 : h;
+        }
+        unsigned char a4[4];
+        char canon[16];
+        if (*last && (strspn(last, "0123456789") == strlen(last) ||
+                      (strncmp(last, "0x", 2) == 0 &&
+                       strspn(last + 2, "0123456789abcdef") == strlen(last + 2))))
+            FUZZ_CHECK(inet_pton(AF_INET, h, a4) == 1 &&
+                           snprintf(canon, sizeof(canon), "%u.%u.%u.%u", a4[0], a4[1], a4[2],
+                                    a4[3]) > 0 && strcmp(canon, h) == 0,
+                       "referrer '%s': a numeric host that is not a dotted IPv4", r);
+    }
+    const char *port = host + hl;
+    if (*port) {
+        FUZZ_CHECK(*port == ':' && port[1] && strspn(port + 1, "0123456789") == strlen(port + 1),
+                   "referrer '%s' is more than an origin", r);
+        long p = strtol(port + 1, NULL, 10);
+        FUZZ_CHECK(p <= 65535 && p != (host == r + 8 ? 443 : 80) &&
+                       (port[1] != '0' || !port[2]),
+                   "referrer '%s': port %ld", r, p);
+    }
+}
+
+/* Identifiers hold no C0 control, DEL or C1 control (issue 11, finding 10):
+ * they become keys and labels downstream. */
+static void check_identifier(json_t *row, const char *col)
+{
+    json_t *v = json_object_get(row, col);
+    const unsigned char *s = (const unsigned char *)json_string_value(v);
+    size_t n = json_string_length(v);
+    FUZZ_CHECK(s, "%s is not a string", col);
+    for (size_t i = 0; i < n; i++)
+        FUZZ_CHECK(s[i] >= 0x20 && s[i] != 0x7f &&
+                       !(s[i] == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f),
+                   "%s holds control byte %#x at %zu", col, s[i], i);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -338,6 +396,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                "error_message longer than %d characters", ERROR_MAX_CHARS);
     check_ip(&ev, obj);
     check_referrer(obj);
+    static const char *const idents[] = {"id", "user_id", "tier", "model"};
+    for (size_t k = 0; k < sizeof(idents) / sizeof(idents[0]); k++)
+        check_identifier(obj, idents[k]);
     json_decref(obj);
     free(buf);
     return 0;
