@@ -14,12 +14,15 @@ static const struct prom_family {
     const char *type;
     const char *label;  /* for maps */
     const char *help;
+    const char *states; /* a state set's values, space-separated */
 } prom_families[] = {
-#define BF_STAT_FIELD(key, type, prom, help) {#key, prom, #type, NULL, help},
-#define BF_STAT_MAP(key, index, label, prom, help) {#key, prom, "counter", label, help},
-#define BF_STAT_SUM(key, map, help) {#key, NULL, NULL, NULL, help},
-#define BF_STAT_READ(key, type, reader, prom, help) {#key, prom, #type, NULL, help},
-#define BF_STAT_QUANTILES(key, reader, prom, help) {#key, prom, "gauge", "quantile", help},
+#define BF_STAT_FIELD(key, type, prom, help) {#key, prom, #type, NULL, help, NULL},
+#define BF_STAT_MAP(key, index, label, prom, help) {#key, prom, "counter", label, help, NULL},
+#define BF_STAT_SUM(key, map, help) {#key, NULL, NULL, NULL, help, NULL},
+#define BF_STAT_READ(key, type, reader, prom, help) {#key, prom, #type, NULL, help, NULL},
+#define BF_STAT_QUANTILES(key, reader, prom, help) \
+    {#key, prom, "gauge", "quantile", help, NULL},
+#define BF_STAT_TEXT(key, reader, states, prom, help) {#key, prom, "gauge", "state", help, states},
 #include "stats.def"
 };
 
@@ -124,6 +127,22 @@ static void prom_family_print(FILE *out, const char *name, const char *type,
     }
 }
 
+/* A state set (stats.def BF_STAT_TEXT): one sample per state, 1 for the
+ * current one, so an alert can match sink_state{state="unauthorized"}. */
+static void prom_states_print(FILE *out, const struct prom_family *f, const char *cur)
+{
+    fprintf(out, "# HELP birdfeeder_%s ", f->name);
+    prom_escape(out, f->help, 0);
+    fprintf(out, "\n# TYPE birdfeeder_%s gauge\n", f->name);
+    for (const char *p = f->states; *p;) {
+        size_t len = strcspn(p, " ");
+        fprintf(out, "birdfeeder_%s{state=\"%.*s\"} %d\n", f->name, (int)len, p,
+                strlen(cur) == len && strncmp(cur, p, len) == 0);
+        p += len;
+        p += strspn(p, " ");
+    }
+}
+
 /* Does map o hold numbers named like p50, p99? */
 static int prom_is_quantiles(const json_t *o)
 {
@@ -144,7 +163,9 @@ void prom_print(const json_t *snap, FILE *out)
     for (size_t i = 0; i < nf; i++) {
         const struct prom_family *f = &prom_families[i];
         json_t *v = json_object_get(snap, f->key);
-        if (f->name && (json_is_number(v) || (f->label && json_is_object(v))))
+        if (f->name && f->states && json_is_string(v))
+            prom_states_print(out, f, json_string_value(v));
+        else if (f->name && (json_is_number(v) || (f->label && json_is_object(v))))
             prom_family_print(out, f->name, f->type, f->help, f->label,
                               prom_scale(f->name), v);
     }

@@ -204,4 +204,9 @@ void view_print(const stats_view *v, FILE *out, const char *path)
         fprintf(out, "%-12s %s ago\n", "last flush",
                 fmt_duration(a, sizeof(a), ts > last ? ts - last : 0));
     view_latency(v, out);
+    /* Older daemons have no sink_state: nothing to show. */
+    const char *state = json_string_value(json_object_get(c, "sink_state"));
+    const char *hint = json_string_value(json_object_get(c, "sink_hint"));
+    if (state)
+        fprintf(out, "%-12s %s%s%s\n", "sink", state, hint ? ": " : "", hint ? hint : "");
 }

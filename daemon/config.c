@@ -381,6 +381,29 @@ void config_free(bf_config *cfg)
     cfg->state_dir = cfg->runtime_dir = NULL;
 }
 
+void config_take(bf_config *dst, bf_config *src, const char *const *names)
+{
+    for (const char *const *nm = names; *nm; nm++) {
+        const option_def *o = find_option(*nm);
+        if (!o)
+            continue;
+        size_t k = (size_t)(o - options);
+        char *pd = (char *)dst + o->offset, *ps = (char *)src + o->offset;
+        if (o->type == OPT_STR) {
+            char *t = *(char **)pd;
+            *(char **)pd = *(char **)ps;
+            *(char **)ps = t;
+        } else {
+            uint64_t t = *(uint64_t *)pd;
+            *(uint64_t *)pd = *(uint64_t *)ps;
+            *(uint64_t *)ps = t;
+        }
+        unsigned char t = dst->source[k];
+        dst->source[k] = src->source[k];
+        src->source[k] = t;
+    }
+}
+
 enum config_source config_source(const bf_config *cfg, const char *name)
 {
     const option_def *o = find_option(name);
@@ -506,6 +529,10 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     if (cfg->token && !*cfg->token) {
         free(cfg->token);
         cfg->token = NULL;
+    }
+    if (ul > 255) {
+        errf(err, n, "option 'tinybird-url': longer than 255 bytes");
+        return CONFIG_ERROR;
     }
     if (strncmp(cfg->tinybird_url, "http://", 7) != 0 &&
         strncmp(cfg->tinybird_url, "https://", 8) != 0) {

@@ -90,6 +90,12 @@ void config_print(const bf_config *cfg);
 void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
                  char *out, size_t n);
 
+/* Move the values (and sources) of the options named in names
+ * (NULL-terminated, as in --help) from src into dst, and dst's old ones
+ * into src, which config_free then releases: how a reload keeps what it
+ * applied. */
+void config_take(bf_config *dst, bf_config *src, const char *const *names);
+
 /* Print the usage text (the option table) to stdout. */
 void config_usage(void);
 

@@ -269,15 +269,8 @@ int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n)
         snprintf(err, n, "libcurl initialisation failed");
         return -ENOMEM;
     }
-    if (opts->token) {
-        size_t len = strlen(opts->token) + sizeof("Authorization: Bearer ");
-        ht.auth = malloc(len);
-        if (!ht.auth) {
-            snprintf(err, n, "out of memory");
-            return -ENOMEM;
-        }
-        snprintf(ht.auth, len, "Authorization: Bearer %s", opts->token);
-    }
+    if ((rc = http_reconfigure(opts, err, n)) < 0)
+        return rc;
     /* Up to 16 connections stay open for reuse. */
     CURLMcode mc;
     if ((mc = curl_multi_setopt(ht.multi, CURLMOPT_SOCKETFUNCTION, socket_cb)) ||
@@ -286,6 +279,27 @@ int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n)
         snprintf(err, n, "libcurl: %s", curl_multi_strerror(mc));
         return -EINVAL;
     }
+    return 0;
+}
+
+int http_reconfigure(const http_opts *opts, char *err, size_t n)
+{
+    char *auth = NULL;
+    if (opts->token) {
+        size_t len = strlen(opts->token) + sizeof("Authorization: Bearer ");
+        if (!(auth = malloc(len))) {
+            snprintf(err, n, "out of memory");
+            return -ENOMEM;
+        }
+        snprintf(auth, len, "Authorization: Bearer %s", opts->token);
+    }
+    /* Requests in progress hold their own copy (curl_slist_append). */
+    if (ht.auth)
+        explicit_bzero(ht.auth, strlen(ht.auth));
+    free(ht.auth);
+    ht.auth = auth;
+    ht.timeout_ms = opts->timeout_ms;
+    ht.connect_timeout_ms = opts->connect_timeout_ms;
     return 0;
 }
 
@@ -410,6 +424,8 @@ void http_close(void)
         uv_timer_stop(&ht.timer);
         uv_close((uv_handle_t *)&ht.timer, NULL);
     }
+    if (ht.auth)
+        explicit_bzero(ht.auth, strlen(ht.auth));
     free(ht.auth);
     ht.auth = NULL;
     if (ht.global) {

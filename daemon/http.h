@@ -41,6 +41,11 @@ typedef struct http_opts {
  * way call http_close. */
 int http_init(uv_loop_t *loop, const http_opts *opts, char *err, size_t n);
 
+/* Use opts (token, timeouts) for the requests posted from now on; those in
+ * progress finish with what they started with. Returns 0, or -ENOMEM with
+ * a message in err (size n) and the old options kept. */
+int http_reconfigure(const http_opts *opts, char *err, size_t n);
+
 /* POST body (len bytes, borrowed until done runs) to url (copied) with the
  * given Content-Encoding (NULL for none). Returns 0 and later calls done
  * exactly once, or returns a negative errno (-ENOMEM, -EINVAL for an option

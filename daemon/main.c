@@ -116,6 +116,83 @@ static void shutdown_start(const char *why)
     sink_drain(uv_now(app.loop) + app.cfg.shutdown_timeout_ms, on_drained, NULL);
 }
 
+/* The sink's options from cfg, in structs the caller provides (they
+ * borrow cfg's strings): the one mapping start and reload share. Without a
+ * token the rows go to a local file and nothing needs a spool: there is no
+ * outage to wait out. */
+typedef struct sink_config {
+    sink_opts so;
+    sink_tinybird_opts to;
+    sink_file_opts fo;
+    spool_opts po;
+} sink_config;
+
+static const sink_opts *sink_options(const bf_config *cfg, sink_config *sc)
+{
+    sc->po = (spool_opts){.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
+                          .segment_bytes = cfg->spool_segment_bytes,
+                          .dead_letter_max = cfg->max_dead_letter_bytes};
+    sc->to = (sink_tinybird_opts){.url = cfg->tinybird_url, .token = cfg->token,
+                                  .timeout_ms = cfg->http_timeout_ms};
+    sc->fo = (sink_file_opts){.path = cfg->out};
+    sc->so = (sink_opts){.backend = cfg->token ? &sink_tinybird : &sink_file,
+                         .backend_opts = cfg->token ? (const void *)&sc->to
+                                                    : (const void *)&sc->fo,
+                         .spool = cfg->token ? &sc->po : NULL,
+                         .max_inflight = (unsigned)cfg->max_inflight,
+                         .backoff_min_ms = cfg->backoff_min_ms,
+                         .backoff_max_ms = cfg->backoff_max_ms};
+    return &sc->so;
+}
+
+/* What a reload can tell about the token: the running sink has it from
+ * one source, and a reload re-reads only the file (and, later, a token
+ * file); a token from the environment or a flag needs a restart. */
+static const char *token_note(const bf_config *now, const bf_config *fresh)
+{
+    enum config_source src = config_source(fresh, "token");
+    int same = (!now->token && !fresh->token) ||
+               (now->token && fresh->token && strcmp(now->token, fresh->token) == 0);
+    if (!same)
+        return "changed";
+    if (src == CONFIG_SRC_ENV)
+        return "unchanged: it comes from the environment, which a reload does not read "
+               "again; restart the daemon with the new token";
+    if (src == CONFIG_SRC_FLAG)
+        return "unchanged: it comes from a flag; restart the daemon with the new token";
+    return "unchanged";
+}
+
+/* The one place a fresh configuration meets the running daemon (SIGHUP):
+ * the catalog, the log level and the sink's live options (a new token or
+ * region host reaches the backend, and held datasets probe at once) apply
+ * now; what shapes sockets, buffers and the spool is named for a restart
+ * rather than half-applied. fresh gives up what applied. */
+static void apply_config(bf_config *fresh, catalog *cat)
+{
+    static const char *const always[] = {"catalog", "log-level", NULL};
+    static const char *const with_sink[] = {"catalog", "log-level", "token", "tinybird-url",
+                                            "http-timeout-ms", "max-inflight",
+                                            "backoff-min-ms", "backoff-max-ms", NULL};
+    enrich_set_catalog(app.enrich, cat);
+    catalog_free(app.cat);
+    app.cat = cat;
+    log_set_level((enum log_level)log_level_parse(fresh->log_level));
+    char err[512] = "", changed[512];
+    sink_config sc;
+    int sink_ok = sink_reconfigure(sink_options(fresh, &sc), err, sizeof(err)) == 0;
+    const char *const *applied = sink_ok ? with_sink : always;
+    const char *token = token_note(&app.cfg, fresh);
+    config_diff(&app.cfg, fresh, applied, changed, sizeof(changed));
+    config_take(&app.cfg, fresh, applied);
+    log_info("reloaded", "catalog=%s models=%zu token=\"%s\" token_from=%s "
+                         "sink=\"%s%s\" restart_needed=%s",
+             catalog_name(app.cfg.catalog), catalog_size(cat), token,
+             config_source_name(config_source(&app.cfg, "token")),
+             sink_ok ? "reconfigured" : "kept: ", sink_ok ? "" : err,
+             *changed ? changed : "none");
+}
+
 static void reload(void)
 {
     char err[512];
@@ -131,24 +208,7 @@ static void reload(void)
         config_free(&fresh);
         return;
     }
-    enrich_set_catalog(app.enrich, cat);
-    catalog_free(app.cat);
-    app.cat = cat;
-    log_set_level((enum log_level)log_level_parse(fresh.log_level));
-    /* The catalog and the log level apply now. Options that shape sockets,
-     * buffers and the sink take effect at the next restart: name them
-     * rather than half-apply them. */
-    static const char *const applied[] = {"catalog", "log-level", NULL};
-    char changed[512];
-    config_diff(&app.cfg, &fresh, applied, changed, sizeof(changed));
-    char *t = app.cfg.catalog; /* swap: fresh frees the old values */
-    app.cfg.catalog = fresh.catalog;
-    fresh.catalog = t;
-    t = app.cfg.log_level;
-    app.cfg.log_level = fresh.log_level;
-    fresh.log_level = t;
-    log_info("reloaded", "catalog=%s models=%zu restart_needed=%s", app.cfg.catalog,
-             catalog_size(cat), *changed ? changed : "none");
+    apply_config(&fresh, cat);
     config_free(&fresh);
 }
 
@@ -176,9 +236,12 @@ static void on_status(uv_timer_t *timer)
     stats_totals t = stats_total();
     uint64_t rate = (stats.received - app.status_received) / 5;
     app.status_received = stats.received;
-    sd_notifyf(0, "STATUS=%llu events/s; delivered %llu, dropped %llu, spool %llu bytes",
+    const char *hint = sink_state_hint();
+    sd_notifyf(0, "STATUS=%llu events/s; delivered %llu, dropped %llu, spool %llu bytes; "
+                  "sink_state=%s%s%s",
                (unsigned long long)rate, (unsigned long long)t.delivered,
-               (unsigned long long)t.dropped, (unsigned long long)spool_bytes());
+               (unsigned long long)t.dropped, (unsigned long long)spool_bytes(),
+               sink_state(), hint ? ": " : "", hint ? hint : "");
 }
 
 static int fail(const char *what, const char *err)
@@ -324,21 +387,8 @@ int main(int argc, char **argv)
     stats_on_refresh(refresh_gauges, NULL);
 
     memory_set_cap(cfg->max_memory);
-    /* Without a token the rows go to a local file and nothing needs a
-     * spool: there is no outage to wait out. */
-    spool_opts po = {.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
-                     .segment_bytes = cfg->spool_segment_bytes,
-                     .dead_letter_max = cfg->max_dead_letter_bytes};
-    sink_tinybird_opts to = {.url = cfg->tinybird_url, .token = cfg->token,
-                             .timeout_ms = cfg->http_timeout_ms};
-    sink_file_opts fo = {.path = cfg->out};
-    sink_opts so = {.backend = cfg->token ? &sink_tinybird : &sink_file,
-                    .backend_opts = cfg->token ? (const void *)&to : (const void *)&fo,
-                    .spool = cfg->token ? &po : NULL,
-                    .max_inflight = (unsigned)cfg->max_inflight,
-                    .backoff_min_ms = cfg->backoff_min_ms,
-                    .backoff_max_ms = cfg->backoff_max_ms};
-    if (sink_start(app.loop, &so, err, sizeof(err)) < 0) {
+    sink_config sc;
+    if (sink_start(app.loop, sink_options(cfg, &sc), err, sizeof(err)) < 0) {
         if (cfg->token)
             context_hint(cfg, "spool-dir", err, sizeof(err));
         return fail(cfg->token ? "spool" : "sink", err);

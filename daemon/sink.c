@@ -21,6 +21,9 @@ typedef struct ds_state {
     int paused;            /* waiting on timer before sending again */
     int probing;           /* after a failure: one job at a time until one
                               succeeds */
+    int held;              /* 0, or 1 + sink_hold: the destination refuses
+                              us, every batch waits (see hold) */
+    char hint[768];        /* the held answer's hint */
     uv_timer_t timer;
 } ds_state;
 
@@ -40,9 +43,12 @@ static struct {
     unsigned replaying;    /* replayed batches queued or in progress */
     int spool_flushing;    /* drain: waiting for the spool's writes */
     int started;
+    unsigned generation;   /* bumped by sink_reconfigure */
 } sk;
 
-static log_limit retry_limit, large_limit, start_limit;
+static log_limit retry_limit, large_limit, start_limit, hold_limit;
+
+static const char *const hold_names[] = {"not_found", "unauthorized"};
 
 static void pump(void);
 static void pump_spool(void);
@@ -188,6 +194,50 @@ static void retry_later(ds_state *d, sink_job *j, long status, const char *error
                 (unsigned long long)wait);
 }
 
+/* The destination refuses us, not the rows (a token, a region, a missing
+ * datasource): j and every later batch of its dataset wait, in memory and
+ * then in the spool as usual, and one probe goes out per backoff ceiling
+ * until a person fixes the configuration. A job sent under options a
+ * reload has replaced since is probed again at once. At shutdown the
+ * batches go to the spool for the next run. */
+static void hold(ds_state *d, sink_job *j, const sink_answer *a)
+{
+    int first = !d->held;
+    d->held = 1 + (int)a->hold;
+    snprintf(d->hint, sizeof(d->hint), "%s", a->hint ? a->hint : "");
+    stats.holds++;
+    d->probing = 1;
+    d->backoff_ms = sk.o.backoff_max_ms;
+    if (sk.draining) {
+        job_to_spool(j);
+        return;
+    }
+    push_front(d, j);
+    if (d->paused) /* another answer of this dataset set the wait already */
+        return;
+    uint64_t wait = pause_for(d, j->generation != sk.generation ? 0 : sk.o.backoff_max_ms);
+    char hint[800], body[256];
+    unsigned queued = 0;
+    for (sink_job *q = d->head; q; q = q->next)
+        queued++;
+    log_quote(body, sizeof(body), a->detail, 200);
+    log_limited(&hold_limit, LOG_ERROR, "sink_held",
+                "dataset=%s sink_state=%s status=%ld batches_waiting=%u first=%s "
+                "next_probe_ms=%llu hint=%s body=%s",
+                bf_dataset_name(d->dataset), hold_names[d->held - 1], a->status, queued,
+                first ? "yes" : "no", (unsigned long long)wait,
+                log_quote(hint, sizeof(hint), d->hint, 760), body);
+}
+
+/* A held dataset's probe went through: everything it kept goes now. */
+static void resume(ds_state *d)
+{
+    log_info("sink_resumed", "dataset=%s was=%s", bf_dataset_name(d->dataset),
+             hold_names[d->held - 1]);
+    d->held = 0;
+    d->hint[0] = '\0';
+}
+
 /* ---- splitting ---- */
 
 /* Split j's rows at the newline nearest the middle into two jobs, queued
@@ -256,6 +306,8 @@ void sink_job_done(sink_job *j, const sink_answer *a)
     sk.inflight--;
 
     if (a->cls == SINK_DONE) {
+        if (d->held)
+            resume(d);
         d->probing = 0;
         d->backoff_ms = 0;
         count_done(d, j, a);
@@ -274,6 +326,8 @@ void sink_job_done(sink_job *j, const sink_answer *a)
         }
     } else if (a->cls == SINK_RETRY) {
         retry_later(d, j, a->status, a->detail, a->wait_ms);
+    } else if (a->cls == SINK_HOLD) {
+        hold(d, j, a);
     } else { /* SINK_REJECT: kept for a person to look at, not retried */
         stats_drop(a->drop, j->b->dataset, j->b->rows);
         job_settled(j);
@@ -311,6 +365,7 @@ static void pump(void)
             return;
         sink_job *j = pop_front(best);
         j->attempts++;
+        j->generation = sk.generation;
         int rc = sk.be->submit(j);
         if (rc < 0) { /* could not even start: a transport failure */
             log_limited(&start_limit, LOG_WARN, "send_not_started",
@@ -386,18 +441,21 @@ static void on_replay_tick(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+/* The policy's numbers, defaults filled in. */
+static void set_policy(const sink_opts *opts)
+{
+    sk.o.max_inflight = opts->max_inflight ? opts->max_inflight : 1;
+    sk.o.backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : 500;
+    sk.o.backoff_max_ms = opts->backoff_max_ms ? opts->backoff_max_ms : 60000;
+}
+
 int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
 {
     memset(&sk, 0, sizeof(sk));
     sk.loop = loop;
     sk.o = *opts;
     sk.be = opts->backend;
-    if (!sk.o.backoff_min_ms)
-        sk.o.backoff_min_ms = 500;
-    if (!sk.o.backoff_max_ms)
-        sk.o.backoff_max_ms = 60000;
-    if (!sk.o.max_inflight)
-        sk.o.max_inflight = 1;
+    set_policy(opts);
     for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
         ds_state *d = &sk.ds[id];
         d->dataset = id;
@@ -479,12 +537,73 @@ void sink_drain(uint64_t deadline_ms, void (*done)(void *arg), void *arg)
             uv_timer_stop(&d->timer);
             d->paused = 0;
         }
+        /* Held: probing again now would be refused again; the next run,
+         * with the configuration fixed, sends them. */
+        sink_job *j;
+        while (d->held && (j = pop_front(d)))
+            job_to_spool(j);
     }
     pump();
     uint64_t now = uv_now(sk.loop);
     uv_timer_start(&sk.drain_timer, on_drain_deadline,
                    deadline_ms > now ? deadline_ms - now : 0, 0);
     check_drained();
+}
+
+int sink_reconfigure(const sink_opts *opts, char *err, size_t n)
+{
+    if (opts->backend != sk.be || !opts->spool != !sk.spool) {
+        snprintf(err, n, "the sink changes from %s to %s at a restart only", sk.be->name,
+                 opts->backend->name);
+        return -EINVAL;
+    }
+    if (!sk.be->reconfigure) {
+        snprintf(err, n, "the %s sink takes new options at a restart only", sk.be->name);
+        return -ENOTSUP;
+    }
+    int rc = sk.be->reconfigure(opts->backend_opts, err, n);
+    if (rc < 0)
+        return rc;
+    set_policy(opts);
+    sk.generation++;
+    /* What a person just fixed (a token, a region host) is tried at once;
+     * a probe still out with the old options is sent again when it comes
+     * back refused (see hold). */
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
+        ds_state *d = &sk.ds[id];
+        if (d->held && d->paused) {
+            uv_timer_stop(&d->timer);
+            d->paused = 0;
+        }
+    }
+    pump();
+    return 0;
+}
+
+/* The worst state across datasets: a hold, then a retry, else ok. */
+static const ds_state *worst(void)
+{
+    const ds_state *w = NULL;
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
+        const ds_state *d = &sk.ds[id];
+        int rank = d->held ? 1 + d->held : d->probing;
+        int wrank = !w ? 0 : w->held ? 1 + w->held : w->probing;
+        if (rank > wrank)
+            w = d;
+    }
+    return w;
+}
+
+const char *sink_state(void)
+{
+    const ds_state *w = worst();
+    return !w ? "ok" : w->held ? hold_names[w->held - 1] : "retrying";
+}
+
+const char *sink_state_hint(void)
+{
+    const ds_state *w = worst();
+    return w && w->held && w->hint[0] ? w->hint : NULL;
 }
 
 void sink_close(void)

@@ -16,6 +16,15 @@
  *               (dropped.too_large)
  *   reject      never retried: counted as dropped.<reason the backend gave>,
  *               and with a spool kept in its dead-letter file
+ *   hold        the destination refuses us, not the rows (a token, a
+ *               region, a missing datasource: sink_state unauthorized or
+ *               not_found, with the backend's hint): the dataset keeps
+ *               this batch and every later one (memory, then the spool,
+ *               under the usual caps) and probes with one batch per
+ *               backoff_max_ms until it goes through; nothing is dropped
+ *               or dead-lettered. At shutdown its batches are spooled at
+ *               once, and sink_reconfigure (new options: a new token)
+ *               probes at once.
  *
  * Memory: batch buffers count against the cap in memory.h; with a spool, a
  * batch submitted while the account is over the cap goes to the spool
@@ -64,5 +73,20 @@ void sink_close(void);
 
 /* Batches queued or in progress, for tests and the drain. */
 unsigned sink_pending(void);
+
+/* Apply fresh options to the running policy and backend (a reload): the
+ * backend's own (through its reconfigure: jobs from now on use them), the
+ * in-flight limit and the backoff bounds; held datasets probe at once. The
+ * backend and the spool themselves change at a restart only: -EINVAL, or
+ * -ENOTSUP for a backend without reconfigure, with the reason in err (size
+ * n) and nothing changed. */
+int sink_reconfigure(const sink_opts *opts, char *err, size_t n);
+
+/* The delivery state, the worst across datasets: "unauthorized" or
+ * "not_found" (a hold), "retrying" (backing off after failures), "ok".
+ * sink_state_hint: the held dataset's hint, or NULL; valid until the next
+ * answer. */
+const char *sink_state(void);
+const char *sink_state_hint(void);
 
 #endif /* BF_SINK_H */

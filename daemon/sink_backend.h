@@ -19,6 +19,17 @@
  *                   dead-letter file with status and detail
  *   SINK_TOO_LARGE  larger than the destination takes in one piece: the
  *                   policy splits the batch in halves and submits each
+ *   SINK_HOLD       the destination refuses the sender, not the rows:
+ *                   credentials missing, wrong or without the permission
+ *                   (hold SINK_HOLD_UNAUTHORIZED: a bad token, bad SASL
+ *                   credentials), or the destination is not where the
+ *                   sender looks (SINK_HOLD_NOT_FOUND: a datasource or
+ *                   topic missing, the wrong region or cluster). A person
+ *                   has to change the configuration; the batch is good.
+ *                   The policy keeps it and every later batch of the
+ *                   dataset (memory, then the spool), and probes with one
+ *                   batch at a time at the backoff ceiling. hint says what
+ *                   was sent and what to check (never a secret)
  *
  * A backend must:
  *   - answer every job that submit() accepted (returned 0) exactly once,
@@ -30,8 +41,9 @@
  *   - keep what it derives from a batch (a compressed body) in job->priv
  *     only, accounted in memory.h, and free it in forget();
  *   - count its own protocol's figures (bytes_sent, http statuses) and log
- *     its own protocol's details (hints for a refused token, quarantined
- *     rows), rate-limited.
+ *     its own protocol's details (a refused batch's answer, quarantined
+ *     rows), rate-limited; a hold's hint goes in the answer, and the policy
+ *     reports it with the state (log, stats, systemd's STATUS=).
  * A backend must not:
  *   - retry, wait, split, spool or drop anything on its own;
  *   - free, change or keep job->b, or keep the job after answering it;
@@ -58,6 +70,7 @@ typedef struct sink_job {
     void *priv;            /* the backend's, kept across retries until forget */
     /* The policy's own fields: a backend neither reads nor writes them. */
     unsigned attempts;
+    unsigned generation;   /* the backend options it was submitted under */
     uint64_t spool_ref;    /* spool segment it was replayed from; 0: live */
     struct sink_job *next;
 } sink_job;
@@ -67,7 +80,14 @@ typedef enum sink_class {
     SINK_RETRY,
     SINK_REJECT,
     SINK_TOO_LARGE,
+    SINK_HOLD,
 } sink_class;
+
+/* Why the destination refuses the sender (SINK_HOLD). */
+typedef enum sink_hold {
+    SINK_HOLD_NOT_FOUND,
+    SINK_HOLD_UNAUTHORIZED,
+} sink_hold;
 
 /* What a backend says about one job. Pointers are valid during
  * sink_job_done only. */
@@ -78,6 +98,8 @@ typedef struct sink_answer {
     uint64_t rows_quarantined; /* SINK_DONE */
     int64_t wait_ms;           /* SINK_RETRY: asked-for wait, -1: backoff */
     enum bf_drop drop;         /* SINK_REJECT: the counter the rows go to */
+    sink_hold hold;            /* SINK_HOLD: why */
+    const char *hint;          /* SINK_HOLD: for a person, or NULL */
     const char *detail;        /* error text or response body, or NULL */
 } sink_answer;
 
@@ -101,6 +123,11 @@ typedef struct sink_backend {
     void (*abort)(void);
     /* Release everything; no job is in progress. */
     void (*close)(void);
+    /* Optional (NULL: options apply at start only). Use opts (the same
+     * struct start took, fresh values) for the jobs submitted from now on;
+     * jobs in progress finish as they started. Returns 0, or a negative
+     * errno with a message in err (size n), the old options kept. */
+    int (*reconfigure)(const void *opts, char *err, size_t n);
 } sink_backend;
 
 /* A backend's answer for job (see above): exactly once per accepted job,

@@ -24,7 +24,9 @@ typedef struct tb_body {
 
 static struct {
     uv_loop_t *loop;
+    char base[256];                /* the API base URL: the region host */
     char url[BF_DATASET_MAX][512];
+    size_t token_len;              /* of the token sent; 0: none */
     int aborting;
 } tb;
 
@@ -168,6 +170,26 @@ static void parse_counts(const http_result *res, sink_job *j, sink_answer *a)
     }
 }
 
+/* What a person reads when Tinybird refuses us: what was sent (a token or
+ * none, its length, never itself; which host; which datasource) and what to
+ * check. */
+static const char *hold_hint(char *out, size_t n, long status, const char *ds)
+{
+    if (status == 404)
+        snprintf(out, n, "datasource %s was not found at %s: push "
+                         "tinybird/datasources/%s.datasource to the workspace, or, if it "
+                         "is there, the workspace is on another region host "
+                         "(TINYBIRD_API_URL)", ds, tb.base, ds);
+    else if (tb.token_len)
+        snprintf(out, n, "%s refused the token sent for %s (a token of %zu characters): "
+                         "it is wrong, expired, of another workspace or region, or lacks "
+                         "DATASOURCE:APPEND on %s", tb.base, ds, tb.token_len, ds);
+    else
+        snprintf(out, n, "no token was sent to %s for %s: set TINYBIRD_API_KEY", tb.base,
+                 ds);
+    return out;
+}
+
 static void on_posted(const http_result *res, void *arg)
 {
     sink_job *j = arg;
@@ -186,18 +208,23 @@ static void on_posted(const http_result *res, void *arg)
             a.wait_ms = res->retry_after_s * 1000;
         else if (st == 429 && res->ratelimit_reset_s >= 0)
             a.wait_ms = res->ratelimit_reset_s * 1000;
+    } else if (st == 401 || st == 403 || st == 404) {
+        /* Tinybird refuses us, not the rows: the batch is held. */
+        char hint[768];
+        a.cls = SINK_HOLD;
+        a.hold = st == 404 ? SINK_HOLD_NOT_FOUND : SINK_HOLD_UNAUTHORIZED;
+        a.hint = hold_hint(hint, sizeof(hint), st, bf_dataset_name(j->b->dataset));
+        a.detail = res->body;
+        sink_job_done(j, &a);
+        return;
     } else {
-        const char *hint = st == 403   ? "the token is wrong or lacks DATASOURCE:APPEND"
-                           : st == 404 ? "the datasource is missing, or the token's "
-                                         "workspace is on another region host"
-                           : st == 401 ? "the token is missing"
-                                       : "the rows were refused";
         char body[256];
         log_quote(body, sizeof(body), res->body, 200);
         log_limited(&reject_limit, LOG_ERROR, "send_rejected",
-                    "dataset=%s status=%ld rows=%llu hint=\"%s\" body=%s",
+                    "dataset=%s status=%ld rows=%llu hint=\"the rows were refused\" "
+                    "body=%s",
                     bf_dataset_name(j->b->dataset), st, (unsigned long long)j->b->rows,
-                    hint, body);
+                    body);
         a.cls = SINK_REJECT;
         a.drop = DROP_http_rejected;
         a.detail = res->body;
@@ -205,17 +232,45 @@ static void on_posted(const http_result *res, void *arg)
     sink_job_done(j, &a);
 }
 
-static int tb_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
+static http_opts http_options(const sink_tinybird_opts *o)
 {
-    const sink_tinybird_opts *o = opts;
-    memset(&tb, 0, sizeof(tb));
-    tb.loop = loop;
+    return (http_opts){.token = o->token, .timeout_ms = o->timeout_ms,
+                       .connect_timeout_ms = o->timeout_ms < 5000 ? o->timeout_ms : 5000};
+}
+
+/* The URLs and what the hints say, from o. */
+static int set_target(const sink_tinybird_opts *o, char *err, size_t n)
+{
+    if (strlen(o->url) >= sizeof(tb.base)) {
+        snprintf(err, n, "tinybird url longer than %zu bytes", sizeof(tb.base) - 1);
+        return -EINVAL;
+    }
+    snprintf(tb.base, sizeof(tb.base), "%s", o->url);
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)
         snprintf(tb.url[id], sizeof(tb.url[id]), "%s/v0/events?name=%s&wait=true",
-                 o->url, bf_dataset_name(id));
-    http_opts ho = {.token = o->token, .timeout_ms = o->timeout_ms,
-                    .connect_timeout_ms = o->timeout_ms < 5000 ? o->timeout_ms : 5000};
+                 tb.base, bf_dataset_name(id));
+    tb.token_len = o->token ? strlen(o->token) : 0;
+    return 0;
+}
+
+static int tb_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
+{
+    memset(&tb, 0, sizeof(tb));
+    tb.loop = loop;
+    int rc = set_target(opts, err, n);
+    if (rc < 0)
+        return rc;
+    http_opts ho = http_options(opts);
     return http_init(loop, &ho, err, n);
+}
+
+/* A reload: a new token or region host for the batches sent from now on
+ * (a URL is copied by curl when a request starts). */
+static int tb_reconfigure(const void *opts, char *err, size_t n)
+{
+    http_opts ho = http_options(opts);
+    int rc = http_reconfigure(&ho, err, n);
+    return rc < 0 ? rc : set_target(opts, err, n);
 }
 
 static void tb_abort(void)
@@ -237,4 +292,5 @@ const sink_backend sink_tinybird = {
     .forget = tb_forget,
     .abort = tb_abort,
     .close = tb_close,
+    .reconfigure = tb_reconfigure,
 };

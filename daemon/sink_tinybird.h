@@ -14,8 +14,15 @@
  *   429                       retry after Retry-After, else
  *                             X-RateLimit-Reset, else the policy's backoff
  *   408, 5xx, no response     retry with the policy's backoff
- *   other 4xx                 reject (dropped.http_rejected), logged with a
- *                             hint for 401/403 (token) and 404 (region host)
+ *   401, 403                  hold, unauthorized: the token is refused
+ *   404                       hold, not found: the datasource is not at this
+ *                             region host
+ *   other 4xx (400, 422)      reject (dropped.http_rejected): the rows are
+ *                             refused, and kept as dead letters
+ *
+ * A hold's hint says what was sent: a token or none (its length, never
+ * itself), the region host, the datasource. reconfigure takes a new token,
+ * URL and timeout for the batches sent from then on.
  */
 #ifndef BF_SINK_TINYBIRD_H
 #define BF_SINK_TINYBIRD_H
@@ -25,7 +32,8 @@
 #include "sink_backend.h"
 
 typedef struct sink_tinybird_opts {
-    const char *url;       /* base URL, no trailing slash; copied */
+    const char *url;       /* base URL, no trailing slash; copied (at most
+                              255 bytes) */
     const char *token;     /* sent as a bearer token; copied */
     uint64_t timeout_ms;   /* one whole request */
 } sink_tinybird_opts;

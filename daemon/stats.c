@@ -19,6 +19,7 @@
 #include "memory.h"
 #include "paths.h"
 #include "receive.h"
+#include "sink.h"
 #include "spool.h"
 
 bf_stats stats;
@@ -213,6 +214,11 @@ static json_t *stats_ack_delay(void)
     return lat;
 }
 
+static json_t *text_json(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
 json_t *stats_snapshot(void)
 {
     uint64_t now = clock_wall_ms(); /* ts_ms, and what readers may use */
@@ -224,6 +230,7 @@ json_t *stats_snapshot(void)
 #define BF_STAT_SUM(key, map, help) SET(key, I(map_sum(MAP_##map)))
 #define BF_STAT_READ(key, type, reader, prom, help) SET(key, I(reader))
 #define BF_STAT_QUANTILES(key, reader, prom, help) SET(key, reader)
+#define BF_STAT_TEXT(key, reader, states, prom, help) SET(key, text_json(reader))
 #include "stats.def"
 #undef I
 #undef SET

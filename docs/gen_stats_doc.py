@@ -33,6 +33,8 @@ ROW = {  # macro: (regex of its arguments, names of the groups)
              ("key", "type", "reader", "prom", "help")),
     "QUANTILES": (r"(\w+)\s*,\s*([^,]+?)\s*,\s*" + NAME + r"\s*,\s*" + STR,
                   ("key", "reader", "prom", "help")),
+    "TEXT": (r"(\w+)\s*,\s*([^,]+?)\s*,\s*" + NAME + r"\s*,\s*" + NAME + r"\s*,\s*" + STR,
+             ("key", "reader", "states", "prom", "help")),
 }
 INDEX_TEXT = {"dataset": "by dataset", "reason": "by reject reason",
               "drop": "by drop reason", "status": "by HTTP status"}
@@ -58,8 +60,8 @@ def read_rows():
         row = dict(zip(names, a.groups()), kind=kind)
         # Every row with the same fields: what the CLI exports it as.
         row.setdefault("prom", None)
-        row.setdefault("type", "gauge" if kind == "QUANTILES" else "counter")
-        row.setdefault("label", "quantile" if kind == "QUANTILES" else None)
+        row.setdefault("type", "gauge" if kind in ("QUANTILES", "TEXT") else "counter")
+        row.setdefault("label", {"QUANTILES": "quantile", "TEXT": "state"}.get(kind))
         rows.append(row)
     keys = [r["key"] for r in rows]
     if not rows or len(set(keys)) != len(keys):
@@ -77,6 +79,9 @@ def kind_text(r):
         return "sum of `%s`" % r["map"]
     if k == "READ":
         return r["type"]
+    if k == "TEXT":
+        return ("one of %s" % ", ".join("`%s`" % v for v in r["states"].split())
+                if r.get("states") else "text or null")
     return "p50, p99 (ms or null), window_s"
 
 
@@ -88,6 +93,8 @@ def prom_text(r):
         name += '{%s}' % r["label"]
     elif r["kind"] == "QUANTILES":
         name += "{quantile}"
+    elif r["kind"] == "TEXT":
+        name += "{state}"
     return "`%s`" % name
 
 

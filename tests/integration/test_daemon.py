@@ -189,17 +189,23 @@ class TestDelivery(DaemonTestCase):
         self.assertEqual(s['http'], {'200': len(reqs)})
         self.assertEqual(d.stop(), 0)
 
-    def test_wrong_token_is_refused_and_not_retried(self):
+    def test_wrong_token_is_held_not_dropped(self):
+        """A 403 is our mistake, not the rows': the batch is held (probed
+        again at the backoff ceiling), never dropped (test_refusals.py has
+        the rest)."""
         tb = self.fake(token='right-token')
-        d = self.daemon(FAST, tinybird=tb, env={'TINYBIRD_API_KEY': 'wrong-token'})
+        d = self.daemon(FAST + ['--backoff-min-ms', '50', '--backoff-max-ms', '200'], tinybird=tb,
+                        env={'TINYBIRD_API_KEY': 'wrong-token'})
         events = [image(i) for i in range(5)]
         send(events, d.port)
-        s = wait_until(stat_at_least(d, 'dropped.http_rejected', 5), msg="http_rejected")
-        self.assertEqual(s['dropped']['http_rejected'], 5)
+        s = wait_until(stat_at_least(d, 'holds', 2), msg="held and probed again")
+        self.assertEqual(s['dropped_total'], 0)
+        self.assertEqual(s['sink_state'], 'unauthorized')
         self.assertEqual(s['retries'], 0)
         self.assertEqual(tb.row_count(IMAGE), 0)
         self.assertTrue(all(r['status'] == 403 for r in tb.requests()))
-        self.assertTrue(d.log_records('send_rejected'), d.log())
+        self.assertTrue(d.log_records('sink_held'), d.log())
+        self.assertFalse(d.log_records('send_rejected'), d.log())
 
 
 # ---------------------------------------------------------------------------

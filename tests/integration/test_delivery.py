@@ -424,7 +424,7 @@ class TestOutages(DeliveryTestCase):
 
 
 # ---------------------------------------------------------------------------
-# 4-5: 413 splits, 400/403 dead letters
+# 4-5: 413 splits, 400/422 dead letters
 # ---------------------------------------------------------------------------
 
 class TestRefusals(DeliveryTestCase):
@@ -526,17 +526,18 @@ class TestRefusals(DeliveryTestCase):
         figure('400', rows=len(got), requests=len(reqs), dead_lettered=s['rows_dead_lettered'],
                duration=self.elapsed())
 
-    def test_403_is_dead_lettered_not_retried_with_token_hint(self):
-        tb = self.fake(token='right-token')
-        d, s, reqs, got = self._refused(403, tb, env={'TINYBIRD_API_KEY': 'wrong-token'})
+    def test_422_is_dead_lettered_not_retried(self):
+        """422 (a materialized view refused rows) is about the rows, like 400.
+        A 401, 403 or 404 is about us: held, never dead-lettered
+        (test_refusals.py)."""
+        tb = self.fake()
+        tb.faults(status=422)
+        d, s, reqs, got = self._refused(422, tb)
         rej = d.log_records('send_rejected')
-        self.assertTrue(rej, d.log())
-        for r in rej:
-            self.assertEqual(r['status'], '403', r)
-            self.assertIn('token is wrong or lacks DATASOURCE:APPEND', r.get('hint', ''), r)
-        self.assertNotIn('wrong-token', d.log(), "the token is logged")
+        self.assertTrue(rej and all(r['status'] == '422' for r in rej), d.log())
+        self.assertEqual(s['holds'], 0)
         self.assertEqual(d.stop(), 0)
-        figure('403', rows=len(got), requests=len(reqs), dead_lettered=s['rows_dead_lettered'],
+        figure('422', rows=len(got), requests=len(reqs), dead_lettered=s['rows_dead_lettered'],
                duration=self.elapsed())
 
 

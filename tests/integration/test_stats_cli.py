@@ -347,6 +347,24 @@ class TestAgainstScriptedSocket(StatsCliTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)  # the daemon closed: clean end
         self.assertEqual(p.stdout, b''.join(odd))
 
+    def test_sink_state_in_the_view_and_as_a_state_set(self):
+        hint = 'http://127.0.0.1:1 refused the token sent for image_events'
+        line = snapshot(1000, 10, sink_state='unauthorized', sink_hint=hint)
+        with FakeStatsSocket([[line]], hold=True) as fake:
+            p = run_stats('--socket', fake.path, '--prom')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        fams = check_prometheus(p.stdout)
+        self.assertEqual(fams['birdfeeder_sink_state']['type'], 'gauge')
+        self.assertEqual(fams['birdfeeder_sink_state']['samples'],
+                         {(('state', 'ok'),): 0, (('state', 'retrying'),): 0,
+                          (('state', 'not_found'),): 0, (('state', 'unauthorized'),): 1})
+        self.assertFalse([n for n in fams if 'hint' in n], fams.keys())
+        with FakeStatsSocket([[line]]) as fake:
+            p = run_stats('--socket', fake.path, '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, re.compile(r'^sink\s+unauthorized: ' + re.escape(hint) + '$',
+                                              re.M))
+
     def test_prom_exports_unknown_keys_as_gauges(self):
         line = snapshot(1000, 10, received=5, new_counter=3,
                         new_map={"a-b": 1, "c": 2},

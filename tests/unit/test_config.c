@@ -369,6 +369,28 @@ START_TEST(test_config_sources_and_context_paths)
 }
 END_TEST
 
+/* config_take moves the named options (value and source) and leaves the
+ * others; what it gives back is freed with the source. */
+START_TEST(test_config_take)
+{
+    bf_config run, fresh;
+    char err[512];
+    LOAD_OK(&run, err, "--token", "old", "--max-inflight", "2", NULL);
+    write_config("{\"token\": \"new\", \"max_inflight\": 5, \"listen\": \"127.0.0.1:9\"}");
+    LOAD_OK(&fresh, err, "--config", file_path, NULL);
+    static const char *const names[] = {"token", "max-inflight", "no-such", NULL};
+    config_take(&run, &fresh, names);
+    ck_assert_str_eq(run.token, "new");
+    ck_assert_uint_eq(run.max_inflight, 5);
+    ck_assert_int_eq(config_source(&run, "token"), CONFIG_SRC_FILE);
+    ck_assert_str_eq(run.listen, "127.0.0.1:8190"); /* not named: kept */
+    ck_assert_str_eq(fresh.token, "old");
+    ck_assert_int_eq(config_source(&fresh, "token"), CONFIG_SRC_FLAG);
+    config_free(&fresh);
+    config_free(&run);
+}
+END_TEST
+
 /* A reload runs config_load again with the same argv: an edited file is
  * read anew, flags keep priority. */
 START_TEST(test_config_reload)
@@ -686,6 +708,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_file_from_env);
     tcase_add_test(tc, test_config_reload);
     tcase_add_test(tc, test_config_sources_and_context_paths);
+    tcase_add_test(tc, test_config_take);
     tcase_add_loop_test(tc, test_config_size_suffix, 0, N(sizes));
     tcase_add_loop_test(tc, test_config_bad_value, 0, N(bad_values));
     tcase_add_test(tc, test_config_bad_value_sources);

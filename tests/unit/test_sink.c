@@ -460,6 +460,38 @@ START_TEST(test_sink_policy_backend_limit_oldest_first)
 }
 END_TEST
 
+/* hold: the dataset's batches wait (the other dataset goes on), one probe
+ * at a time; at shutdown they go to the spool at once, no probe. */
+START_TEST(test_sink_policy_hold_keeps_and_spools_at_drain)
+{
+    use_spool();
+    fake_step st[1] = {{.cls = SINK_HOLD}};
+    sink_opts o = fake_opts(st, 1, 0);
+    o.backoff_max_ms = 60000;
+    start(&o);
+    sink_submit(tu_batch(LLM, 2, "ha"));
+    ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 2000));
+    ck_assert_str_eq(sink_state(), "not_found"); /* SINK_HOLD_NOT_FOUND is 0 */
+    sink_submit(tu_batch(LLM, 3, "hb"));
+    sink_submit(tu_batch(IMG, 1, "hc"));
+    ck_assert(run_until_delivered(1, 2000)); /* the other dataset is not held */
+    tu_run_for(&loop, 100);
+    ck_assert_int_eq(fk.nsubmits, 2);
+    ck_assert_uint_eq(sink_pending(), 2);
+    ck_assert_uint_eq(stats.rows_spooled, 0);
+    uint64_t t0 = tu_mono_ms();
+    drain(5000);
+    ck_assert_uint_lt(tu_mono_ms() - t0, 1000); /* no waiting on the hold */
+    ck_assert_int_eq(fk.nsubmits, 2);
+    ck_assert_uint_eq(stats.rows_spooled, 5);
+    ck_assert_uint_eq(stats.dropped[DROP_shutdown], 0);
+    finish();
+    ck_assert_int_eq(uv_loop_init(&loop), 0); /* the next run finds them */
+    ck_assert_uint_eq(spool_rows_on_disk(), 5);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 /* The deadline: the backend's abort answers what is in progress, and the
  * policy spools it. */
 START_TEST(test_sink_policy_abort_spools_in_progress)
@@ -753,9 +785,6 @@ static const struct {
     const char *hint;
 } rejects[] = {
     {400, "the rows were refused"},
-    {401, "the token is missing"},
-    {403, "the token is wrong or lacks DATASOURCE:APPEND"},
-    {404, "the datasource is missing, or the token's workspace is on another region host"},
     {422, "the rows were refused"},
 };
 
@@ -975,6 +1004,166 @@ START_TEST(test_sink_http_max_inflight)
     }
     for (int j = 0; j < 5; j++)
         ck_assert_int_eq(seen[j], 1);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* 401, 403 and 404 are Tinybird refusing us, not the rows: the batches
+ * are held, nothing is dropped or dead-lettered, one probe goes out per
+ * backoff ceiling, and the hint says what was sent. Then the next answer
+ * is a 200 and everything held is delivered. */
+static const struct {
+    int status;
+    const char *state;
+    const char *hint[3];
+} holds[] = {
+    {401, "unauthorized", {"refused the token sent for llm_events",
+                           "(a token of 7 characters)", "DATASOURCE:APPEND on llm_events"}},
+    {403, "unauthorized", {"refused the token sent for llm_events",
+                           "(a token of 7 characters)", "DATASOURCE:APPEND on llm_events"}},
+    {404, "not_found", {"datasource llm_events was not found at http://127.0.0.1:",
+                        "tinybird/datasources/llm_events.datasource",
+                        "another region host"}},
+};
+
+START_TEST(test_sink_http_refusal_holds)
+{
+    use_spool();
+    sink_opts o = http_opts_for();
+    th_resp r[2] = {{.status = holds[_i].status, .body = "{\"error\":\"no\"}"},
+                    {.status = holds[_i].status, .body = "{\"error\":\"no\"}"}};
+    th_script(&srv, r, 2);
+    th_default(&srv, (th_resp){.status = 200, .body = "{}"});
+    start(&o);
+    ck_assert_str_eq(sink_state(), "ok");
+    sink_submit(tu_batch(LLM, 3, "h1"));
+    ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 3000));
+    ck_assert_str_eq(sink_state(), holds[_i].state);
+    const char *hint = sink_state_hint();
+    ck_assert_ptr_nonnull(hint);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(strstr(hint, holds[_i].hint[k]), "hint '%s' lacks '%s'", hint,
+                      holds[_i].hint[k]);
+    ck_assert_ptr_null(strstr(hint, "tok-123"));
+    for (int i = 0; i < 3; i++) /* later batches wait with it */
+        sink_submit(tu_batch(LLM, 2, "h2"));
+    ck_assert(run_until_delivered(9, 5000));
+    /* Three requests refused-refused-accepted for the first batch, alone,
+     * at the ceiling (200 ms, no jitter), then the rest. */
+    ck_assert_int_eq(th_counts_now(&srv).nreqs, 6);
+    check_body(2, 3, "h1");
+    for (int i = 1; i < 3; i++) {
+        uint64_t gap = th_req_at(&srv, i)->t_ms - th_req_at(&srv, i - 1)->t_ms;
+        ck_assert_msg(gap >= 190, "probe %d after %llu ms", i, (unsigned long long)gap);
+    }
+    ck_assert_uint_eq(stats.holds, 2);
+    ck_assert_uint_eq(stats.retries, 0);
+    ck_assert_uint_eq(stats.dropped[DROP_http_rejected], 0);
+    ck_assert_uint_eq(stats.rows_dead_lettered, 0);
+    ck_assert_str_eq(sink_state(), "ok");
+    ck_assert_ptr_null(sink_state_hint());
+    if (saved_stderr >= 0) {
+        char *log = tu_read_file(log_path, NULL);
+        ck_assert_ptr_nonnull(log);
+        ck_assert_msg(strstr(log, "event=sink_held dataset=llm_events sink_state=") &&
+                          strstr(log, holds[_i].state) && strstr(log, "event=sink_resumed"),
+                      "log: %s", log);
+        ck_assert_ptr_null(strstr(log, "tok-123")); /* the token is never logged */
+        free(log);
+    }
+    drain(1000);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/dead-letter.ndjson", spool_dir);
+    ck_assert_int_eq(tu_file_size(path), -1);
+    finish();
+}
+END_TEST
+
+/* Without a token the hint says none was sent. */
+START_TEST(test_sink_http_refusal_hint_without_token)
+{
+    sink_opts o = http_opts_for();
+    tb_o.token = NULL;
+    th_default(&srv, (th_resp){.status = 401});
+    start(&o);
+    sink_submit(tu_batch(IMG, 1, "nt"));
+    ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 3000));
+    ck_assert_str_eq(sink_state(), "unauthorized");
+    ck_assert_msg(strstr(sink_state_hint(), "no token was sent to http://127.0.0.1:") &&
+                      strstr(sink_state_hint(), "for image_events"),
+                  "%s", sink_state_hint());
+    char auth[64];
+    ck_assert(!th_header(th_req_at(&srv, 0), "Authorization", auth, sizeof(auth)));
+    drain(200); /* held, no spool: counted at the deadline */
+    ck_assert_uint_eq(stats.dropped[DROP_shutdown], 1);
+    finish();
+}
+END_TEST
+
+/* A new token (sink_reconfigure) is tried at once, not at the next probe,
+ * and goes with every request from then on. */
+START_TEST(test_sink_http_reconfigure_new_token)
+{
+    use_spool();
+    sink_opts o = http_opts_for();
+    o.backoff_max_ms = 60000; /* the next probe would be a minute away */
+    th_resp r = {.status = 403};
+    th_script(&srv, &r, 1);
+    th_default(&srv, (th_resp){.status = 200, .body = "{}"});
+    start(&o);
+    sink_submit(tu_batch(LLM, 2, "rt"));
+    sink_submit(tu_batch(IMG, 1, "ri"));
+    ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 3000));
+    ck_assert(tu_run_until_u64(&loop, &stats.rows_delivered[IMG], 1, 3000));
+    tu_run_for(&loop, 100);
+    ck_assert_uint_eq(stats.rows_delivered[LLM], 0);
+    char err[256] = "";
+    sink_opts fresh = o;
+    sink_tinybird_opts fresh_tb = tb_o;
+    fresh_tb.token = "tok-456";
+    fresh.backend_opts = &fresh_tb;
+    uint64_t t0 = tu_mono_ms();
+    ck_assert_msg(sink_reconfigure(&fresh, err, sizeof(err)) == 0, "%s", err);
+    ck_assert(run_until_delivered(3, 3000));
+    ck_assert_uint_lt(tu_mono_ms() - t0, 2000);
+    int n = th_counts_now(&srv).nreqs;
+    ck_assert_header(th_req_at(&srv, 0), "Authorization", "Bearer tok-123");
+    ck_assert_header(th_req_at(&srv, n - 1), "Authorization", "Bearer tok-456");
+    ck_assert_str_eq(sink_state(), "ok");
+    /* The backend and the spool change at a restart only. */
+    sink_opts other = file_opts_for(out_path);
+    ck_assert_int_eq(sink_reconfigure(&other, err, sizeof(err)), -EINVAL);
+    ck_assert_msg(strstr(err, "restart"), "%s", err);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* A probe still out with the old token when the new one comes is sent
+ * again as soon as it is refused, not a backoff ceiling later. */
+START_TEST(test_sink_http_reconfigure_while_probing)
+{
+    sink_opts o = http_opts_for();
+    o.backoff_max_ms = 60000;
+    th_resp r[2] = {{.status = 401}, {.status = 401, .delay_ms = 300}};
+    th_script(&srv, r, 2);
+    th_default(&srv, (th_resp){.status = 200, .body = "{}"});
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "wp"));
+    ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 3000));
+    char err[256] = "";
+    /* A reload with the same (bad) token: probes at once, slowly refused. */
+    ck_assert_int_eq(sink_reconfigure(&o, err, sizeof(err)), 0);
+    ck_assert(th_run_until_reqs(&loop, &srv, 2, 3000));
+    sink_tinybird_opts fresh_tb = tb_o;
+    fresh_tb.token = "tok-789";
+    sink_opts fresh = o;
+    fresh.backend_opts = &fresh_tb;
+    ck_assert_int_eq(sink_reconfigure(&fresh, err, sizeof(err)), 0);
+    ck_assert(run_until_delivered(1, 3000));
+    ck_assert_int_eq(th_counts_now(&srv).nreqs, 3);
+    ck_assert_header(th_req_at(&srv, 2), "Authorization", "Bearer tok-789");
     drain(1000);
     finish();
 }
@@ -1219,6 +1408,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_policy_too_large_forgets_then_splits);
     tcase_add_test(tc, test_sink_policy_backend_limit_oldest_first);
     tcase_add_test(tc, test_sink_policy_abort_spools_in_progress);
+    tcase_add_test(tc, test_sink_policy_hold_keeps_and_spools_at_drain);
     tcase_add_test(tc, test_sink_file_in_order);
     tcase_add_test(tc, test_sink_file_oldest_first_across_datasets);
     tcase_add_test(tc, test_sink_file_drain_empty);
@@ -1237,6 +1427,10 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_http_413_single_row);
     tcase_add_test(tc, test_sink_http_max_inflight);
     tcase_add_test(tc, test_sink_http_probe_after_failure);
+    tcase_add_loop_test(tc, test_sink_http_refusal_holds, 0, N(holds));
+    tcase_add_test(tc, test_sink_http_refusal_hint_without_token);
+    tcase_add_test(tc, test_sink_http_reconfigure_new_token);
+    tcase_add_test(tc, test_sink_http_reconfigure_while_probing);
     tcase_add_test(tc, test_sink_memory_cap_spools);
     tcase_add_test(tc, test_sink_replays_spool_at_start);
     tcase_add_test(tc, test_sink_drain_keeps_replayed_in_spool);

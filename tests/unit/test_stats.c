@@ -185,8 +185,9 @@ START_TEST(test_stats_drop_names)
 }
 END_TEST
 
-/* Every key of the line, in order, and which are objects: written out, as
- * clients (birdfeeder stats, dashboards) read them. */
+/* Every key of the line, in order, and its JSON type (0 integer, 1 object,
+ * 2 string, 3 string or null): written out, as clients (birdfeeder stats,
+ * dashboards) read them. */
 static const struct {
     const char *key;
     int object;
@@ -196,7 +197,8 @@ static const struct {
     {"rejected_total", 0}, {"rejected", 1}, {"accepted_total", 0}, {"accepted", 1},
     {"unknown_model", 0}, {"ip_invalid", 0}, {"utf8_replaced", 0},
     {"rows_batched", 1}, {"bytes_batched", 1}, {"batches", 1}, {"bytes_sent", 0},
-    {"http", 1}, {"retries", 0}, {"rows_delivered_total", 0}, {"rows_delivered", 1},
+    {"http", 1}, {"retries", 0}, {"holds", 0}, {"sink_state", 2}, {"sink_hint", 3},
+    {"rows_delivered_total", 0}, {"rows_delivered", 1},
     {"rows_quarantined", 1}, {"dropped_total", 0}, {"dropped", 1},
     {"rows_spooled", 0}, {"rows_replayed", 0}, {"rows_dead_lettered", 0},
     {"spool_torn", 0}, {"spool_bytes", 0}, {"spool_segments", 0}, {"memory_cap", 0},
@@ -215,8 +217,12 @@ START_TEST(test_stats_snapshot_keys)
     json_object_foreach(o, k, v) {
         ck_assert_int_lt(i, N(line_keys));
         ck_assert_str_eq(k, line_keys[i].key);
-        if (line_keys[i].object)
+        if (line_keys[i].object == 1)
             ck_assert_msg(json_is_object(v), "%s is not an object", k);
+        else if (line_keys[i].object == 2)
+            ck_assert_msg(json_is_string(v), "%s is not a string", k);
+        else if (line_keys[i].object == 3)
+            ck_assert_msg(json_is_string(v) || json_is_null(v), "%s: not text or null", k);
         else
             ck_assert_msg(json_is_integer(v), "%s is not an integer", k);
         i++;
