@@ -11,6 +11,10 @@
 #                   birdfeeder.pc), config, catalog, man pages, units, sysctl
 #                   and sysusers drop-ins
 #   make uninstall  the same PREFIX and DESTDIR: remove what install put there
+#   make deb        build/birdfeeder_VERSION_ARCH.deb, libbirdfeeder1 and
+#                   libbirdfeeder-dev (dpkg-buildpackage, debian/)
+#   make test-deb   as root: build, lintian, apt-get install, --check-config,
+#                   dpkg --purge, nothing left behind (CI runs it)
 #   make config-doc regenerate option lists in docs/ from birdfeederd --help
 #   make proto-doc  regenerate PROTOCOL.md's tables from proto/*.def
 #   make stats-doc  regenerate docs/operations.md's stats table from daemon/stats.def
@@ -73,8 +77,8 @@ SHIM_SO    = $(BUILD)/libbirdfeeder.so.$(SO_MAJOR)
 SHIM_MAP   = client-shim/c/libbirdfeeder.map
 SHIM_PC    = $(BUILD)/birdfeeder.pc
 
-.PHONY: all deps test test-asan demo bench install uninstall install-check \
-        clean valgrind proto-doc stats-doc install-ops config-doc \
+.PHONY: all deps deps-deb test test-asan demo bench install uninstall install-check \
+        deb test-deb clean valgrind proto-doc stats-doc install-ops config-doc \
         fuzz fuzz-targets fuzz-run fuzz-replay
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
 
@@ -144,15 +148,22 @@ $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+# apt-get install what is missing of $(1); root or sudo. The lock timeout
+# waits for another apt (make deps elsewhere on the machine) to finish.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
+	  echo "make $@: installing$$missing"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all packages present"; fi
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    -o DPkg::Lock::Timeout=300 $$missing; \
+	else echo "make $@: all packages present"; fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_PKGS))
 
 test: deps
 	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) fuzz-replay
@@ -276,6 +287,41 @@ uninstall:
 	    rm -f $(D)$(CONF_DIR)/birdfeeder.json; \
 	  else echo "make uninstall: keeping $(D)$(CONF_DIR)/birdfeeder.json (changed)"; fi; fi
 	rmdir $(D)$(INCLUDEDIR)/birdfeeder $(D)$(SHARE_DIR) $(D)$(CONF_DIR) 2>/dev/null || true
+
+# --- Debian packages (issue 12) ----------------------------------------------
+# debian/ with debhelper, not dpkg-deb on a staged tree: debhelper writes the
+# maintainer scripts Debian itself uses (units through deb-systemd-helper and
+# deb-systemd-invoke, systemd-sysusers, conffiles, purge), dpkg-shlibdeps the
+# Depends, dh_makeshlibs the library's shlibs. Three packages, as Debian
+# policy splits a library: birdfeeder (the daemon, the CLI linked with the
+# static shim, units, drop-ins, config), libbirdfeeder1 (the .so, named after
+# its soname, so two ABIs can be installed side by side) and libbirdfeeder-dev.
+#
+# The build runs in a copy of the tree under $(BUILD)/deb: dpkg-buildpackage
+# cleans first (make clean) and writes into .., neither of which should hit
+# the checkout. debian/changelog's version must be VERSION.
+DEB_TOOLS = debhelper dpkg-dev lintian
+DEB_ARCH  = $(shell dpkg --print-architecture 2>/dev/null)
+DEB_SRC   = $(BUILD)/deb/birdfeeder-$(VERSION)
+
+deps-deb:
+	$(call apt_install,$(DEB_PKGS) $(DEB_TOOLS))
+
+deb:
+	@v=$$(dpkg-parsechangelog -S Version) && [ "$$v" = "$(VERSION)" ] || { \
+	  echo "make deb: debian/changelog is at $$v, the Makefile's VERSION at $(VERSION):" \
+	       "add a changelog entry (dch -v $(VERSION))" >&2; exit 1; }
+	rm -rf $(BUILD)/deb && mkdir -p $(DEB_SRC)
+	tar -c --exclude-vcs --exclude=./build --exclude='./build-*' --exclude=./$(BUILD) \
+	  --exclude=node_modules --exclude=__pycache__ . | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc
+	cp $(BUILD)/deb/*_$(VERSION)_$(DEB_ARCH).deb $(BUILD)/
+	@ls -l $(BUILD)/*_$(VERSION)_$(DEB_ARCH).deb
+
+test-deb:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "test-deb: skipped: needs root (installs the packages with apt-get, purges them)"; \
+	else $(MAKE) deps-deb && $(MAKE) deb && BUILD=$(BUILD) $(PYTHON) tests/install/test_deb.py; fi
 
 config-doc: $(DAEMON_BIN)
 	$(PYTHON) docs/gen_config_doc.py --write --daemon $(DAEMON_BIN)

@@ -206,6 +206,18 @@ class TestUnits(SystemdTestCase):
         self.assertEqual(conf['spool-dir'], f'{d}/state/spool')
         self.assertEqual(conf['ip-hash-key-file'], f'{d}/state/ip-hash.key')
 
+    def test_units_wait_for_the_token(self):
+        """Both units start only once the file the service reads the token
+        from exists (the package enables and starts them at install)."""
+        service = SERVICE.read_text()
+        sources = [v.lstrip('-') for v in re.findall(r'(?m)^EnvironmentFile=(\S+)$', service)]
+        sources += re.findall(r'(?m)^LoadCredential=[^:]+:(\S+)$', service)
+        self.assertTrue(sources, 'where does the unit read the token?')
+        for unit in (SERVICE, SOCKET_UNIT):
+            conds = re.findall(r'(?m)^ConditionPathExists=(\S+)$', unit.read_text())
+            self.assertEqual(len(conds), 1, unit.name)
+            self.assertIn(conds[0], sources, unit.name)
+
     def test_socket_unit(self):
         text = SOCKET_UNIT.read_text()
         self.assertRegex(text, r'(?m)^ListenDatagram=127\.0\.0\.1:8190$')
@@ -642,6 +654,9 @@ class TestDocs(unittest.TestCase):
             th = next(line for line in (MAN / page).read_text().splitlines()
                       if line.startswith('.TH '))
             self.assertIn(f'"birdfeeder {version}"', th, page)
+        # The Debian package's version (debian/changelog) too.
+        top = (REPO / 'debian' / 'changelog').read_text().splitlines()[0]
+        self.assertRegex(top, rf'^birdfeeder \({re.escape(version)}\) ')
 
     def test_protocol_7_names_every_reason(self):
         page = (MAN / 'birdfeeder-protocol.7').read_text().replace('\\-', '-')
