@@ -492,7 +492,7 @@ static int embedded_ipv4(unsigned char *addr)
 
 int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
 {
-    char text[64];
+    char text[64 + 1]; /* the longest ip fields.def accepts, and a NUL */
     unsigned char addr[16];
     size_t alen;
     out[0] = hash[0] = '\0';

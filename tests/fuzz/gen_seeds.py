@@ -27,6 +27,7 @@ ADDRESSES = [
     '[2001:db8::7]', 'fe80::1%eth0', '2002:cb00:714d::1', '64:ff9b::cb00:714d',
     '::203.0.113.77', '2001:0:4136:e378:8000:63bf:34ff:8ef2', '::1', '::', '0.0.0.0',
     '255.255.255.255', '2001:db8::', '1.2.3', 'not an ip', '',
+    'fe80::1%' + 'z' * 56,                     # 64 bytes, the longest accepted
 ]
 # Referrers with credentials, paths, queries and schemes to drop (finding 7).
 REFERRERS = [

@@ -436,6 +436,23 @@ START_TEST(test_enrich_ip_garbage)
 }
 END_TEST
 
+/* The longest ip the protocol accepts (64 bytes, fields.def) parses:
+ * the row fuzzer found a 64-byte scoped address emptied as ip_invalid. */
+START_TEST(test_enrich_ip_longest)
+{
+    char ip[66], out[48], hash[IP_HASH_HEX + 1];
+    ck_assert_uint_eq(bf_fields[BF_F_ip].max, 64);
+    memcpy(ip, "fe80::1%", 8); /* a zone fills it up to 64 bytes */
+    memset(ip + 8, 'z', 56);
+    ip[64] = '\0';
+    ck_assert_int_eq(enrich_ip(ctx, ip, 64, out, hash), 0);
+    ck_assert_str_eq(out, "fe80::");
+    ip[64] = 'z'; /* one more: too long, as the validator says too */
+    ip[65] = '\0';
+    ck_assert_int_eq(enrich_ip(ctx, ip, 65, out, hash), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_enrich_ip_empty)
 {
     char out[48], hash[IP_HASH_HEX + 1];
@@ -982,6 +999,7 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_event_cost_cached_tokens_llm_only);
     tcase_add_test(tc, test_enrich_event_unknown_model);
     tcase_add_test(tc, test_enrich_event_ip);
+    tcase_add_test(tc, test_enrich_ip_longest);
     tcase_add_test(tc, test_enrich_event_referrer_and_tokens);
     return s;
 }
