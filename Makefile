@@ -3,6 +3,7 @@
 #   make            build build/birdfeederd and build/birdfeeder
 #   make deps       install the Debian packages that are missing (apt-get)
 #   make test       unit (Check) and integration tests, fails on any failure
+#                   (installs the npm test tools of tests/tools/ first)
 #   make test-asan  the same tests against an AddressSanitizer + UBSan build
 #   make demo       daemon on its local file sink, sample events, the rows
 #   make bench      throughput, loss, CPU per event, peak RSS (not a test)
@@ -165,8 +166,12 @@ endef
 deps:
 	$(call apt_install,$(DEB_PKGS))
 
+# The npm test tools (Tinybird's datafile parser, TypeScript) go to a cache
+# directory once per tests/tools/package-lock.json; without the registry the
+# tests that need them are skipped, saying so.
 test: deps
 	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) fuzz-replay
+	$(PYTHON) tests/tools/npm_tools.py
 	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
 
 # Separate build directory so the sanitizer flags never mix with a normal build.

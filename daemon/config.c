@@ -18,7 +18,9 @@
 #define BF_DATADIR "/usr/local/share/birdfeeder"
 #endif
 
-enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT };
+/* OPT_DURATION: milliseconds, written with a unit (ms, s, m, h, d) or as a
+ * bare number of milliseconds. */
+enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT, OPT_DURATION };
 
 typedef struct option_def {
     const char *name;   /* flag and JSON key */
@@ -97,6 +99,13 @@ static const option_def options[] = {
      "ceiling, which doubles per failure"},
     {"backoff-max-ms", OPT_MS, OFF(backoff_max_ms), "60000", 1, 3600000, NULL,
      "largest retry backoff"},
+    {"max-event-age", OPT_DURATION, OFF(max_event_age_ms), "7d", 0, 3650 * 86400000ull,
+     NULL, "reject events (stale_time) whose start time is older than this when "
+     "received: the datasources' 180-day TTL would delete them at the next merge, "
+     "and one batch must not span many monthly partitions; 0 turns the check off"},
+    {"max-event-skew", OPT_DURATION, OFF(max_event_skew_ms), "5m", 0, 365 * 86400000ull,
+     NULL, "reject events (future_time) whose start time is further than this "
+     "ahead of the time of receipt; 0 turns the check off"},
     {"shutdown-timeout-ms", OPT_MS, OFF(shutdown_timeout_ms), "5000", 0, 600000,
      NULL, "on SIGTERM, how long to keep flushing before giving up"},
 };
@@ -115,7 +124,8 @@ static void errf(char *err, size_t n, const char *fmt, ...)
     va_end(ap);
 }
 
-/* "4MiB", "4M", "512k", "4194304" -> bytes (binary multiples). */
+/* "4MiB", "4M", "512k", "4194304" -> bytes (binary multiples); "7d",
+ * "5m", "90s", "250ms", "1000" -> milliseconds (OPT_DURATION). */
 static int parse_number(const char *s, enum opt_type type, uint64_t *out)
 {
     char *end;
@@ -136,6 +146,20 @@ static int parse_number(const char *s, enum opt_type type, uint64_t *out)
         end++;
         if (strcasecmp(end, "ib") == 0 || strcasecmp(end, "b") == 0)
             end += strlen(end);
+    }
+    if (type == OPT_DURATION && *end) {
+        static const struct {
+            const char *unit;
+            uint64_t ms;
+        } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+                     {"d", 86400000}};
+        size_t u = 0;
+        while (u < sizeof(units) / sizeof(units[0]) && strcmp(end, units[u].unit) != 0)
+            u++;
+        if (u == sizeof(units) / sizeof(units[0]))
+            return -1;
+        mul = units[u].ms;
+        end += strlen(end);
     }
     if (*end || v > UINT64_MAX / mul)
         return -1;
@@ -163,8 +187,9 @@ static int set_option(bf_config *cfg, const option_def *o, const char *val,
     uint64_t v;
     if (parse_number(val, o->type, &v) < 0) {
         errf(err, n, "%s: option '%s': '%s' is not a %s", src, o->name, val,
-             o->type == OPT_SIZE ? "size (bytes, or with K/M/G suffix)"
-                                 : "non-negative integer");
+             o->type == OPT_SIZE       ? "size (bytes, or with K/M/G suffix)"
+             : o->type == OPT_DURATION ? "duration (ms, or with ms/s/m/h/d)"
+                                       : "non-negative integer");
         return -1;
     }
     if (v < o->min || v > o->max) {
@@ -281,7 +306,10 @@ void config_usage(void)
     for (size_t k = 0; k < N_OPTIONS; k++) {
         const option_def *o = &options[k];
         printf("  --%s %s\n      %s\n", o->name,
-               o->type == OPT_STR ? "VALUE" : o->type == OPT_SIZE ? "BYTES" : "N",
+               o->type == OPT_STR        ? "VALUE"
+               : o->type == OPT_SIZE     ? "BYTES"
+               : o->type == OPT_DURATION ? "DURATION"
+                                         : "N",
                o->help);
         if (o->def && strcmp(o->def, CATALOG_DEF) == 0)
             printf("      default (by context): %s when installed, else the built-in "

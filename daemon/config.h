@@ -54,6 +54,7 @@ typedef struct bf_config {
     uint64_t spool_segment_bytes;
     uint64_t max_dead_letter_bytes;
     uint64_t backoff_min_ms, backoff_max_ms;
+    uint64_t max_event_age_ms, max_event_skew_ms; /* 0: no bound */
     int check_only;          /* --check-config: validate and exit */
     unsigned char source[CONFIG_OPTIONS_MAX]; /* enum config_source, by option */
 } bf_config;

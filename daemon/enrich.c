@@ -36,6 +36,7 @@ struct enrich_ctx {
     EVP_MAC *mac;
     EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
     uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
+    uint64_t max_age_ms, max_skew_ms; /* the start time window; 0: open */
 };
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -575,26 +576,16 @@ static bf_str str_or(bf_str s, int has, const char *def)
     return (bf_str){def, strlen(def)};
 }
 
-void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
-                  bf_row *row)
+void enrich_set_time_window(enrich_ctx *ctx, uint64_t max_age_ms, uint64_t max_skew_ms)
+{
+    ctx->max_age_ms = max_age_ms;
+    ctx->max_skew_ms = max_skew_ms;
+}
+
+bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
+                       bf_row *row)
 {
     row->dataset = ev->dataset;
-    row->model = ev->model;
-    row->username = BF_HAS(ev, username) ? ev->username : (bf_str){"", 0};
-    row->width = ev->width;
-    row->height = ev->height;
-    row->steps = ev->steps;
-    row->prompt_tokens = ev->prompt_tokens;
-    row->completion_tokens = ev->completion_tokens;
-    row->cached_tokens = ev->cached_tokens;
-    row->stream = ev->stream != 0;
-    row->cached = ev->cached != 0;
-
-    const catalog_model *m = catalog_find(ctx->cat, ev->model.ptr, ev->model.len);
-    if (!m)
-        stats.unknown_model++;
-    row->provider = m ? m->provider : "unknown";
-
     /* Timestamps: fill what is missing from what is given; a sender that
      * gives only duration_ms is taken to send when the request ended. */
     int hs = BF_HAS(ev, start_time), he = BF_HAS(ev, end_time),
@@ -613,6 +604,29 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     row->duration_ms = hd ? d : row->end_ms - row->start_ms;
     if (row->duration_ms > UINT32_MAX)
         row->duration_ms = UINT32_MAX;
+    /* The start time is the partition key: a row dated 1970 (seconds sent
+     * as milliseconds) lands in a partition the TTL deletes at the next
+     * merge, and rows far apart make one insert span many partitions. */
+    if (ctx->max_age_ms && row->start_ms + ctx->max_age_ms < recv_ms)
+        return BF_R_stale_time;
+    if (ctx->max_skew_ms && row->start_ms > recv_ms + ctx->max_skew_ms)
+        return BF_R_future_time;
+
+    row->model = ev->model;
+    row->username = BF_HAS(ev, username) ? ev->username : (bf_str){"", 0};
+    row->width = ev->width;
+    row->height = ev->height;
+    row->steps = ev->steps;
+    row->prompt_tokens = ev->prompt_tokens;
+    row->completion_tokens = ev->completion_tokens;
+    row->cached_tokens = ev->cached_tokens;
+    row->stream = ev->stream != 0;
+    row->cached = ev->cached != 0;
+
+    const catalog_model *m = catalog_find(ctx->cat, ev->model.ptr, ev->model.len);
+    if (!m)
+        stats.unknown_model++;
+    row->provider = m ? m->provider : "unknown";
 
     if (BF_HAS(ev, id) && ev->id.len) {
         row->id = ev->id;
@@ -662,4 +676,5 @@ void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     } else {
         row->ip[0] = row->ip_hash[0] = '\0';
     }
+    return BF_OK;
 }

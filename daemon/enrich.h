@@ -62,12 +62,21 @@ int enrich_check_key(const char *key_file, char *err, size_t n);
  * until the next enrich_set_catalog or enrich_free). */
 void enrich_set_catalog(enrich_ctx *ctx, const catalog *cat);
 
+/* Start times outside [recv - max_age_ms, recv + max_skew_ms] are
+ * rejected by enrich_event from now on; 0 leaves that side open (the
+ * default until this is called). */
+void enrich_set_time_window(enrich_ctx *ctx, uint64_t max_age_ms, uint64_t max_skew_ms);
+
 /* Fill row from ev (which bf_validate accepted). recv_ms is the wall-clock
- * time of receipt, the default start. Never fails; what cannot be used is
- * emptied and counted (stats.ip_invalid, stats.unknown_model). Strings of
- * row borrow the buffer ev's strings point into, which must outlive row. */
-void enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
-                  bf_row *row);
+ * time of receipt, the default start. Returns BF_OK, or, when the start
+ * time the row would get lies outside the time window (an event dated 1970
+ * by a sender passing seconds: a partition the TTL deletes at once),
+ * BF_R_stale_time or BF_R_future_time; row is then incomplete, not to be
+ * used. Otherwise nothing fails; what cannot be used is emptied and counted
+ * (stats.ip_invalid, stats.unknown_model). Strings of row borrow the buffer
+ * ev's strings point into, which must outlive row. */
+bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
+                       bf_row *row);
 
 /* Exposed for tests. */
 /* Origin of a URL into out (size REFERRER_MAX + 1) by the WHATWG URL

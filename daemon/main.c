@@ -61,9 +61,21 @@ static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *
         bf_decoder_release(&app.dec);
         return;
     }
-    stats.accepted[ev.dataset]++;
     bf_row row;
-    enrich_event(app.enrich, &ev, recv_ms, &row);
+    r = enrich_event(app.enrich, &ev, recv_ms, &row);
+    if (r != BF_OK) { /* the start time is outside the window */
+        stats.rejected[r]++;
+        int64_t off = (int64_t)(row.start_ms - recv_ms);
+        log_limited(&reject_limits[r], LOG_WARN, "reject",
+                    "reason=%s field=start_time bytes=%zu dataset=%s start_ms=%llu "
+                    "offset_s=%lld%s", bf_reason_name(r), len, bf_dataset_name(ev.dataset),
+                    (unsigned long long)row.start_ms, (long long)(off / 1000),
+                    row.start_ms < 100000000000ull
+                        ? " hint=\"epoch seconds sent as milliseconds?\"" : "");
+        bf_decoder_release(&app.dec);
+        return;
+    }
+    stats.accepted[ev.dataset]++;
     batch_append(&row);
     bf_decoder_release(&app.dec);
 }
@@ -164,17 +176,20 @@ static const char *token_note(const bf_config *now, const bf_config *fresh)
 }
 
 /* The one place a fresh configuration meets the running daemon (SIGHUP):
- * the catalog, the log level and the sink's live options (a new token or
- * region host reaches the backend, and held datasets probe at once) apply
- * now; what shapes sockets, buffers and the spool is named for a restart
+ * the catalog, the log level, the event time window and the sink's live
+ * options (a new token or region host reaches the backend, and held
+ * datasets probe at once) apply now; what shapes sockets, buffers and the spool is named for a restart
  * rather than half-applied. fresh gives up what applied. */
 static void apply_config(bf_config *fresh, catalog *cat)
 {
-    static const char *const always[] = {"catalog", "log-level", NULL};
-    static const char *const with_sink[] = {"catalog", "log-level", "token", "tinybird-url",
+    static const char *const always[] = {"catalog", "log-level", "max-event-age",
+                                         "max-event-skew", NULL};
+    static const char *const with_sink[] = {"catalog", "log-level", "max-event-age",
+                                            "max-event-skew", "token", "tinybird-url",
                                             "http-timeout-ms", "max-inflight",
                                             "backoff-min-ms", "backoff-max-ms", NULL};
     enrich_set_catalog(app.enrich, cat);
+    enrich_set_time_window(app.enrich, fresh->max_event_age_ms, fresh->max_event_skew_ms);
     catalog_free(app.cat);
     app.cat = cat;
     log_set_level((enum log_level)log_level_parse(fresh->log_level));
@@ -372,6 +387,7 @@ int main(int argc, char **argv)
         return fail("ip_hash_key", err);
     }
     enrich_set_catalog(app.enrich, app.cat);
+    enrich_set_time_window(app.enrich, cfg->max_event_age_ms, cfg->max_event_skew_ms);
 
     app.loop = uv_default_loop();
     /* Stats are for ops; the pipeline runs without them. */

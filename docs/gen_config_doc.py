@@ -40,7 +40,7 @@ CONFIG_JSON = os.path.join(REPO, "daemon", "birdfeeder.json")
 
 MD_BEGIN, MD_END = "<!-- BEGIN GENERATED OPTIONS -->", "<!-- END GENERATED OPTIONS -->"
 MAN_BEGIN, MAN_END = '.\\" BEGIN GENERATED OPTIONS', '.\\" END GENERATED OPTIONS'
-KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer"}
+KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer", "DURATION": "duration"}
 NOT_IN_FILE = {"token"}  # secrets go in the environment file, mode 0600
 
 sys.path.insert(0, os.path.join(REPO, "proto"))
@@ -51,7 +51,7 @@ def parse_help(text):
     """[{name, kind, help, default, env}] in --help order (table options only)."""
     opts, cur = [], None
     for line in text.splitlines():
-        m = re.match(r"  --([a-z][a-z0-9-]*) (VALUE|BYTES|N)$", line)
+        m = re.match(r"  --([a-z][a-z0-9-]*) (VALUE|BYTES|DURATION|N)$", line)
         if m:
             cur = {"name": m.group(1), "kind": m.group(2), "help": "", "default": None,
                    "by_context": False,

@@ -89,10 +89,15 @@ def send_json_raw(obj, port, trailing=b''):
     send_raw(json.dumps(obj, ensure_ascii=False).encode() + trailing, port)
 
 
+# Recent start times: the daemon rejects those older than --max-event-age
+# (7 days) as stale_time. An hour ago, on a whole second.
+RECENT = (int(time.time()) - 3600) * 1000
+
+
 def image(i, **kw):
     ev = {'dataset': IMAGE, 'id': f'img-{i}', 'model': 'flux', 'user_id': f'user-{i % 7}',
           'width': 1024, 'height': 768, 'steps': 4, 'prompt': f'a bird number {i}',
-          'start_time': 1767225600000 + i, 'end_time': 1767225601000 + i}
+          'start_time': RECENT + i, 'end_time': RECENT + 1000 + i}
     ev.update(kw)
     return ev
 
@@ -100,8 +105,8 @@ def image(i, **kw):
 def llm(i, **kw):
     ev = {'dataset': LLM, 'id': f'llm-{i}', 'model': 'gpt-5-nano', 'user_id': f'user-{i % 5}',
           'prompt_tokens': 100 + i, 'completion_tokens': 50 + i, 'cached_tokens': i % 100,
-          'stream': bool(i % 2), 'start_time': 1767225600000 + i,
-          'end_time': 1767225600500 + i}
+          'stream': bool(i % 2), 'start_time': RECENT + i,
+          'end_time': RECENT + 500 + i}
     ev.update(kw)
     return ev
 
@@ -212,7 +217,7 @@ class TestDelivery(DaemonTestCase):
 # 2. enrichment
 # ---------------------------------------------------------------------------
 
-T0 = 1700000000123          # 2023-11-14 22:13:20.123 UTC
+T0 = (int(time.time()) // 86400 - 1) * 86400000 + 123   # yesterday 00:00:00.123 UTC
 LONG_PROMPT = 'aé中🐦' * 40    # 160 characters of 1, 2, 3 and 4 UTF-8 bytes
 IP4, IP4_OTHER = '198.51.100.23', '203.0.113.9'
 IP6 = '2001:db8:abcd:12:3456::7'
@@ -280,8 +285,8 @@ class TestEnrichment(DaemonTestCase):
             r = rows['en-flux']
             self.assertEqual(r['provider'], 'Black Forest Labs')
             self.assertAlmostEqual(r['cost_usd'], 0.0025, places=12)
-            self.assertEqual(r['start_time'], '2023-11-14 22:13:20.123')
             self.assertEqual(r['start_time'], fmt_ms(T0))
+            self.assertRegex(r['start_time'], r' 00:00:00\.123$')
             self.assertEqual(r['end_time'], fmt_ms(T0 + 1500))
             self.assertEqual(r['duration_ms'], 1500)
             self.assertEqual((r['user_id'], r['username'], r['tier']), ('u-42', 'alice', 'seed'))
@@ -774,6 +779,67 @@ class TestRetry(DaemonTestCase):
             rows = [x for x in lines if 'dead_letter' not in x]
             self.assertEqual(len(heads), n_req)
             self.assertEqual(sorted(r['id'] for r in rows), sorted(e['id'] for e in events))
+
+
+# ---------------------------------------------------------------------------
+# start times outside the window: rejected by name, not lost to the TTL
+# ---------------------------------------------------------------------------
+
+class TestEventTimes(DaemonTestCase):
+
+    def test_stale_and_future_start_times_are_rejected(self):
+        tb = self.fake()
+        d = self.daemon(FAST, tinybird=tb)
+        now = int(time.time() * 1000)
+        day = 86400000
+        good = [image(0, id='t-now', start_time=now, end_time=now + 10),
+                image(1, id='t-6d', start_time=now - 6 * day, end_time=now - 6 * day + 10),
+                image(2, id='t-4min', start_time=now + 4 * 60000, end_time=now + 4 * 60000),
+                llm(3, id='t-end-only', start_time=None, end_time=now - 1000),
+                llm(4, id='t-none', start_time=None, end_time=None)]
+        good = [{k: v for k, v in e.items() if v is not None} for e in good]
+        stale = [image(5, id='t-seconds', start_time=now // 1000, end_time=now // 1000 + 2),
+                 llm(6, id='t-8d', start_time=now - 8 * day, end_time=now - 8 * day + 5),
+                 {'dataset': LLM, 'id': 't-end-sec', 'model': 'gpt-5-nano',
+                  'end_time': now // 1000}]
+        future = [image(7, id='t-1h-ahead', start_time=now + 3600000,
+                        end_time=now + 3600000 + 5)]
+        send(good + stale + future, d.port)
+        s = wait_until(stat_at_least(d, 'rows_delivered_total', len(good)), msg='delivered')
+        s = wait_until(stat_at_least(d, 'rejected_total', len(stale) + len(future)),
+                       msg='rejected')
+        self.assertEqual(s['rejected']['stale_time'], len(stale))
+        self.assertEqual(s['rejected']['future_time'], len(future))
+        self.assertEqual(s['accepted_total'], len(good))
+        self.assertEqual(s['unknown_model'], 0)
+        got = sorted(r['id'] for ds in DATASETS for r in tb.rows(ds))
+        self.assertEqual(got, sorted(e['id'] for e in good))
+        recs = d.log_records('reject')
+        by_reason = {r['reason']: r for r in recs}
+        self.assertEqual(by_reason['stale_time']['field'], 'start_time')
+        secs = [r for r in recs if r['reason'] == 'stale_time' and 'hint' in r]
+        self.assertTrue(secs and 'seconds' in secs[0]['hint'], recs)
+        self.assertTrue(3500 <= int(by_reason['future_time']['offset_s']) <= 3600, recs)
+        self.assertEqual(d.stop(), 0)
+
+    def test_window_off_and_reloaded(self):
+        """--max-event-age 0 lets a backfill through; SIGHUP applies a new
+        window from the file."""
+        tb = self.fake()
+        cfg = self.tmpdir() / 'bf.json'
+        cfg.write_text(json.dumps({'max-event-age': 0}))
+        d = self.daemon(FAST + ['--config', str(cfg)], tinybird=tb)
+        old = int(time.time() * 1000) - 30 * 86400000
+        send([image(0, id='backfill', start_time=old, end_time=old + 1)], d.port)
+        tb.wait_rows(IMAGE, 1)
+        cfg.write_text(json.dumps({'max-event-age': '1d'}))
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: d.log_records('reloaded'), msg='reloaded')
+        send([image(1, id='too-old', start_time=old, end_time=old + 1)], d.port)
+        s = wait_until(stat_at_least(d, 'rejected.stale_time', 1), msg='stale after reload')
+        self.assertEqual(s['accepted_total'], 1)
+        self.assertEqual(d.log_records('reloaded')[0]['restart_needed'], 'none')
+        self.assertEqual(d.stop(), 0)
 
 
 # ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def is_asan_build():
 # events
 # ---------------------------------------------------------------------------
 
-T0 = 1767225600000
+T0 = (int(time.time()) - 3600) * 1000   # an hour ago: inside --max-event-age
 
 
 def image(ident, i=0, **kw):

@@ -95,7 +95,7 @@ def help_defaults(text, by_context=False):
     out, current = {}, None
     kind = 'default (by context)' if by_context else 'default'
     for line in text.splitlines():
-        m = re.match(r'\s+--([a-z][a-z0-9-]*) (VALUE|BYTES|N)$', line)
+        m = re.match(r'\s+--([a-z][a-z0-9-]*) (VALUE|BYTES|DURATION|N)$', line)
         if m:
             current = m.group(1)
             continue
@@ -253,7 +253,7 @@ class TestUnits(SystemdTestCase):
         self.assertEqual(set(by_context),
                          {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir'})
         conf = json.loads(DEFAULT_CONFIG.read_text())
-        names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|N)$', out, re.M)
+        names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|DURATION|N)$', out, re.M)
         for name in names:
             if name == 'token':
                 self.assertNotIn('token', conf, 'the token goes in /etc/birdfeeder/env')

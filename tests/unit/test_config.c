@@ -154,6 +154,8 @@ START_TEST(test_config_defaults)
     ck_assert_uint_eq(cfg.max_dead_letter_bytes, 67108864);
     ck_assert_uint_eq(cfg.backoff_min_ms, 500);
     ck_assert_uint_eq(cfg.backoff_max_ms, 60000);
+    ck_assert_uint_eq(cfg.max_event_age_ms, 7 * 86400000ull);
+    ck_assert_uint_eq(cfg.max_event_skew_ms, 5 * 60000ull);
     ck_assert_int_eq(cfg.check_only, 0);
     config_free(&cfg);
     ck_assert_ptr_null(cfg.listen);
@@ -439,6 +441,13 @@ static const struct {
     {"max-datagram", "64", 64, offsetof(bf_config, max_datagram)},
     {"max-inflight", "64", 64, offsetof(bf_config, max_inflight)},
     {"shutdown-timeout-ms", "0", 0, offsetof(bf_config, shutdown_timeout_ms)},
+    {"max-event-age", "7d", 604800000, offsetof(bf_config, max_event_age_ms)},
+    {"max-event-age", "36h", 129600000, offsetof(bf_config, max_event_age_ms)},
+    {"max-event-age", "0", 0, offsetof(bf_config, max_event_age_ms)},
+    {"max-event-skew", "5m", 300000, offsetof(bf_config, max_event_skew_ms)},
+    {"max-event-skew", "90s", 90000, offsetof(bf_config, max_event_skew_ms)},
+    {"max-event-skew", "250ms", 250, offsetof(bf_config, max_event_skew_ms)},
+    {"max-event-skew", "1500", 1500, offsetof(bf_config, max_event_skew_ms)},
 };
 
 START_TEST(test_config_size_suffix)
@@ -471,6 +480,13 @@ static const struct {
     {"max-memory", "99999999999999999999", "not a size"},
     {"max-memory", "18446744073709551615k", "not a size"},
     {"flush-interval-ms", "1k", "not a non-negative integer"},
+    {"flush-interval-ms", "5s", "not a non-negative integer"},
+    {"max-event-age", "7days", "not a duration"},
+    {"max-event-age", "7D", "not a duration"},
+    {"max-event-age", "1w", "not a duration"},
+    {"max-event-age", "d", "not a duration"},
+    {"max-event-age", "3651d", "out of range"},
+    {"max-event-skew", "213503982335d", "not a duration"},
     {"max-inflight", "4M", "not a non-negative integer"},
     {"flush-bytes", "20000000", "out of range"},
     {"flush-bytes", "4095", "out of range"},

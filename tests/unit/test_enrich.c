@@ -775,6 +775,55 @@ static const struct {
     {1, 1, 0, 0, 4102444800000ull, 0, 0, 4102444800000ull, 4294967295ull},
 };
 
+/* The start time window (--max-event-age 7d, --max-event-skew 5m): the
+ * start the row would get, however it was derived, decides. */
+#define DAY_MS 86400000ull
+#define MIN_MS 60000ull
+static const struct {
+    int hs, he, hd;
+    uint64_t start, end, dur;
+    bf_reason want;
+} window_cases[] = {
+    {1, 0, 0, RECV_MS, 0, 0, BF_OK},
+    {1, 0, 0, RECV_MS - 7 * DAY_MS, 0, 0, BF_OK},          /* exactly the age */
+    {1, 0, 0, RECV_MS - 7 * DAY_MS - 1, 0, 0, BF_R_stale_time},
+    {1, 0, 0, RECV_MS / 1000, 0, 0, BF_R_stale_time},       /* seconds, not ms */
+    {1, 0, 0, RECV_MS + 5 * MIN_MS, 0, 0, BF_OK},          /* exactly the skew */
+    {1, 0, 0, RECV_MS + 5 * MIN_MS + 1, 0, 0, BF_R_future_time},
+    {1, 0, 0, RECV_MS + 2 * DAY_MS, 0, 0, BF_R_future_time},
+    {0, 1, 1, 0, RECV_MS, 8 * DAY_MS, BF_R_stale_time},     /* end - duration */
+    {0, 1, 0, 0, RECV_MS / 1000, 0, BF_R_stale_time},       /* end only, seconds */
+    {0, 0, 1, 0, 0, 8 * DAY_MS, BF_R_stale_time},           /* receipt - duration */
+    {0, 0, 0, 0, 0, 0, BF_OK},                              /* receipt */
+};
+
+START_TEST(test_enrich_event_time_window)
+{
+    bf_event ev;
+    bf_row row;
+    image_event(&ev, "mystery");
+    if (window_cases[_i].hs)
+        BF_SET_U64(&ev, start_time, window_cases[_i].start);
+    if (window_cases[_i].he)
+        BF_SET_U64(&ev, end_time, window_cases[_i].end);
+    if (window_cases[_i].hd)
+        BF_SET_U64(&ev, duration_ms, window_cases[_i].dur);
+    ck_assert_int_eq(bf_validate(&ev), BF_OK);
+    /* Open by default (as before a window is set), and with 0 for both. */
+    ck_assert_int_eq(enrich_event(ctx, &ev, RECV_MS, &row), BF_OK);
+    enrich_set_time_window(ctx, 0, 0);
+    ck_assert_int_eq(enrich_event(ctx, &ev, RECV_MS, &row), BF_OK);
+    uint64_t unknown = stats.unknown_model;
+    enrich_set_time_window(ctx, 7 * DAY_MS, 5 * MIN_MS);
+    bf_reason r = enrich_event(ctx, &ev, RECV_MS, &row);
+    ck_assert_msg(r == window_cases[_i].want, "case %d: %s, want %s", _i, bf_reason_name(r),
+                  bf_reason_name(window_cases[_i].want));
+    /* A rejected event is counted as nothing else (unknown_model here). */
+    ck_assert_uint_eq(stats.unknown_model, unknown + (r == BF_OK));
+    enrich_set_time_window(ctx, 0, 0);
+}
+END_TEST
+
 START_TEST(test_enrich_event_timestamps)
 {
     bf_event ev;
@@ -995,6 +1044,7 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_event_id_kept);
     tcase_add_test(tc, test_enrich_event_id_generated_unique);
     tcase_add_loop_test(tc, test_enrich_event_timestamps, 0, N(time_cases));
+    tcase_add_loop_test(tc, test_enrich_event_time_window, 0, N(window_cases));
     tcase_add_loop_test(tc, test_enrich_event_cost, 0, N(cost_cases));
     tcase_add_test(tc, test_enrich_event_cost_cached_tokens_llm_only);
     tcase_add_test(tc, test_enrich_event_unknown_model);

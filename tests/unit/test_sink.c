@@ -1113,8 +1113,8 @@ START_TEST(test_sink_http_reconfigure_new_token)
     th_default(&srv, (th_resp){.status = 200, .body = "{}"});
     start(&o);
     sink_submit(tu_batch(LLM, 2, "rt"));
-    sink_submit(tu_batch(IMG, 1, "ri"));
     ck_assert(tu_run_until_u64(&loop, &stats.holds, 1, 3000));
+    sink_submit(tu_batch(IMG, 1, "ri")); /* the other dataset is not held */
     ck_assert(tu_run_until_u64(&loop, &stats.rows_delivered[IMG], 1, 3000));
     tu_run_for(&loop, 100);
     ck_assert_uint_eq(stats.rows_delivered[LLM], 0);

@@ -308,6 +308,14 @@ const TABLE = {
     {
       "name": "control_char",
       "description": "NUL or control character in id, user_id, tier or model"
+    },
+    {
+      "name": "stale_time",
+      "description": "start time older than --max-event-age when received (daemon only)"
+    },
+    {
+      "name": "future_time",
+      "description": "start time further ahead than --max-event-skew (daemon only)"
     }
   ]
 };
