@@ -137,7 +137,7 @@ $(SHIM_PC): client-shim/c/birdfeeder.pc.in $(BUILD)/paths
 	  -e 's#@INCLUDEDIR@#$(INCLUDEDIR)#' -e 's#@VERSION@#$(VERSION)#' $< > $@
 
 # The CLI needs jansson only; services linking libbirdfeeder.a need libc.
-$(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC)) $(SHIM_LIB)
+$(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC) daemon/stats_prom.c) $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
 
 BENCH_SENDER = $(BUILD)/bench-sender

@@ -2,9 +2,11 @@
  * cli/cli.h: what the files of the `birdfeeder` command line tool share.
  *
  * One file per command (send.c, codec.c, stats.c), main.c for the command
- * table, events.c for reading events from standard input, stats_view.c and
- * stats_prom.c for the two renderings of a stats line. The tool is for
- * people and scripts; services link the shim (client-shim/), never this.
+ * table, events.c for reading events from standard input, stats_view.c for
+ * the human rendering of a stats line (the Prometheus one is the daemon's
+ * own writer, daemon/stats_prom.c, so /metrics and --prom never differ).
+ * The tool is for people and scripts; services link the shim
+ * (client-shim/), never this.
  *
  * Commands take (argc, argv) with argv[0] the command's name and return the
  * process exit status: 0 done, 1 some input was bad or the daemon could not
@@ -59,7 +61,7 @@ int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
  * and count it in *invalid. */
 void cli_report_oversize(const line_reader *lr, unsigned long *invalid);
 
-/* ---- stats_view.c, stats_prom.c: one stats line ------------------------ */
+/* ---- stats_view.c: one stats line -------------------------------------- */
 
 /* The number at key of object o; 0 when absent or not a number. */
 double jnum(const json_t *o, const char *key);
@@ -76,8 +78,5 @@ typedef struct stats_view {
 
 /* One human-readable frame (the live view's, and the --once output). */
 void view_print(const stats_view *v, FILE *out, const char *path);
-
-/* Prometheus text exposition (format 0.0.4) of one snapshot. */
-void prom_print(const json_t *snap, FILE *out);
 
 #endif /* BF_CLI_H */

@@ -12,7 +12,7 @@
  * watch the daemon's stats socket. Events are read and written as the JSON
  * objects of proto/PROTOCOL.md. Each subcommand is one entry in `commands`
  * below and lives in a file of its own: send.c, codec.c (encode, decode),
- * stats.c (with stats_view.c and stats_prom.c).
+ * stats.c (with stats_view.c, and daemon/stats_prom.c for --prom).
  */
 #include <errno.h>
 #include <stdio.h>

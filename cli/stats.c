@@ -1,8 +1,8 @@
 /*
  * cli/stats.c: `birdfeeder stats`: a view of the daemon's stats socket
  * (daemon/stats.h; its keys are daemon/stats.def): the connection, and the --once, --json, --prom and live
- * modes. The frames are drawn by stats_view.c, the exposition by
- * stats_prom.c.
+ * modes. The frames are drawn by stats_view.c, the exposition by the
+ * daemon's own writer (daemon/stats_prom.c, the one behind GET /metrics).
  *
  * The daemon writes one JSON object per line to every client, at once on
  * connect and then every --stats-interval-ms. Counters only grow while one
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "stats_prom.h"
 
 #define STATS_SOCKET_ENV "BIRDFEEDER_STATS_SOCKET"
 #define STATS_DEFAULT_SOCKET "/run/birdfeeder/stats.sock"
@@ -172,7 +173,7 @@ static int stats_once(stats_conn *c, const char *path, int prom)
     if (!first)
         return 1;
     if (prom) {
-        prom_print(first, stdout);
+        stats_prom_write(first, stdout);
         json_decref(first);
         return 0;
     }

@@ -1,10 +1,8 @@
-/* cli/stats_prom.c: one stats line as a Prometheus text exposition
- * (format 0.0.4), for `birdfeeder stats --prom`. See cli.h. */
-#include <jansson.h>
-#include <stdio.h>
-#include <string.h>
+/* stats_prom.c: one stats line as a Prometheus text exposition. See
+ * stats_prom.h. */
+#include "stats_prom.h"
 
-#include "cli.h"
+#include <string.h>
 
 /* Every key of the daemon's stats line, from daemon/stats.def: its
  * Prometheus name (NULL: not exported), type, label (for maps) and help. */
@@ -156,8 +154,7 @@ static int prom_is_quantiles(const json_t *o)
     return 0;
 }
 
-/* Prometheus text exposition (format 0.0.4) of one snapshot. */
-void prom_print(const json_t *snap, FILE *out)
+void stats_prom_write(const json_t *snap, FILE *out)
 {
     size_t nf = sizeof(prom_families) / sizeof(prom_families[0]);
     for (size_t i = 0; i < nf; i++) {
