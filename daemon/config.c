@@ -69,6 +69,9 @@ static const option_def options[] = {
      "refused batches are kept (dead-letter.ndjson); one daemon at a time"},
     {"log-level", OPT_STR, OFF(log_level), "info", 0, 0, NULL,
      "debug, info, warn or error"},
+    {"log-format", OPT_STR, OFF(log_format), "text", 0, 0, NULL,
+     "text (key=value lines) or json (one JSON object per line, for log "
+     "shippers); under systemd each line starts with its syslog priority"},
     {"flush-bytes", OPT_SIZE, OFF(flush_bytes), "4MiB", 4096, 10000000, NULL,
      "close a batch at this many NDJSON bytes (at most 10 MB)"},
     {"flush-interval-ms", OPT_MS, OFF(flush_interval_ms), "1000", 10, 3600000,
@@ -571,9 +574,7 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     /* The open batches count against the memory cap: two datasets' worth
      * of open buffers must leave room for batches in flight. */
     if (cfg->flush_bytes > cfg->max_memory / 4) {
-        log_info("flush_bytes_lowered", "from=%llu to=%llu reason=max_memory",
-                 (unsigned long long)cfg->flush_bytes,
-                 (unsigned long long)(cfg->max_memory / 4));
+        cfg->flush_bytes_asked = cfg->flush_bytes;
         cfg->flush_bytes = cfg->max_memory / 4;
     }
     if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
@@ -585,6 +586,10 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     if (log_level_parse(cfg->log_level) < 0) {
         errf(err, n, "option 'log-level': '%s' is not debug, info, warn or error",
              cfg->log_level);
+        return CONFIG_ERROR;
+    }
+    if (log_format_parse(cfg->log_format) < 0) {
+        errf(err, n, "option 'log-format': '%s' is not text or json", cfg->log_format);
         return CONFIG_ERROR;
     }
     if (derive_defaults(cfg, err, n) < 0)

@@ -34,6 +34,7 @@ typedef struct bf_config {
     char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
     char *stats_socket;      /* Unix socket path; "" disables */
     char *log_level;
+    char *log_format;        /* text or json */
     char *spool_dir;         /* spool and dead letters */
     char *config_file;       /* the file these came from, or NULL */
     /* The context's directories (paths.h), which the defaults of spool-dir,
@@ -55,6 +56,9 @@ typedef struct bf_config {
     uint64_t max_dead_letter_bytes;
     uint64_t backoff_min_ms, backoff_max_ms;
     uint64_t max_event_age_ms, max_event_skew_ms; /* 0: no bound */
+    uint64_t flush_bytes_asked; /* flush-bytes as set, when lowered to a
+                                   quarter of max-memory; else 0 (main logs
+                                   it once the log format is known) */
     int check_only;          /* --check-config: validate and exit */
     unsigned char source[CONFIG_OPTIONS_MAX]; /* enum config_source, by option */
 } bf_config;

@@ -180,7 +180,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
         int rc = uv_poll_init_socket(ht.loop, &c->poll, s);
         if (rc < 0) {
             log_limited(&multi_limit, LOG_ERROR, "curl_socket_failed",
-                        "call=uv_poll_init_socket error=%s", uv_strerror(rc));
+                        "call=uv_poll_init_socket error=\"%s\"", uv_strerror(rc));
             free(c);
             return -1;
         }
@@ -199,7 +199,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp,
     int rc = uv_poll_start(&c->poll, events, on_poll);
     if (rc < 0) {
         log_limited(&multi_limit, LOG_ERROR, "curl_socket_failed",
-                    "call=uv_poll_start error=%s", uv_strerror(rc));
+                    "call=uv_poll_start error=\"%s\"", uv_strerror(rc));
         return -1;
     }
     return 0;

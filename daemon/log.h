@@ -8,6 +8,17 @@
  * bump, not a write(2): at most `burst` lines per second are printed, then the
  * next printed line carries suppressed=N. Secrets (the token) are never
  * passed to these functions.
+ *
+ * Two more shapes of the same line:
+ *   - LOG_FORMAT_JSON (--log-format json, for log shippers): one JSON object
+ *     per line, {"ts":...,"level":...,"event":...} and then every key=value
+ *     field, each value a string (a field keeps one type whatever its
+ *     value); bytes that are not UTF-8 become U+FFFD.
+ *   - under systemd (log_set_priority_prefix, when log_stderr_is_journal),
+ *     every line starts with its syslog priority as sd-daemon.h's SD_ERR
+ *     ... SD_DEBUG prefixes do ("<3>" error, "<4>" warn, "<6>" info, "<7>"
+ *     debug), which journald strips and stores as PRIORITY=, so
+ *     `journalctl -p warning` shows warnings and errors only.
  */
 #ifndef BF_LOG_H
 #define BF_LOG_H
@@ -22,10 +33,24 @@ typedef struct log_limit {
     uint64_t suppressed;
 } log_limit;
 
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
 /* Lines below `level` are dropped. Default LOG_INFO. */
 void log_set_level(enum log_level level);
 /* Parse "debug", "info", "warn", "error"; returns -EINVAL when unknown. */
 int log_level_parse(const char *s);
+
+/* Parse "text", "json"; returns -EINVAL when unknown. Default
+ * LOG_FORMAT_TEXT. */
+int log_format_parse(const char *s);
+void log_set_format(enum log_format format);
+
+/* Is stderr the journal's stream? systemd sets JOURNAL_STREAM to the
+ * device and inode of the stream it connects to stderr (and stdout); a
+ * stderr redirected elsewhere by the unit or a wrapper does not match. */
+int log_stderr_is_journal(void);
+/* Start every line with its syslog priority ("<4>"); default off. */
+void log_set_priority_prefix(int on);
 
 /* fmt is a printf format for the key=value pairs after event=NAME. */
 void log_write(enum log_level level, const char *event, const char *fmt, ...)

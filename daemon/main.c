@@ -128,6 +128,18 @@ static void shutdown_start(const char *why)
     sink_drain(uv_now(app.loop) + app.cfg.shutdown_timeout_ms, on_drained, NULL);
 }
 
+/* The log options of cfg, and the one note config_load leaves for the log
+ * (it cannot log before the format is known). */
+static void log_apply(const bf_config *cfg)
+{
+    log_set_level((enum log_level)log_level_parse(cfg->log_level));
+    log_set_format((enum log_format)log_format_parse(cfg->log_format));
+    if (cfg->flush_bytes_asked)
+        log_info("flush_bytes_lowered", "from=%llu to=%llu reason=max_memory",
+                 (unsigned long long)cfg->flush_bytes_asked,
+                 (unsigned long long)cfg->flush_bytes);
+}
+
 /* The sink's options from cfg, in structs the caller provides (they
  * borrow cfg's strings): the one mapping start and reload share. Without a
  * token the rows go to a local file and nothing needs a spool: there is no
@@ -182,17 +194,18 @@ static const char *token_note(const bf_config *now, const bf_config *fresh)
  * rather than half-applied. fresh gives up what applied. */
 static void apply_config(bf_config *fresh, catalog *cat)
 {
-    static const char *const always[] = {"catalog", "log-level", "max-event-age",
-                                         "max-event-skew", NULL};
-    static const char *const with_sink[] = {"catalog", "log-level", "max-event-age",
-                                            "max-event-skew", "token", "tinybird-url",
+    static const char *const always[] = {"catalog", "log-level", "log-format",
+                                         "max-event-age", "max-event-skew", NULL};
+    static const char *const with_sink[] = {"catalog", "log-level", "log-format",
+                                            "max-event-age", "max-event-skew", "token",
+                                            "tinybird-url",
                                             "http-timeout-ms", "max-inflight",
                                             "backoff-min-ms", "backoff-max-ms", NULL};
     enrich_set_catalog(app.enrich, cat);
     enrich_set_time_window(app.enrich, fresh->max_event_age_ms, fresh->max_event_skew_ms);
     catalog_free(app.cat);
     app.cat = cat;
-    log_set_level((enum log_level)log_level_parse(fresh->log_level));
+    log_apply(fresh);
     char err[512] = "", changed[512];
     sink_config sc;
     int sink_ok = sink_reconfigure(sink_options(fresh, &sc), err, sizeof(err)) == 0;
@@ -356,7 +369,8 @@ int main(int argc, char **argv)
         break;
     }
     bf_config *cfg = &app.cfg;
-    log_set_level((enum log_level)log_level_parse(cfg->log_level));
+    log_set_priority_prefix(log_stderr_is_journal());
+    log_apply(cfg);
 
     if (catalog_load(cfg->catalog, &app.cat, err, sizeof(err)) < 0) {
         if (cfg->check_only)
@@ -455,7 +469,7 @@ int main(int argc, char **argv)
 
     rc = uv_loop_close(app.loop);
     if (rc < 0)
-        log_error("loop_close", "error=%s", uv_strerror(rc));
+        log_error("loop_close", "error=\"%s\"", uv_strerror(rc));
     enrich_free(app.enrich);
     catalog_free(app.cat);
     config_free(cfg);

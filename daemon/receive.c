@@ -67,7 +67,7 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
     (void)u;
     if (nread < 0) {
         stats.receive_errors++;
-        log_limited(&error_limit, LOG_WARN, "receive_error", "error=%s",
+        log_limited(&error_limit, LOG_WARN, "receive_error", "error=\"%s\"",
                     uv_strerror((int)nread));
         return;
     }

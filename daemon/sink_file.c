@@ -36,7 +36,7 @@ static void on_written(uv_fs_t *req)
     fs.cur = NULL;
     sink_answer a = {.cls = SINK_DONE, .rows_ok = j->b->rows, .wait_ms = -1};
     if (n < 0) {
-        log_limited(&write_limit, LOG_ERROR, "out_write_failed", "error=%s rows=%llu",
+        log_limited(&write_limit, LOG_ERROR, "out_write_failed", "error=\"%s\" rows=%llu",
                     uv_strerror((int)n), (unsigned long long)j->b->rows);
         a = (sink_answer){.cls = SINK_REJECT, .drop = DROP_out_write, .wait_ms = -1,
                           .detail = uv_strerror((int)n)};

@@ -102,20 +102,19 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
     return bf_event_from_json(*doc, ev, bad_key);
 }
 
-/* A JSON string of s; each byte that is not part of a valid UTF-8 sequence
- * becomes U+FFFD, as the daemon's row writer does (daemon/row.c), so the
- * decoded view shows what would reach Tinybird. */
-static json_t *json_from_bytes(const bf_str *s)
+/* Bytes that are not UTF-8 become U+FFFD, as the daemon's row writer does
+ * (daemon/row.c), so the decoded view shows what would reach Tinybird. */
+json_t *bf_json_text(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s->ptr;
-    size_t n = s->len, i = 0, k;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, k;
 
     if (n == 0)
         return json_string("");
     while (i < n && (k = bf_utf8_seq(p + i, n - i)) != 0)
         i += k;
     if (i == n)
-        return json_stringn_nocheck(s->ptr, n);
+        return json_stringn_nocheck(s, n);
 
     /* Rare: copy with replacements (3 bytes out per bad byte at most). */
     char *out = malloc(n * 3);
@@ -155,7 +154,7 @@ json_t *bf_event_to_json(const bf_event *ev)
         const char *slot = (const char *)ev + f->offset;
         json_t *v;
         if (f->type == BF_TYPE_STR) {
-            v = json_from_bytes((const bf_str *)slot);
+            v = bf_json_text(((const bf_str *)slot)->ptr, ((const bf_str *)slot)->len);
         } else if (f->type == BF_TYPE_BOOL) {
             v = json_boolean(*(const uint64_t *)slot);
         } else {

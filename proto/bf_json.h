@@ -40,4 +40,9 @@ bf_reason bf_json_decode(const void *buf, size_t len, bf_event *ev,
  * Returns NULL on allocation failure. */
 json_t *bf_event_to_json(const bf_event *ev);
 
+/* A new JSON string of the n bytes at s; each byte that is not part of a
+ * valid UTF-8 sequence becomes U+FFFD (the rule of bf_event_to_json, also
+ * the daemon's JSON log lines). NULL on allocation failure. */
+json_t *bf_json_text(const char *s, size_t n);
+
 #endif /* BF_JSON_H */

@@ -115,6 +115,30 @@ def parse_logfmt(line):
     return out
 
 
+_PRIORITY_RE = re.compile(r'<([0-7])>')
+
+
+def parse_log_line(line):
+    """One daemon log line as a dict, in either --log-format (text: logfmt;
+    json: one object), without the syslog priority prefix that lines carry
+    under journald ('<4>'), which is returned as '_priority' (an int)."""
+    out = {}
+    m = _PRIORITY_RE.match(line)
+    if m:
+        line = line[m.end():]
+    if line.startswith('{'):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        out = rec if isinstance(rec, dict) else {}
+    else:
+        out = parse_logfmt(line)
+    if m:
+        out['_priority'] = int(m.group(1))
+    return out
+
+
 def ts_ms(dt=None):
     """Tinybird's safe DateTime64(3) text form: 'YYYY-MM-DD HH:MM:SS.mmm' (UTC)."""
     dt = dt or datetime.datetime.now(datetime.timezone.utc)
@@ -368,7 +392,7 @@ class Daemon:
     .port      UDP port the daemon bound (from its `event=listening` log line)
     .dir       its temp dir (cwd; key files and spool stay private)
     .stats()   one JSON stats line from --stats-socket
-    .log()     its stderr so far;  .log_records() the same parsed as logfmt
+    .log()     its stderr so far;  .log_records() the same parsed (parse_log_line)
     .stop(sig) signal it and return the exit code
     """
 
@@ -459,8 +483,9 @@ class Daemon:
             return ''
 
     def log_records(self, event=None):
-        """stderr lines parsed as logfmt dicts (optionally only event=...)."""
-        recs = [parse_logfmt(line) for line in self.log().splitlines() if '=' in line]
+        """stderr lines parsed as dicts (parse_log_line), optionally only
+        those of event=..."""
+        recs = [parse_log_line(line) for line in self.log().splitlines() if line.strip()]
         return [r for r in recs if event is None or r.get('event') == event]
 
     def stats(self, timeout=None):

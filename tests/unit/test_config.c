@@ -597,12 +597,21 @@ START_TEST(test_config_cross_checks)
     must_fail("'tinybird-url'", NULL, "--tinybird-url", "api.tinybird.co", NULL);
     must_fail("'tinybird-url'", NULL, "--tinybird-url", "", NULL);
     must_fail("'log-level'", "'loud'", "--log-level", "loud", NULL);
+    must_fail("'log-format'", "'logfmt'", "--log-format", "logfmt", NULL);
     must_fail("'backoff-min-ms'", NULL, "--backoff-min-ms", "5000", "--backoff-max-ms",
               "1000", NULL);
     bf_config cfg;
     char err[512];
     LOAD_OK(&cfg, err, "--tinybird-url", "http://127.0.0.1:8001", "--log-level",
-            "error", NULL);
+            "error", "--log-format", "json", NULL);
+    ck_assert_str_eq(cfg.log_format, "json");
+    ck_assert_uint_eq(cfg.flush_bytes_asked, 0);
+    config_free(&cfg);
+    /* flush-bytes past a quarter of max-memory is lowered, and what was
+     * asked is kept for main's log line. */
+    LOAD_OK(&cfg, err, "--max-memory", "1MiB", "--flush-bytes", "512KiB", NULL);
+    ck_assert_uint_eq(cfg.flush_bytes, 262144);
+    ck_assert_uint_eq(cfg.flush_bytes_asked, 524288);
     config_free(&cfg);
 }
 END_TEST

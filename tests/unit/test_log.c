@@ -1,15 +1,18 @@
 /*
- * test_log.c: daemon/log.c: log_quote, levels, the line format, and the
- * per-call-site rate limit of log_limited.
+ * test_log.c: daemon/log.c: log_quote, levels, the line format, the JSON
+ * format, the syslog priority prefix under journald, and the per-call-site
+ * rate limit of log_limited.
  *
  * Lines go to fd 2 with one write(2) each; tests point fd 2 at a temporary
  * file with dup2 and read the lines back.
  */
 #include <check.h>
+#include <jansson.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -55,7 +58,7 @@ static int count_lines(const char *s)
 /* The k-th line (0-based) of s, without its newline (static buffer). */
 static const char *line_at(const char *s, int k)
 {
-    static char line[4096];
+    static char line[16384];
     for (; k > 0 && s; k--) {
         s = strchr(s, '\n');
         if (s)
@@ -79,6 +82,9 @@ static void log_teardown(void)
     if (cap_saved >= 0)
         capture_end();
     log_set_level(LOG_INFO);
+    log_set_format(LOG_FORMAT_TEXT);
+    log_set_priority_prefix(0);
+    unsetenv("JOURNAL_STREAM");
 }
 
 /* ---- log_quote --------------------------------------------------------- */
@@ -239,6 +245,179 @@ START_TEST(test_log_long_line_truncated)
 }
 END_TEST
 
+/* ---- the JSON format ------------------------------------------------------ */
+
+START_TEST(test_log_format_parse)
+{
+    ck_assert_int_eq(log_format_parse("text"), LOG_FORMAT_TEXT);
+    ck_assert_int_eq(log_format_parse("json"), LOG_FORMAT_JSON);
+    ck_assert_int_eq(log_format_parse("JSON"), -EINVAL);
+    ck_assert_int_eq(log_format_parse("logfmt"), -EINVAL);
+    ck_assert_int_eq(log_format_parse(""), -EINVAL);
+}
+END_TEST
+
+/* Line k of out as a JSON object (the caller decrefs). */
+static json_t *json_line_at(const char *out, int k)
+{
+    json_error_t e;
+    const char *line = line_at(out, k);
+    json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &e);
+    ck_assert_msg(json_is_object(o), "line %d is not a JSON object (%s): %s", k, e.text,
+                  line);
+    return o;
+}
+
+static const char *jget(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    ck_assert_msg(json_is_string(v), "key %s: not a string", key);
+    return json_string_value(v);
+}
+
+/* ts, level, event first; then every field, in order, as strings;
+ * quoted values unescaped; bytes that are not UTF-8 as U+FFFD. */
+START_TEST(test_log_json_line)
+{
+    char q[128];
+    log_set_format(LOG_FORMAT_JSON);
+    log_limit lim = {.suppressed = 7};
+    capture_start();
+    log_warn("reject", "reason=%s bytes=%d detail=%s", "truncated", 12,
+             log_quote(q, sizeof(q), "a \"b\"\tc=\\ \xff\xc3\xa9", 100));
+    log_limited(&lim, LOG_ERROR, "send_rejected", "status=403");
+    log_info("bare", NULL);
+    const char *out = capture_end();
+    ck_assert_int_eq(count_lines(out), 3);
+
+    json_t *o = json_line_at(out, 0);
+    const char *want_keys[] = {"ts", "level", "event", "reason", "bytes", "detail"};
+    const char *key;
+    json_t *v;
+    size_t i = 0;
+    json_object_foreach(o, key, v) {
+        ck_assert_uint_lt(i, N(want_keys));
+        ck_assert_str_eq(key, want_keys[i++]);
+    }
+    ck_assert_uint_eq(i, N(want_keys));
+    regex_t re;
+    ck_assert_int_eq(regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                                  "\\.[0-9]{3}Z$", REG_EXTENDED | REG_NOSUB), 0);
+    ck_assert_msg(regexec(&re, jget(o, "ts"), 0, NULL, 0) == 0, "ts %s", jget(o, "ts"));
+    regfree(&re);
+    ck_assert_str_eq(jget(o, "level"), "warn");
+    ck_assert_str_eq(jget(o, "event"), "reject");
+    ck_assert_str_eq(jget(o, "reason"), "truncated");
+    ck_assert_str_eq(jget(o, "bytes"), "12");
+    ck_assert_str_eq(jget(o, "detail"), "a \"b\"\tc=\\ \xef\xbf\xbd\xc3\xa9");
+    json_decref(o);
+
+    o = json_line_at(out, 1);
+    ck_assert_str_eq(jget(o, "level"), "error");
+    ck_assert_str_eq(jget(o, "status"), "403");
+    ck_assert_str_eq(jget(o, "suppressed"), "7");
+    json_decref(o);
+
+    o = json_line_at(out, 2);
+    ck_assert_uint_eq(json_object_size(o), 3);
+    ck_assert_str_eq(jget(o, "event"), "bare");
+    json_decref(o);
+}
+END_TEST
+
+/* Whatever a call site formats, the line is one valid JSON object: text
+ * that is not key=value is kept whole in "msg", and a field as long as the
+ * text line allows, all control bytes, still fits. */
+START_TEST(test_log_json_any_text)
+{
+    char *big = malloc(3000);
+    ck_assert_ptr_nonnull(big);
+    for (int i = 0; i < 2999; i++)
+        big[i] = (char)(1 + i % 31);
+    big[2999] = '\0';
+    log_set_format(LOG_FORMAT_JSON);
+    capture_start();
+    log_warn("odd", "k=v then words =x \"unclosed");
+    log_warn("odd", "k=\"unclosed value");
+    log_warn("odd", "raw=%s", big);
+    log_warn("odd", "k=\"\\x4");
+    const char *out = capture_end();
+    ck_assert_int_eq(count_lines(out), 4);
+    json_t *o = json_line_at(out, 0);
+    ck_assert_str_eq(jget(o, "k"), "v");
+    ck_assert_str_eq(jget(o, "msg"), "then words =x \"unclosed");
+    json_decref(o);
+    o = json_line_at(out, 1);
+    ck_assert_str_eq(jget(o, "k"), "unclosed value");
+    json_decref(o);
+    o = json_line_at(out, 2);
+    ck_assert_uint_gt(strlen(jget(o, "raw")), 1900); /* cut as the text line is */
+    json_decref(o);
+    o = json_line_at(out, 3);
+    ck_assert_str_eq(jget(o, "k"), "x4");
+    json_decref(o);
+    free(big);
+}
+END_TEST
+
+/* ---- the priority prefix (journald) ---------------------------------------- */
+
+START_TEST(test_log_priority_prefix)
+{
+    log_set_level(LOG_DEBUG);
+    log_set_priority_prefix(1);
+    capture_start();
+    log_debug("d", "a=1");
+    log_info("i", "a=2");
+    log_warn("w", "a=3");
+    log_error("e", "a=4");
+    log_set_format(LOG_FORMAT_JSON);
+    log_warn("wj", "a=5");
+    log_set_priority_prefix(0);
+    log_warn("plain", "a=6");
+    const char *out = capture_end();
+    ck_assert_int_eq(count_lines(out), 6);
+    static const char *const want[] = {"<7>ts=", "<6>ts=", "<4>ts=", "<3>ts=",
+                                       "<4>{\"ts\":", "{\"ts\":"};
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(strncmp(line_at(out, i), want[i], strlen(want[i])) == 0,
+                      "line %d: %s", i, line_at(out, i));
+}
+END_TEST
+
+/* JOURNAL_STREAM must name stderr itself (device:inode), as systemd sets
+ * it; anything else is not the journal. */
+START_TEST(test_log_stderr_is_journal)
+{
+    char v[64];
+    struct stat st;
+    capture_start();
+    ck_assert_int_eq(fstat(STDERR_FILENO, &st), 0);
+    unsetenv("JOURNAL_STREAM");
+    int unset = log_stderr_is_journal();
+    snprintf(v, sizeof(v), "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", v, 1);
+    int same = log_stderr_is_journal();
+    snprintf(v, sizeof(v), "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", v, 1);
+    int other = log_stderr_is_journal();
+    snprintf(v, sizeof(v), "%llu:%llux", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", v, 1);
+    int junk = log_stderr_is_journal();
+    setenv("JOURNAL_STREAM", "", 1);
+    int empty = log_stderr_is_journal();
+    capture_end();
+    ck_assert_int_eq(unset, 0);
+    ck_assert_int_eq(same, 1);
+    ck_assert_int_eq(other, 0);
+    ck_assert_int_eq(junk, 0);
+    ck_assert_int_eq(empty, 0);
+}
+END_TEST
+
 /* ---- log_limited --------------------------------------------------------- */
 
 START_TEST(test_log_limited_burst_then_suppressed)
@@ -328,6 +507,11 @@ Suite *log_suite(void)
     tcase_add_test(tc, test_log_line_format);
     tcase_add_test(tc, test_log_level_filter);
     tcase_add_test(tc, test_log_long_line_truncated);
+    tcase_add_test(tc, test_log_format_parse);
+    tcase_add_test(tc, test_log_json_line);
+    tcase_add_test(tc, test_log_json_any_text);
+    tcase_add_test(tc, test_log_priority_prefix);
+    tcase_add_test(tc, test_log_stderr_is_journal);
     tcase_add_test(tc, test_log_limited_burst_then_suppressed);
     tcase_add_test(tc, test_log_limited_per_site);
     tcase_add_test(tc, test_log_limited_below_level_not_counted);
