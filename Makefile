@@ -2,6 +2,7 @@
 #
 #   make            build build/birdfeederd and build/birdfeeder
 #   make deps       install the Debian packages that are missing (apt-get)
+#   make deps-ci    the same, and what only CI installs (promtool)
 #   make test       unit (Check) and integration tests, fails on any failure
 #                   (installs the npm test tools of tests/tools/ first)
 #   make test-asan  the same tests against an AddressSanitizer + UBSan build
@@ -32,9 +33,13 @@ PYTHON  ?= python3
 
 DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
            libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
-           systemd socat valgrind man-db groff-base \
+           systemd socat valgrind man-db groff-base libmicrohttpd-dev \
            clang libclang-rt-14-dev
-PKGS     = libuv libcurl jansson zlib libcrypto libsystemd
+PKGS     = libuv libcurl jansson zlib libcrypto libsystemd libmicrohttpd
+# CI only (make deps-ci): promtool, from Debian's prometheus (19 MB), checks
+# GET /metrics in tests/integration/test_metrics.py, which skips without it.
+# Not in DEB_PKGS: the package also installs and enables a Prometheus server.
+CI_PKGS  = prometheus
 
 WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wformat=2 -Wwrite-strings -Wvla -Werror
@@ -78,7 +83,7 @@ SHIM_SO    = $(BUILD)/libbirdfeeder.so.$(SO_MAJOR)
 SHIM_MAP   = client-shim/c/libbirdfeeder.map
 SHIM_PC    = $(BUILD)/birdfeeder.pc
 
-.PHONY: all deps deps-deb test test-asan demo bench install uninstall install-check \
+.PHONY: all deps deps-deb deps-ci test test-asan demo bench install uninstall install-check \
         deb test-deb clean valgrind proto-doc stats-doc install-ops config-doc \
         fuzz fuzz-targets fuzz-run fuzz-replay
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
@@ -165,6 +170,9 @@ endef
 
 deps:
 	$(call apt_install,$(DEB_PKGS))
+
+deps-ci:
+	$(call apt_install,$(DEB_PKGS) $(CI_PKGS))
 
 # The npm test tools (Tinybird's datafile parser, TypeScript) go to a cache
 # directory once per tests/tools/package-lock.json; without the registry the

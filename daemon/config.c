@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bf_addr.h"
 #include "log.h"
 #include "paths.h"
 
@@ -64,6 +65,9 @@ static const option_def options[] = {
      0, NULL, "secret key for ip_hash; created with mode 0600 when missing"},
     {"stats-socket", OPT_STR, OFF(stats_socket), RUNTIME_DEF "stats.sock", 0, 0, NULL,
      "Unix socket streaming one JSON stats line per interval ('' off)"},
+    {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0, NULL,
+     "HOST:PORT to serve GET /metrics (Prometheus) and GET /health on over "
+     "HTTP, for example 127.0.0.1:9190; loopback only ('' off)"},
     {"spool-dir", OPT_STR, OFF(spool_dir), STATE_DEF "spool", 0, 0, NULL,
      "where batches wait on disk (memory cap, outage at shutdown) and "
      "refused batches are kept (dead-letter.ndjson); one daemon at a time"},
@@ -125,6 +129,26 @@ static void errf(char *err, size_t n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, n, fmt, ap);
     va_end(ap);
+}
+
+/* A listening address (option opt) must parse, and be loopback unless
+ * allow_remote: any host could otherwise read or send what it serves. */
+static int check_listen(const char *opt, const char *addr, int allow_remote, char *err,
+                        size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (bf_addr_parse(addr, BF_ADDR_BIND, &ss, &len) < 0) {
+        errf(err, n, "option '%s': '%s' is not A.B.C.D:PORT, [IPv6]:PORT or "
+                     "localhost:PORT", opt, addr);
+        return -1;
+    }
+    if (!allow_remote && !bf_addr_is_loopback((struct sockaddr *)&ss)) {
+        errf(err, n, "option '%s': '%s' is not a loopback address; other hosts "
+                     "could reach it", opt, addr);
+        return -1;
+    }
+    return 0;
 }
 
 /* "4MiB", "4M", "512k", "4194304" -> bytes (binary multiples); "7d",
@@ -588,6 +612,10 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
              cfg->log_level);
         return CONFIG_ERROR;
     }
+    /* --allow-remote (issue 11) will lift the loopback rule here. */
+    if (cfg->metrics_listen && *cfg->metrics_listen &&
+        check_listen("metrics-listen", cfg->metrics_listen, 0, err, n) < 0)
+        return CONFIG_ERROR;
     if (log_format_parse(cfg->log_format) < 0) {
         errf(err, n, "option 'log-format': '%s' is not text or json", cfg->log_format);
         return CONFIG_ERROR;

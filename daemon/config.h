@@ -33,6 +33,7 @@ typedef struct bf_config {
     char *out;               /* NDJSON output without a token; "-" stdout */
     char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
     char *stats_socket;      /* Unix socket path; "" disables */
+    char *metrics_listen;    /* HOST:PORT for GET /metrics, /health; "" off */
     char *log_level;
     char *log_format;        /* text or json */
     char *spool_dir;         /* spool and dead letters */

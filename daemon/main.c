@@ -21,6 +21,7 @@
 #include "enrich.h"
 #include "log.h"
 #include "memory.h"
+#include "metrics.h"
 #include "paths.h"
 #include "receive.h"
 #include "row.h"
@@ -103,6 +104,7 @@ static void on_drained(void *arg)
 {
     (void)arg;
     sink_close();
+    metrics_stop();
     stats_stop();
     receive_close();
     uv_walk(app.loop, close_walk, NULL); /* signals and timers left */
@@ -415,6 +417,9 @@ int main(int argc, char **argv)
                                          "the stats socket\"", cfg->stats_socket, err);
     }
     stats_on_refresh(refresh_gauges, NULL);
+    if (cfg->metrics_listen && *cfg->metrics_listen &&
+        (rc = metrics_start(app.loop, cfg->metrics_listen, err, sizeof(err))) < 0)
+        log_error("metrics_failed", "error=\"%s\"", err); /* as the stats socket */
 
     memory_set_cap(cfg->max_memory);
     sink_config sc;

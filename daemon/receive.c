@@ -32,6 +32,7 @@ static struct {
     char *buf;              /* SLOTS * SLOT_SIZE, reused for every batch */
     char addr[64];
     int open;
+    int reading;            /* recv started on the loop, not yet stopped */
     /* Gauges, read by stats through the receive_* readers. */
     uint64_t rcvbuf_bytes;  /* SO_RCVBUF granted */
     uint64_t queue_bytes;   /* receive queue at the last refresh */
@@ -180,6 +181,7 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
         snprintf(err, n, "udp receive: %s", uv_strerror(r));
         return r;
     }
+    rc.reading = 1;
     log_info("listening", "addr=%s activated=%s rcvbuf=%llu max_datagram=%zu",
              rc.addr, fd >= 0 ? "yes" : "no", (unsigned long long)rc.rcvbuf_bytes,
              opts->max_datagram);
@@ -188,10 +190,13 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
 
 const char *receive_address(void) { return rc.addr; }
 
+int receive_reading(void) { return rc.reading; }
+
 void receive_stop_and_drain(void)
 {
     if (!rc.open)
         return;
+    rc.reading = 0;
     uv_udp_recv_stop(&rc.udp);
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&rc.udp, &fd) < 0)
@@ -243,7 +248,7 @@ uint64_t receive_rcvbuf_bytes(void) { return rc.rcvbuf_bytes; }
 void receive_close(void)
 {
     if (rc.open) {
-        rc.open = 0;
+        rc.open = rc.reading = 0;
         uv_close((uv_handle_t *)&rc.udp, NULL);
     }
     free(rc.buf);

@@ -38,6 +38,10 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
  * err (size n). */
 int receive_check_listen(const char *listen, char *err, size_t n);
 
+/* 1 while the socket is read from the loop: after receive_start, before
+ * receive_stop_and_drain. For the health check. */
+int receive_reading(void);
+
 /* The bound address as "HOST:PORT" (for logs and tests). */
 const char *receive_address(void);
 

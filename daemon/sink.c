@@ -24,6 +24,8 @@ typedef struct ds_state {
     int held;              /* 0, or 1 + sink_hold: the destination refuses
                               us, every batch waits (see hold) */
     char hint[768];        /* the held answer's hint */
+    uint64_t failing_since_ms; /* loop time of the first retry since the
+                                  last success; 0: none */
     uv_timer_t timer;
 } ds_state;
 
@@ -136,6 +138,20 @@ static sink_job *pop_front(ds_state *d)
     return j;
 }
 
+uint64_t sink_failing_ms(uint64_t now_ms, unsigned *dataset)
+{
+    uint64_t worst = 0;
+    *dataset = 0;
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
+        uint64_t since = sk.ds[id].failing_since_ms;
+        if (since && now_ms - since >= worst) {
+            worst = now_ms - since;
+            *dataset = id;
+        }
+    }
+    return worst;
+}
+
 unsigned sink_pending(void)
 {
     unsigned n = sk.inflight;
@@ -185,6 +201,8 @@ static void retry_later(ds_state *d, sink_job *j, long status, const char *error
 {
     uint64_t wait = asked_ms >= 0 ? (uint64_t)asked_ms : next_backoff(d);
     stats.retries++;
+    if (!d->failing_since_ms)
+        d->failing_since_ms = uv_now(sk.loop) ? uv_now(sk.loop) : 1;
     d->probing = 1;
     push_front(d, j);
     wait = pause_for(d, wait);
@@ -310,6 +328,7 @@ void sink_job_done(sink_job *j, const sink_answer *a)
             resume(d);
         d->probing = 0;
         d->backoff_ms = 0;
+        d->failing_since_ms = 0;
         count_done(d, j, a);
         job_settled(j);
         job_free(j);

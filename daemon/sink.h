@@ -71,6 +71,12 @@ void sink_drain(uint64_t deadline_ms, void (*done)(void *arg), void *arg);
 /* Close the backend, the spool and every handle; after sink_drain's done. */
 void sink_close(void);
 
+/* How long the dataset failing the longest has been failing: loop time
+ * since its first retry with no success after it (now_ms - that time), and
+ * that dataset in *dataset; 0 (and *dataset 0) when every dataset's last
+ * answer was a success. For the health check. */
+uint64_t sink_failing_ms(uint64_t now_ms, unsigned *dataset);
+
 /* Batches queued or in progress, for tests and the drain. */
 unsigned sink_pending(void);
 

@@ -86,6 +86,11 @@ uint64_t spool_bytes(void)
     return bytes;
 }
 
+uint64_t spool_cap(void)
+{
+    return sp.open ? sp.o.max_bytes : 0;
+}
+
 uint64_t spool_segments(void)
 {
     uint64_t count = 0;

@@ -83,6 +83,8 @@ uint64_t spool_rows_unread(void);
  * files: gauges, read by stats. 0 when the spool is not open. */
 uint64_t spool_bytes(void);
 uint64_t spool_segments(void);
+/* max_bytes (--max-spool-bytes) while the spool is open, else 0. */
+uint64_t spool_cap(void);
 
 /* Call done once every queued write has finished. */
 void spool_flush(void (*done)(void *arg), void *arg);

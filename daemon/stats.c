@@ -221,6 +221,8 @@ static json_t *text_json(const char *s)
 
 json_t *stats_snapshot(void)
 {
+    if (st.refresh)
+        st.refresh(st.refresh_arg);
     uint64_t now = clock_wall_ms(); /* ts_ms, and what readers may use */
     json_t *o = json_object();
 #define SET(key, value) json_object_set_new(o, #key, value);
@@ -298,8 +300,6 @@ static void broadcast(stats_client *only)
 {
     if (!st.clients)
         return;
-    if (st.refresh)
-        st.refresh(st.refresh_arg);
     json_t *o = stats_snapshot();
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);

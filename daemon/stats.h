@@ -72,7 +72,8 @@ stats_totals stats_total(void);
 void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms);
 
 /* The stats line as a new JSON object (caller owns it): every row of
- * stats.def in its order, gauges read from their owners now. */
+ * stats.def in its order, gauges read from their owners now (after the
+ * stats_on_refresh function). For the stats socket and GET /metrics. */
 struct json_t;
 struct json_t *stats_snapshot(void);
 
@@ -92,7 +93,7 @@ int stats_check_socket(const char *path, char *err, size_t n);
 /* Send a last line to clients, close them and the socket, unlink it. */
 void stats_stop(void);
 
-/* Called by the stats timer before each snapshot so gauges are fresh. */
+/* Called by stats_snapshot before it reads the gauges, so they are fresh. */
 typedef void (*stats_refresh_fn)(void *arg);
 void stats_on_refresh(stats_refresh_fn fn, void *arg);
 

@@ -19,7 +19,7 @@ static const struct prom_family {
 #define BF_STAT_SUM(key, map, help) {#key, NULL, NULL, NULL, help, NULL},
 #define BF_STAT_READ(key, type, reader, prom, help) {#key, prom, #type, NULL, help, NULL},
 #define BF_STAT_QUANTILES(key, reader, prom, help) \
-    {#key, prom, "gauge", "quantile", help, NULL},
+    {#key, prom, "summary", "quantile", help, NULL},
 #define BF_STAT_TEXT(key, reader, states, prom, help) {#key, prom, "gauge", "state", help, states},
 #include "stats.def"
 };
@@ -184,8 +184,8 @@ void stats_prom_write(const json_t *snap, FILE *out)
         char name[128], help[192];
         prom_name(name, sizeof(name), k);
         snprintf(help, sizeof(help), "Stats key %s (no description in this birdfeeder).", k);
-        prom_family_print(out, name, "gauge", help,
-                          json_is_object(v) && prom_is_quantiles(v) ? "quantile" : "key",
-                          0, v);
+        int q = json_is_object(v) && prom_is_quantiles(v);
+        prom_family_print(out, name, q ? "summary" : "gauge", help, q ? "quantile" : "key", 0,
+                          v);
     }
 }

@@ -8,11 +8,12 @@
  * Names, types, labels and help come from daemon/stats.def: the family
  * birdfeeder_<prom> for every row with a Prometheus name; a map's entries
  * are its samples, labelled by the row's label; a quantiles object gives
- * quantile="0.5" and "0.99"; a name ending in _seconds exports a value the
+ * quantile="0.5" and "0.99" of a summary (its quantiles only: promtool
+ * refuses a quantile label on a gauge); a name ending in _seconds exports a value the
  * line keeps in ms. A map without numbers (http before the first request)
  * writes no family. Keys stats.def does not know (a newer daemon's line
- * read by an older CLI) are exported as gauges named after the key, so
- * nothing is claimed about them.
+ * read by an older CLI) are exported as gauges named after the key (or a
+ * summary, for an object of p50, p99...), so nothing is claimed about them.
  *
  * jansson and libc only: the CLI links this file too.
  */

@@ -62,7 +62,7 @@ def parse_help(text):
             cur = None  # --config, --check-config, --help: not in the table
             continue
         body = line.strip()
-        if body.startswith("default: "):
+        if body.startswith("default: ") or body == "default:":  # "": off
             cur["default"] = body[len("default: "):]
         elif body.startswith("default (by context): "):
             cur["default"] = body[len("default (by context): "):]
@@ -83,7 +83,8 @@ def md_table(opts):
            "| Option (flag and JSON key) | Type | Default | Environment | Meaning |",
            "| --- | --- | --- | --- | --- |"]
     for o in opts:
-        default = f"`{o['default']}`" if o["default"] is not None else "(none)"
+        default = (f"`{o['default'] or chr(39) * 2}`" if o["default"] is not None
+                   else "(none)")
         if o["by_context"]:
             default = (default.replace(" when installed, else the built-in catalog`",
                                        "` when installed, else the built-in catalog")
@@ -110,7 +111,7 @@ def man_options(opts):
                 f'.BI {flag} " {o["kind"]}"',
                 roff_text(o["help"] if o["help"].endswith(".") else o["help"] + ".")]
         if o["default"] is not None:
-            d = o["default"]
+            d = o["default"] or "''"
             tail = " when installed, else the built-in catalog"
             rest = ""
             if d.endswith(tail):

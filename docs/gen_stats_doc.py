@@ -60,7 +60,7 @@ def read_rows():
         row = dict(zip(names, a.groups()), kind=kind)
         # Every row with the same fields: what the CLI exports it as.
         row.setdefault("prom", None)
-        row.setdefault("type", "gauge" if kind in ("QUANTILES", "TEXT") else "counter")
+        row.setdefault("type", {"QUANTILES": "summary", "TEXT": "gauge"}.get(kind, "counter"))
         row.setdefault("label", {"QUANTILES": "quantile", "TEXT": "state"}.get(kind))
         rows.append(row)
     keys = [r["key"] for r in rows]

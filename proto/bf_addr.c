@@ -24,6 +24,16 @@ static int parse_port(const char *s, unsigned flags, unsigned *port)
     return 0;
 }
 
+int bf_addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family != AF_INET6)
+        return 0;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 int bf_addr_parse(const char *s, unsigned flags, struct sockaddr_storage *ss,
                   socklen_t *len)
 {

@@ -21,6 +21,11 @@
 /* Flags of bf_addr_parse. */
 #define BF_ADDR_BIND 1u /* port 0 allowed: the kernel picks a free port */
 
+/* Is sa a loopback address: 127.0.0.0/8, ::1, or an IPv4-mapped
+ * ::ffff:127.x.y.z? Anything else (0.0.0.0 and :: included) can be reached
+ * from other hosts. */
+int bf_addr_is_loopback(const struct sockaddr *sa);
+
 /* Parse s into *ss and its length into *len. Returns 0, or -EINVAL when s
  * does not follow the rule (*ss and *len are then unspecified). */
 int bf_addr_parse(const char *s, unsigned flags, struct sockaddr_storage *ss,

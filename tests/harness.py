@@ -20,6 +20,7 @@ logs of the daemons and fakes it started.
 import datetime
 import http.client
 import json
+import math
 import os
 import re
 import selectors
@@ -167,6 +168,79 @@ def stat_at_least(d, key, n):
             v = v[part]
         return s if v >= n else None
     return pred
+
+
+# ---------------------------------------------------------------------------
+# the Prometheus text exposition (birdfeeder stats --prom, GET /metrics)
+# ---------------------------------------------------------------------------
+
+PROM_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
+PROM_LABEL = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*\Z')
+PROM_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (-?\d+))?\Z')
+PROM_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|\Z)')
+
+
+def check_prometheus(text):
+    """Assert text is a valid Prometheus text exposition (format 0.0.4) as
+    birdfeeder writes it: every family has one HELP and one TYPE line before
+    its samples, samples of a family are contiguous, names and labels are
+    valid, values parse as numbers, counters end in _total, no duplicate
+    series. Returns {family: {'type': t, 'samples': {labels_tuple: value}}}."""
+    families = {}
+    current = None
+    assert text.endswith('\n'), 'exposition must end with a newline'
+    for n, line in enumerate(text.split('\n')[:-1], 1):
+        where = f'line {n}: {line!r}'
+        assert line, f'{where}: empty line'
+        if line.startswith('#'):
+            parts = line.split(' ', 3)
+            assert len(parts) >= 3 and parts[1] in ('HELP', 'TYPE'), f'{where}: bad comment'
+            kind, name = parts[1], parts[2]
+            assert PROM_NAME.match(name), f'{where}: bad metric name'
+            fam = families.setdefault(name, {'help': None, 'type': None, 'samples': {}})
+            assert not fam['samples'], f'{where}: {kind} after samples of {name}'
+            if kind == 'HELP':
+                assert fam['help'] is None, f'{where}: second HELP'
+                assert len(parts) == 4 and parts[3].strip(), f'{where}: empty HELP'
+                fam['help'] = parts[3]
+            else:
+                assert fam['type'] is None, f'{where}: second TYPE'
+                assert len(parts) == 4 and parts[3] in ('counter', 'gauge', 'summary'), \
+                    f'{where}: type must be counter, gauge or summary'
+                fam['type'] = parts[3]
+            current = name
+            continue
+        m = PROM_SAMPLE.match(line)
+        assert m, f'{where}: not a sample'
+        name, labels, value = m.group(1), m.group(2), m.group(3)
+        assert name == current, f'{where}: sample outside its family ({current})'
+        fam = families[name]
+        assert fam['help'] is not None and fam['type'] is not None, \
+            f'{where}: sample before HELP and TYPE'
+        pairs = []
+        if labels:
+            pos = 0
+            while pos < len(labels):
+                pm = PROM_PAIR.match(labels, pos)
+                assert pm, f'{where}: bad labels at {labels[pos:]!r}'
+                assert PROM_LABEL.match(pm.group(1)), f'{where}: bad label name'
+                pairs.append((pm.group(1), pm.group(2)))
+                pos = pm.end()
+        key = tuple(pairs)
+        assert key not in fam['samples'], f'{where}: duplicate series'
+        v = float(value)  # raises on a non-number
+        assert not math.isnan(v), f'{where}: NaN'
+        fam['samples'][key] = v
+    for name, fam in families.items():
+        assert fam['samples'], f'family {name} has no samples'
+        if fam['type'] == 'counter':
+            assert name.endswith('_total'), f'counter {name} must end in _total'
+            assert all(v >= 0 for v in fam['samples'].values()), f'counter {name} < 0'
+        # Quantiles belong to a summary (promtool refuses them elsewhere).
+        quantiled = {any(k == 'quantile' for k, _ in labels) for labels in fam['samples']}
+        assert quantiled == {fam['type'] == 'summary'}, \
+            f'{name}: quantile labels on a {fam["type"]}, or a summary without them'
+    return families
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ and against a scripted stats socket (FakeStatsSocket) for what a daemon does
 not do on demand: odd lines, unknown keys, a restart mid-view.
 """
 import json
-import math
 import os
 import pty
 import re
@@ -21,73 +20,8 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import (CLI_BIN, REPO, BirdfeederTestCase, _require, clean_env,  # noqa: E402
-                     send_json_lines, send_raw, wait_until)
-
-PROM_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*\Z')
-PROM_LABEL = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*\Z')
-PROM_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (-?\d+))?\Z')
-PROM_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|\Z)')
-
-
-def check_prometheus(text):
-    """Assert text is a valid Prometheus text exposition (format 0.0.4) as
-    birdfeeder writes it: every family has one HELP and one TYPE line before
-    its samples, samples of a family are contiguous, names and labels are
-    valid, values parse as numbers, counters end in _total, no duplicate
-    series. Returns {family: {'type': t, 'samples': {labels_tuple: value}}}."""
-    families = {}
-    current = None
-    assert text.endswith('\n'), 'exposition must end with a newline'
-    for n, line in enumerate(text.split('\n')[:-1], 1):
-        where = f'line {n}: {line!r}'
-        assert line, f'{where}: empty line'
-        if line.startswith('#'):
-            parts = line.split(' ', 3)
-            assert len(parts) >= 3 and parts[1] in ('HELP', 'TYPE'), f'{where}: bad comment'
-            kind, name = parts[1], parts[2]
-            assert PROM_NAME.match(name), f'{where}: bad metric name'
-            fam = families.setdefault(name, {'help': None, 'type': None, 'samples': {}})
-            assert not fam['samples'], f'{where}: {kind} after samples of {name}'
-            if kind == 'HELP':
-                assert fam['help'] is None, f'{where}: second HELP'
-                assert len(parts) == 4 and parts[3].strip(), f'{where}: empty HELP'
-                fam['help'] = parts[3]
-            else:
-                assert fam['type'] is None, f'{where}: second TYPE'
-                assert len(parts) == 4 and parts[3] in ('counter', 'gauge'), \
-                    f'{where}: type must be counter or gauge'
-                fam['type'] = parts[3]
-            current = name
-            continue
-        m = PROM_SAMPLE.match(line)
-        assert m, f'{where}: not a sample'
-        name, labels, value = m.group(1), m.group(2), m.group(3)
-        assert name == current, f'{where}: sample outside its family ({current})'
-        fam = families[name]
-        assert fam['help'] is not None and fam['type'] is not None, \
-            f'{where}: sample before HELP and TYPE'
-        pairs = []
-        if labels:
-            pos = 0
-            while pos < len(labels):
-                pm = PROM_PAIR.match(labels, pos)
-                assert pm, f'{where}: bad labels at {labels[pos:]!r}'
-                assert PROM_LABEL.match(pm.group(1)), f'{where}: bad label name'
-                pairs.append((pm.group(1), pm.group(2)))
-                pos = pm.end()
-        key = tuple(pairs)
-        assert key not in fam['samples'], f'{where}: duplicate series'
-        v = float(value)  # raises on a non-number
-        assert not math.isnan(v), f'{where}: NaN'
-        fam['samples'][key] = v
-    for name, fam in families.items():
-        assert fam['samples'], f'family {name} has no samples'
-        if fam['type'] == 'counter':
-            assert name.endswith('_total'), f'counter {name} must end in _total'
-            assert all(v >= 0 for v in fam['samples'].values()), f'counter {name} < 0'
-    return families
-
+from harness import (CLI_BIN, REPO, BirdfeederTestCase, _require,  # noqa: E402
+                     check_prometheus, clean_env, send_json_lines, send_raw, wait_until)
 
 def run_stats(*args, env=None, timeout=20):
     _require(CLI_BIN)

@@ -597,7 +597,7 @@ class TestDocs(unittest.TestCase):
                 env = 'BIRDFEEDER_' + name.upper().replace('-', '_')
                 row = [line for line in table.splitlines() if line.startswith(f'| `--{name}`')]
                 self.assertEqual(len(row), 1, f'one table row for --{name}')
-                self.assertIn(f'`{default}`', row[0])
+                self.assertIn(f'`{default}`' if default else "`''`", row[0])  # '': off
                 self.assertIn(env, row[0])
         for env in ('TINYBIRD_API_URL', 'TINYBIRD_URL', 'TINYBIRD_API_KEY', 'TINYBIRD_TOKEN',
                     'BIRDFEEDER_CONFIG', '--check-config'):

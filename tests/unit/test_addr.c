@@ -1,7 +1,8 @@
 /*
  * test_addr.c: proto/bf_addr.c, the HOST:PORT rule of the daemon's
  * --listen and the shims' addresses, as two tables: must_parse (with the
- * address and port each must give) and must_not_parse.
+ * address and port each must give) and must_not_parse; and which
+ * addresses are loopback.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -92,11 +93,34 @@ START_TEST(test_addr_must_not_parse)
 }
 END_TEST
 
+/* Loopback: what only this host can reach (--metrics-listen's rule). */
+static const struct {
+    const char *s;
+    int loopback;
+} loopbacks[] = {
+    {"127.0.0.1:9190", 1}, {"127.255.255.254:1", 1}, {"localhost:9190", 1},
+    {"[::1]:9190", 1}, {"[::ffff:127.0.0.1]:9190", 1},
+    {"0.0.0.0:9190", 0}, {"[::]:9190", 0}, {"128.0.0.1:9190", 0},
+    {"126.255.255.255:1", 0}, {"10.0.0.1:9190", 0}, {"[::2]:9190", 0},
+    {"[::ffff:10.0.0.1]:9190", 0}, {"[::127.0.0.1]:9190", 0}, {"[fe80::1]:9190", 0},
+};
+
+START_TEST(test_addr_is_loopback)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    ck_assert_int_eq(bf_addr_parse(loopbacks[_i].s, BF_ADDR_BIND, &ss, &len), 0);
+    ck_assert_msg(bf_addr_is_loopback((struct sockaddr *)&ss) == loopbacks[_i].loopback,
+                  "%s", loopbacks[_i].s);
+}
+END_TEST
+
 Suite *addr_suite(void)
 {
     TCase *tc;
     Suite *s = tu_suite("addr", NULL, NULL, &tc);
     tcase_add_loop_test(tc, test_addr_must_parse, 0, N(must_parse));
     tcase_add_loop_test(tc, test_addr_must_not_parse, 0, N(must_not_parse));
+    tcase_add_loop_test(tc, test_addr_is_loopback, 0, N(loopbacks));
     return s;
 }

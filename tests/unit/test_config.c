@@ -497,6 +497,14 @@ static const struct {
     {"max-datagram", "63", "out of range"},
     {"flush-interval-ms", "9", "out of range"},
     {"max-memory", "64GiB", NULL}, /* the top of its range: fine */
+    {"metrics-listen", "9190", "not A.B.C.D:PORT"},
+    {"metrics-listen", "example.org:9190", "not A.B.C.D:PORT"},
+    {"metrics-listen", "0.0.0.0:9190", "not a loopback address"},
+    {"metrics-listen", "[::]:9190", "not a loopback address"},
+    {"metrics-listen", "192.0.2.1:9190", "not a loopback address"},
+    {"metrics-listen", "127.0.0.1:9190", NULL},
+    {"metrics-listen", "[::1]:0", NULL},
+    {"metrics-listen", "", NULL}, /* off */
 };
 
 START_TEST(test_config_bad_value)

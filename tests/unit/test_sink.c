@@ -162,6 +162,7 @@ static void on_drained(void *arg)
 /* sink_drain with a deadline ms from now; turn the loop until done ran. */
 static void drain(uint64_t ms)
 {
+    uv_update_time(&loop); /* the deadline from now, not the loop's last turn */
     sink_drain(uv_now(&loop) + ms, on_drained, &drained);
     ck_assert_msg(tu_run_until_u64(&loop, &drained, 1, ms + 5000), "sink_drain: no done");
 }
@@ -386,6 +387,48 @@ START_TEST(test_sink_policy_retry_waits_as_asked)
     ck_assert_msg(gap >= 295 && gap < 600, "resent after %llu ms", (unsigned long long)gap);
     ck_assert_int_eq(fk.forgets, 1); /* kept across the retry, given back at the end */
     drain(1000);
+    finish();
+}
+END_TEST
+
+static int pred_submits(void *arg)
+{
+    return fk.nsubmits >= *(int *)arg;
+}
+
+/* sink_failing_ms (the health check's backing_off): from the first retry
+ * since the last success, not reset by the retries after it; 0 once a
+ * success comes. */
+START_TEST(test_sink_policy_failing_since_first_retry)
+{
+    fake_step st[5] = {{.cls = SINK_RETRY, .wait_ms = 100},
+                       {.cls = SINK_DONE, .rows_ok = -1},
+                       {.cls = SINK_RETRY, .wait_ms = 100},
+                       {.cls = SINK_RETRY, .wait_ms = 100},
+                       {.hang = 1}};
+    sink_opts o = fake_opts(st, 5, 0);
+    start(&o);
+    unsigned ds = 99;
+    ck_assert_uint_eq(sink_failing_ms(uv_now(&loop), &ds), 0);
+    ck_assert_uint_eq(ds, 0);
+    sink_submit(tu_batch(LLM, 1, "fa"));
+    ck_assert(run_until_delivered(1, 3000));
+    ck_assert_uint_eq(sink_failing_ms(uv_now(&loop), &ds), 0);
+    ck_assert_uint_eq(ds, 0);
+
+    sink_submit(tu_batch(IMG, 1, "fb"));
+    int four = 4, five = 5;
+    ck_assert(tu_run_until(&loop, pred_submits, &four, 3000)); /* first retry */
+    uint64_t now1 = uv_now(&loop), f1 = sink_failing_ms(now1, &ds);
+    ck_assert(tu_run_until(&loop, pred_submits, &five, 3000)); /* second retry */
+    uint64_t now2 = uv_now(&loop), f2 = sink_failing_ms(now2, &ds);
+    ck_assert_uint_eq(ds, IMG);
+    /* Since the first retry's answer: after its submit, before the resend. */
+    ck_assert_msg(f2 <= now2 - fk.submit_ms[2] && f2 >= now2 - fk.submit_ms[3],
+                  "failing for %llu ms", (unsigned long long)f2);
+    ck_assert_uint_eq(f2 - f1, now2 - now1); /* the second retry kept it */
+    ck_assert_uint_eq(sink_failing_ms(now2 + 60000, &ds), f2 + 60000);
+    drain(100); /* abort answers the hung job */
     finish();
 }
 END_TEST
@@ -1402,6 +1445,7 @@ Suite *sink_suite(void)
     TCase *tc;
     Suite *s = tu_suite("sink", sink_setup, sink_teardown, &tc);
     tcase_add_test(tc, test_sink_policy_done_counts_backend_rows);
+    tcase_add_test(tc, test_sink_policy_failing_since_first_retry);
     tcase_add_test(tc, test_sink_policy_submit_failure_retried);
     tcase_add_test(tc, test_sink_policy_retry_waits_as_asked);
     tcase_add_test(tc, test_sink_policy_reject_counts_backend_reason);

@@ -1,0 +1,47 @@
+/*
+ * health.h: is the daemon doing its job? The answer behind GET /health
+ * (metrics.c), made from what the modules already know.
+ *
+ * Healthy: the UDP socket is being read and delivery works. Each way to be
+ * unhealthy has a name, given in the answer with its figures:
+ *
+ *   not_receiving      the socket is not read: stopping (SIGTERM), or not
+ *                      yet listening
+ *   backing_off        a dataset has been failing (retrying, backing off)
+ *                      for more than HEALTH_BACKOFF_MS without a success
+ *   spool_nearly_full  the spool holds more than HEALTH_SPOOL_PERCENT of
+ *                      --max-spool-bytes: past the cap the oldest rows go
+ *   memory_at_cap      batch memory reached --max-memory: new batches go
+ *                      to the spool instead of the queue
+ */
+#ifndef BF_HEALTH_H
+#define BF_HEALTH_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define HEALTH_BACKOFF_MS 60000
+#define HEALTH_SPOOL_PERCENT 90
+
+/* What the answer is made from. */
+typedef struct health_state {
+    int receiving;             /* receive_reading() */
+    uint64_t failing_ms;       /* sink_failing_ms() */
+    unsigned failing_dataset;  /* its dataset */
+    uint64_t spool_bytes, spool_cap;   /* cap 0: no spool */
+    uint64_t memory_bytes, memory_cap; /* cap 0: no cap */
+} health_state;
+
+/* The state now, read from receive, sink, spool and memory on the loop
+ * thread; now_ms is loop time (uv_now). */
+health_state health_read(uint64_t now_ms);
+
+/* The answer for s, a new JSON object (the caller owns it), and *healthy
+ * 1 or 0:
+ *   {"status":"ok"}
+ *   {"status":"unhealthy","reasons":[{"reason":"backing_off",
+ *     "dataset":"image_events","failing_s":75}, ...]}
+ * NULL when out of memory. */
+json_t *health_answer(const health_state *s, int *healthy);
+
+#endif /* BF_HEALTH_H */
