@@ -1,6 +1,9 @@
 /* health.c: the reasons of GET /health. See health.h. */
 #include "health.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include "bf_proto.h"
 #include "memory.h"
 #include "receive.h"
@@ -10,6 +13,7 @@
 health_state health_read(uint64_t now_ms)
 {
     health_state s = {.receiving = receive_reading(),
+                      .sink_state = sink_state(), .sink_hint = sink_state_hint(),
                       .spool_bytes = spool_bytes(), .spool_cap = spool_cap(),
                       .memory_bytes = memory_used(), .memory_cap = memory_cap()};
     s.failing_ms = sink_failing_ms(now_ms, &s.failing_dataset);
@@ -36,6 +40,13 @@ json_t *health_answer(const health_state *s, int *healthy)
         return NULL;
     if (!s->receiving)
         add_reason(reasons, "not_receiving", NULL);
+    if (s->sink_state && (!strcmp(s->sink_state, "unauthorized") ||
+                          !strcmp(s->sink_state, "not_found"))) {
+        char name[32];
+        snprintf(name, sizeof(name), "sink_%s", s->sink_state);
+        add_reason(reasons, name,
+                   s->sink_hint ? json_pack("{s:s}", "hint", s->sink_hint) : NULL);
+    }
     if (s->failing_ms > HEALTH_BACKOFF_MS) {
         const char *ds = bf_dataset_name(s->failing_dataset);
         add_reason(reasons, "backing_off",

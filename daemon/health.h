@@ -7,6 +7,10 @@
  *
  *   not_receiving      the socket is not read: stopping (SIGTERM), or not
  *                      yet listening
+ *   sink_unauthorized  the destination refuses the token (sink_state
+ *                      unauthorized: 401, 403): every batch is held
+ *   sink_not_found     the destination has no such datasource or region
+ *                      (sink_state not_found: 404): every batch is held
  *   backing_off        a dataset has been failing (retrying, backing off)
  *                      for more than HEALTH_BACKOFF_MS without a success
  *   spool_nearly_full  the spool holds more than HEALTH_SPOOL_PERCENT of
@@ -26,6 +30,8 @@
 /* What the answer is made from. */
 typedef struct health_state {
     int receiving;             /* receive_reading() */
+    const char *sink_state;    /* sink_state(), NULL: "ok" */
+    const char *sink_hint;     /* sink_state_hint(), or NULL */
     uint64_t failing_ms;       /* sink_failing_ms() */
     unsigned failing_dataset;  /* its dataset */
     uint64_t spool_bytes, spool_cap;   /* cap 0: no spool */
@@ -41,6 +47,7 @@ health_state health_read(uint64_t now_ms);
  *   {"status":"ok"}
  *   {"status":"unhealthy","reasons":[{"reason":"backing_off",
  *     "dataset":"image_events","failing_s":75}, ...]}
+ * The strings of s are borrowed. 
  * NULL when out of memory. */
 json_t *health_answer(const health_state *s, int *healthy);
 

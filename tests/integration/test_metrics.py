@@ -204,6 +204,27 @@ class TestHealth(BirdfeederTestCase):
         self.assertEqual(body, {'status': 'unhealthy', 'reasons': [{'reason': 'not_receiving'}]})
         self.assertEqual(d.proc.wait(timeout=15), 0)
 
+    def test_sink_unauthorized_until_a_reload_brings_the_right_token(self):
+        tb = self.fake()
+        conf = self.tmpdir() / 'birdfeeder.json'
+        conf.write_text(json.dumps({'token': 'not-the-token'}))
+        conf.chmod(0o600)
+        d = self.daemon(METRICS + ['--config', str(conf), '--tinybird-url', tb.url])
+        port = metrics_port(d)
+        send_json_lines(images(3), d.port)
+
+        def unauthorized():
+            status, body = health(port)
+            return body if status == 503 else None
+
+        body = wait_until(unauthorized, msg='503 for the refused token')
+        self.assertEqual([r['reason'] for r in body['reasons']], ['sink_unauthorized'])
+        self.assertIn('token', body['reasons'][0]['hint'])
+        conf.write_text(json.dumps({'token': tb.token}))
+        d.send_signal(signal.SIGHUP)
+        tb.wait_rows('image_events', 3)
+        wait_until(lambda: health(port) == (200, {'status': 'ok'}), msg='healthy again')
+
     def test_memory_at_cap_and_spool_nearly_full_then_recovered(self):
         tb = self.fake()
         d = self.daemon(METRICS + ['--max-memory', '64KiB', '--flush-bytes', '4096',

@@ -1,7 +1,8 @@
 /*
  * test_health.c: daemon/health.c, the answer of GET /health: each reason
  * at its edge (backing off 60 s is still healthy, 60.001 s is not; a spool
- * at 90% of its cap is healthy, past it not; memory at its cap is not),
+ * at 90% of its cap is healthy, past it not; memory at its cap is not; a
+ * retrying sink is healthy, a held one, unauthorized or not found, not),
  * the figures each reason gives, several reasons at once, and what the
  * state reads from the modules when nothing runs.
  */
@@ -35,30 +36,43 @@ static const char *answer(const health_state *s, int *healthy)
     return text;
 }
 
+/* A state: receiving, failing_ms, failing dataset, spool bytes and cap,
+ * memory bytes and cap; the sink ok. */
+#define ST(recv, fail, ds, sb, sc, mb, mc)                                        \
+    {.receiving = recv, .failing_ms = fail, .failing_dataset = ds, .spool_bytes = sb, \
+     .spool_cap = sc, .memory_bytes = mb, .memory_cap = mc}
+
 static const struct {
     const char *name;
     health_state s;
     int healthy;
     const char *body;
 } cases[] = {
-    {"fine", {1, 0, 0, 0, 1000, 10, 1000}, 1, "{\"status\":\"ok\"}"},
-    {"no spool, no cap", {1, 0, 0, 5000, 0, 5000, 0}, 1, "{\"status\":\"ok\"}"},
-    {"stopping", {0, 0, 0, 0, 1000, 0, 1000}, 0,
+    {"fine", ST(1, 0, 0, 0, 1000, 10, 1000), 1, "{\"status\":\"ok\"}"},
+    {"no spool, no cap", ST(1, 0, 0, 5000, 0, 5000, 0), 1, "{\"status\":\"ok\"}"},
+    {"stopping", ST(0, 0, 0, 0, 1000, 0, 1000), 0,
      "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"not_receiving\"}]}"},
-    {"failing 60 s", {1, 60000, BF_DATASET_image_events, 0, 1000, 0, 1000}, 1,
+    {"failing 60 s", ST(1, 60000, BF_DATASET_image_events, 0, 1000, 0, 1000), 1,
      "{\"status\":\"ok\"}"},
-    {"failing 60.001 s", {1, 60001, BF_DATASET_image_events, 0, 1000, 0, 1000}, 0,
+    {"failing 60.001 s", ST(1, 60001, BF_DATASET_image_events, 0, 1000, 0, 1000), 0,
      "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"backing_off\","
      "\"dataset\":\"image_events\",\"failing_s\":60}]}"},
-    {"spool at 90%", {1, 0, 0, 900, 1000, 0, 1000}, 1, "{\"status\":\"ok\"}"},
-    {"spool past 90%", {1, 0, 0, 901, 1000, 0, 1000}, 0,
+    {"spool at 90%", ST(1, 0, 0, 900, 1000, 0, 1000), 1, "{\"status\":\"ok\"}"},
+    {"spool past 90%", ST(1, 0, 0, 901, 1000, 0, 1000), 0,
      "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"spool_nearly_full\","
      "\"spool_bytes\":901,\"max_spool_bytes\":1000}]}"},
-    {"memory under cap", {1, 0, 0, 0, 1000, 999, 1000}, 1, "{\"status\":\"ok\"}"},
-    {"memory at cap", {1, 0, 0, 0, 1000, 1000, 1000}, 0,
+    {"memory under cap", ST(1, 0, 0, 0, 1000, 999, 1000), 1, "{\"status\":\"ok\"}"},
+    {"memory at cap", ST(1, 0, 0, 0, 1000, 1000, 1000), 0,
      "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"memory_at_cap\","
      "\"memory_bytes\":1000,\"max_memory\":1000}]}"},
-    {"everything", {0, 125000, BF_DATASET_llm_events, 1000, 1000, 2000, 1000}, 0,
+    {"sink retrying", {.receiving = 1, .sink_state = "retrying"}, 1, "{\"status\":\"ok\"}"},
+    {"sink ok", {.receiving = 1, .sink_state = "ok"}, 1, "{\"status\":\"ok\"}"},
+    {"unauthorized", {.receiving = 1, .sink_state = "unauthorized", .sink_hint = "a 403"}, 0,
+     "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"sink_unauthorized\","
+     "\"hint\":\"a 403\"}]}"},
+    {"not found", {.receiving = 1, .sink_state = "not_found"}, 0,
+     "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"sink_not_found\"}]}"},
+    {"everything", ST(0, 125000, BF_DATASET_llm_events, 1000, 1000, 2000, 1000), 0,
      "{\"status\":\"unhealthy\",\"reasons\":[{\"reason\":\"not_receiving\"},"
      "{\"reason\":\"backing_off\",\"dataset\":\"llm_events\",\"failing_s\":125},"
      "{\"reason\":\"spool_nearly_full\",\"spool_bytes\":1000,\"max_spool_bytes\":1000},"
@@ -84,6 +98,8 @@ START_TEST(test_health_read_before_start)
     health_state s = health_read(123456);
     memory_release(4096);
     ck_assert_int_eq(s.receiving, 0);
+    ck_assert_str_eq(s.sink_state, "ok");
+    ck_assert_ptr_null(s.sink_hint);
     ck_assert_uint_eq(s.failing_ms, 0);
     ck_assert_uint_eq(s.spool_cap, 0);
     ck_assert_uint_eq(s.memory_bytes, 4096);
