@@ -68,10 +68,12 @@ test('a burst of events all arrive, in order, from one reused buffer', async () 
   const c = createClient({ port: rx.port });
   const n = 500;
   try {
-    // In chunks that fit the receiver's socket buffer (it reads between).
+    // In chunks that fit the receiver's socket buffer; the next chunk waits
+    // until the receiver has read this one, so a loaded machine (a slow
+    // reader) cannot overflow the buffer and fail the test.
     for (let i = 0; i < n; i++) {
       c.llm({ id: `e${i}`, model: 'gpt-5-nano', prompt_tokens: i });
-      if (i % 100 === 99) await settle(2);
+      if (i % 100 === 99) await rx.waitFor(i + 1);
     }
     const got = await rx.waitFor(n);
     got.forEach((b, i) => assert.deepEqual(decode(b),
