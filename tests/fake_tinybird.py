@@ -5,10 +5,12 @@ Behaves like POST /v0/events on the real service as far as we know it (see
 /work/shared/REFERENCE.md): Bearer auth (403), unknown datasource (404), gzip
 bodies, NDJSON rows validated against the repo's .datasource schemas with bad
 rows quarantined rather than rejected, 200 with wait=true / 202 without,
-413 over the size limit, X-RateLimit-* headers.  On top of that it records every
-request and offers a control API under /_fake/* to inspect what arrived and to
-inject faults (error statuses, 429 with Retry-After, delays, resets, refused
-connections).
+413 over the size limit, X-RateLimit-Limit/Remaining/Reset on every answer.
+On top of that it records every request and offers a control API under
+/_fake/* to inspect what arrived and to inject faults (error statuses, 429
+with Retry-After, delays, resets, refused connections), and enforces, when
+asked, a request limit per datasource shared by all clients (rate_limit
+requests per rate_window_ms fixed window, 429 with Retry-After past it).
 
 Standard library only.  Usage:
 
@@ -411,7 +413,8 @@ FAULT_DEFAULTS = {
     'status_every': None,   # [N, status]: every Nth events request gets status
     'retry_after': None,    # Retry-After value sent with 429s (None = header omitted)
     'ratelimit_reset': None,  # override X-RateLimit-Reset value
-    'rate_limit': 0,        # enforce N requests/s per datasource with 429 (0 = off)
+    'rate_limit': 0,        # enforce N requests per window per datasource with 429 (0 = off)
+    'rate_window_ms': 1000,  # the limit's window: fixed, aligned to the fake's start
     'delay_ms': 0,          # sleep before answering events requests
     'max_body': None,       # 413 above this many decompressed bytes (None = --max-body)
     'down': False,          # reset events connections without answering
@@ -447,7 +450,7 @@ class State:
         self.event_conns = set()        # connection ids that carried events traffic
         self.bytes_in = 0
         self.events_seq = 0             # counter for status_every
-        self.rl_windows = {}            # ds -> [window_start, count]
+        self.rl_windows = {}            # ds -> [window index, count]
         self.t_start = time.monotonic()
 
 
@@ -642,7 +645,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rec['status'] = status
         if status >= 400 and payload is not None:
             rec['error'] = payload.get('error')
-        headers = self._ratelimit_headers(faults, status)
+        headers = self._ratelimit_headers(faults, status, rec)
         self._record(rec)
         self._send(status, payload, headers=headers, close=not faults['keepalive'])
 
@@ -658,22 +661,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with st.lock:
             st.events_seq += 1
             seq = st.events_seq
-            # Count the request in its datasource's 1 s window (for the
+            # Count the request in its datasource's window (for the
             # X-RateLimit-* headers, and for 429s when rate_limit is set).
+            # Windows are fixed and shared by every client, as Tinybird's
+            # per-datasource limit is shared by the workspace; every
+            # request counts, the refused ones too.
+            window_s = max(faults['rate_window_ms'], 1) / 1000.0
             now = time.monotonic()
+            index = int((now - st.t_start) // window_s)
             w = st.rl_windows.get(rec['datasource'] or '')
-            if w is None or now - w[0] >= 1.0:
-                w = st.rl_windows[rec['datasource'] or ''] = [now, 0]
+            if w is None or w[0] != index:
+                w = st.rl_windows[rec['datasource'] or ''] = [index, 0]
             w[1] += 1
-            self._rl = (w[1], w[0], now)
+            # (count so far, seconds to the window's end)
+            self._rl = (w[1], st.t_start + (index + 1) * window_s - now)
             if faults['status']:
                 injected = faults['status']
             elif faults['status_every'] and seq % faults['status_every'][0] == 0:
                 injected = faults['status_every'][1]
             elif faults['rate_limit'] and w[1] > faults['rate_limit']:
                 injected = 429
+                rec['fault'] = 'rate_limit'
         if injected:
-            rec['fault'] = f'status {injected}'
+            rec['fault'] = rec['fault'] or f'status {injected}'
             msg = STATUS_ERRORS.get(injected, http.server.BaseHTTPRequestHandler.responses.get(
                 injected, ('Error',))[0])
             if injected == 429 and faults['retry_after'] is not None:
@@ -748,21 +758,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     f.write('\n'.join(ok_lines) + '\n')
         rec['rows_ok'], rec['rows_quarantined'] = len(ok_lines), len(bad)
 
-    def _ratelimit_headers(self, faults, status):
-        """X-RateLimit-* like the real API; None when no window was counted."""
+    def _ratelimit_headers(self, faults, status, rec):
+        """X-RateLimit-* like the real API on every answer (Limit, Remaining
+        after this request, Reset: whole seconds to the window's end), and
+        Retry-After on 429: the retry_after fault when set, else, for a 429
+        of the limiter itself, the seconds to the window's end (an injected
+        429 without retry_after has none, for clients' fallback)."""
         if getattr(self, '_rl', None) is None:
             return []
-        count, start, now = self._rl
+        count, left_s = self._rl
         self._rl = None
         limit = faults['rate_limit'] or DEFAULT_RATE_LIMIT
         reset = faults['ratelimit_reset']
         if reset is None:
-            reset = max(1, math.ceil(1.0 - (now - start)))
+            reset = max(1, math.ceil(left_s))
+        remaining = max(0, limit - count)
+        rec['rl'] = [limit, remaining, reset]
         headers = [('X-RateLimit-Limit', str(limit)),
-                   ('X-RateLimit-Remaining', str(max(0, limit - count))),
+                   ('X-RateLimit-Remaining', str(remaining)),
                    ('X-RateLimit-Reset', str(reset))]
-        if status == 429 and faults['retry_after'] is not None:
-            headers.append(('Retry-After', str(faults['retry_after'])))
+        if status == 429:
+            if faults['retry_after'] is not None:
+                headers.append(('Retry-After', str(faults['retry_after'])))
+            elif rec['fault'] == 'rate_limit':
+                headers.append(('Retry-After', str(reset)))
         return headers
 
     def _record(self, rec):
@@ -796,6 +815,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 unknown = set(changes) - set(FAULT_DEFAULTS)
                 if unknown:
                     raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+                rw = changes.get('rate_window_ms', 1000)
+                if not (isinstance(rw, int) and rw > 0):
+                    raise ValueError("rate_window_ms must be a positive integer")
                 se = changes.get('status_every')
                 if se is not None and not (isinstance(se, list) and len(se) == 2
                                            and all(isinstance(x, int) for x in se) and se[0] > 0):
@@ -841,7 +863,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                      "requests_by_status": dict(st.by_status),
                      "requests": sum(st.by_status.values()),
                      "connections": len(st.event_conns),
-                     "bytes_in": st.bytes_in}
+                     "bytes_in": st.bytes_in,
+                     # rate windows are aligned to this (time.monotonic())
+                     "t_start_mono": st.t_start}
             return self._send(200, s)
         return self._send(404, {"error": f"unknown control endpoint {path}"})
 

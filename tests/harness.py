@@ -408,7 +408,8 @@ class FakeTinybird:
 
     def faults(self, **kw):
         """Set faults (status=503, status_every=[3, 429], retry_after=1,
-        ratelimit_reset=2, rate_limit=N, delay_ms=..., max_body=...,
+        ratelimit_reset=2, rate_limit=N, rate_window_ms=1000, delay_ms=...,
+        max_body=...,
         down=True, refuse=True, refuse_ms=..., keepalive=False);
         returns the full current fault dict."""
         return self._call('POST', '/_fake/faults', body=kw)

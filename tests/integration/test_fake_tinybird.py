@@ -278,6 +278,43 @@ class TestFaults(FakeTestCase):
         self.assertEqual(hdrs['x-ratelimit-limit'], '2')
         self.assertEqual(hdrs['x-ratelimit-remaining'], '0')
 
+    def test_rate_limit_window_shared_with_headers(self):
+        """The limit is per datasource, shared by every connection, over a
+        fixed window; every answer says Limit, Remaining and Reset, and the
+        limiter's 429 says Retry-After (the seconds to the window's end)."""
+        self.tb.faults(rate_limit=3, rate_window_ms=3000)
+        # Windows are aligned to the fake's start (CLOCK_MONOTONIC, shared by
+        # the processes): begin in the first second of one, so that all
+        # five requests land in it.
+        t0 = self.tb.summary()['t_start_mono']
+        wait_until(lambda: (time.monotonic() - t0) % 3.0 < 1.0, timeout=5, interval=0.01)
+        conns = [http.client.HTTPConnection('127.0.0.1', self.tb.port, timeout=5)
+                 for _ in range(2)]
+        try:
+            results = [self.post([make_row(DS)], conn=conns[i % 2]) for i in range(5)]
+            other = self.post([make_row('image_events')], ds='image_events')
+        finally:
+            for c in conns:
+                c.close()
+        self.assertEqual([r[0] for r in results], [200, 200, 200, 429, 429])
+        self.assertEqual([r[1]['x-ratelimit-remaining'] for r in results],
+                         ['2', '1', '0', '0', '0'])
+        for status, hdrs, _ in results:
+            self.assertEqual(hdrs['x-ratelimit-limit'], '3')
+            self.assertIn(hdrs['x-ratelimit-reset'], ('2', '3'))
+            self.assertEqual('retry-after' in hdrs, status == 429)
+        self.assertEqual(results[3][1]['retry-after'], results[3][1]['x-ratelimit-reset'])
+        self.assertEqual(other[0], 200)                  # another datasource's window
+        self.assertEqual(other[1]['x-ratelimit-remaining'], '2')
+        recs = [r for r in self.tb.requests() if r['datasource'] == DS]
+        self.assertEqual([r['fault'] for r in recs], [None] * 3 + ['rate_limit'] * 2)
+        self.assertEqual(recs[0]['rl'][:2], [3, 2])
+        self.assertEqual(len(self.tb.rows(DS)), 3)
+        # The next window takes requests again.
+        wait_until(lambda: self.post([make_row(DS)])[0] == 200, timeout=5, interval=0.2)
+        with self.assertRaises(AssertionError):
+            self.tb.faults(rate_window_ms=0)
+
     def test_delay(self):
         self.tb.faults(delay_ms=300)
         t0 = time.monotonic()
