@@ -8,6 +8,8 @@
 #   make test-asan  the same tests against an AddressSanitizer + UBSan build
 #   make demo       daemon on its local file sink, sample events, the rows
 #   make bench      throughput, loss, CPU per event, peak RSS (not a test)
+#   make fleet-sim  30 daemons against one shared rate limit, paced and not
+#                   (docs/scale.md; a few minutes; 8 of them run in make test)
 #   make install    PREFIX=/usr/local DESTDIR= copy what `make` built (it never
 #                   builds): binaries, the C shim (static and shared, headers,
 #                   birdfeeder.pc), config, catalog, man pages, units, sysctl
@@ -83,7 +85,7 @@ SHIM_SO    = $(BUILD)/libbirdfeeder.so.$(SO_MAJOR)
 SHIM_MAP   = client-shim/c/libbirdfeeder.map
 SHIM_PC    = $(BUILD)/birdfeeder.pc
 
-.PHONY: all deps deps-deb deps-ci test test-asan demo bench install uninstall install-check \
+.PHONY: all deps deps-deb deps-ci test test-asan demo bench fleet-sim install uninstall install-check \
         deb test-deb clean valgrind proto-doc stats-doc install-ops config-doc \
         fuzz fuzz-targets fuzz-run fuzz-replay
 all: $(DAEMON_BIN) $(CLI_BIN) $(SHIM_LIB) $(SHIM_SO) $(SHIM_PC) $(BUILD)/paths
@@ -199,6 +201,11 @@ bench: deps
 	$(MAKE) all $(BENCH_SENDER)
 	$(PYTHON) tests/bench/bench.py --build $(BUILD)
 	node tests/bench/node_bench.mjs --build $(BUILD)
+	@echo "bench: a fleet against one shared rate limit is make fleet-sim (docs/scale.md)"
+
+fleet-sim: deps
+	$(MAKE) all $(BENCH_SENDER)
+	BIRDFEEDER_BUILD_DIR=$(BUILD) $(PYTHON) tests/bench/fleet.py
 
 proto-doc:
 	$(PYTHON) proto/gen_doc.py --write

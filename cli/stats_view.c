@@ -144,6 +144,28 @@ static void view_latency(const stats_view *v, FILE *out)
     }
 }
 
+/* Pacing: each dataset's flush interval and why ("llm_events 3.4s
+ * rate_limited"); nothing from a daemon without it. */
+static void view_pacing(const stats_view *v, FILE *out)
+{
+    const json_t *why = json_object_get(v->cur, "pacing");
+    const char *k;
+    json_t *ms;
+    int first = 1;
+    json_object_foreach(json_object_get(v->cur, "flush_interval_ms"), k, ms) {
+        const json_t *w = json_object_get(why, k);
+        char d[32];
+        if (first)
+            fprintf(out, "%-12s", "pacing");
+        fprintf(out, "%s%s %s %s", first ? " " : ", ", k,
+                fmt_duration(d, sizeof(d), json_number_value(ms)),
+                json_is_string(w) ? json_string_value(w) : "-");
+        first = 0;
+    }
+    if (!first)
+        fputc('\n', out);
+}
+
 /* One human-readable frame (also the --once output). */
 void view_print(const stats_view *v, FILE *out, const char *path)
 {
@@ -197,6 +219,7 @@ void view_print(const stats_view *v, FILE *out, const char *path)
     if (kr > 0)
         fprintf(out, " (%s/s)", fmt_rate(d, sizeof(d), kr));
     fputc('\n', out);
+    view_pacing(v, out);
     double last = jnum(c, "last_flush_ok_ms");
     if (last <= 0)
         fprintf(out, "%-12s never\n", "last flush");

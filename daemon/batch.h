@@ -3,8 +3,10 @@
  *
  * A batch is one buffer, allocated when its first row arrives with room for
  * flush_bytes plus one largest row, so appending a row never allocates. It
- * is closed when it reaches flush_bytes or flush_interval_ms after its first
- * row, and handed whole to the flush callback, which owns it from then on.
+ * is closed when it reaches flush_bytes or its dataset's interval after its
+ * first row, and handed whole to the flush callback, which owns it from
+ * then on. The interval is flush_interval_ms until the delivery policy
+ * says otherwise (batch_set_interval: the policy decides, batch applies).
  */
 #ifndef BF_BATCH_H
 #define BF_BATCH_H
@@ -23,6 +25,11 @@ typedef void (*batch_flush_cb)(batch_buf *b, void *arg);
 typedef struct batch_opts {
     uint64_t flush_bytes;
     uint64_t flush_interval_ms;
+    /* Each dataset's first batch closes after a uniform part of the
+     * interval instead, so that a fleet restarted together does not flush
+     * in step: with steady traffic a batch opens as the last one closes,
+     * so that first phase stays. */
+    int phase_jitter;
     size_t row_max;        /* row_max_bytes(max_datagram) */
     batch_flush_cb on_flush;
     void *arg;
@@ -35,6 +42,15 @@ int batch_init(uv_loop_t *loop, const batch_opts *opts);
  * before this returns). Returns 0, or UV_ENOMEM when no buffer could be
  * allocated (the row is lost and counted as dropped.no_memory). */
 int batch_append(const bf_row *row);
+
+/* From now on, batches of dataset close interval_ms after their first row,
+ * give or take a uniform jitter_ms (each batch draws its own). An open
+ * batch is held to it at once: closed now if it is already older. */
+void batch_set_interval(unsigned dataset, uint64_t interval_ms, uint64_t jitter_ms);
+
+/* Close dataset's batch now, if it holds rows (the policy is about to send
+ * what the dataset holds); on_flush runs before this returns. */
+void batch_flush(unsigned dataset);
 
 /* Close every non-empty batch now (shutdown, or a test). */
 void batch_flush_all(void);

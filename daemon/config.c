@@ -80,6 +80,14 @@ static const option_def options[] = {
      "close a batch at this many NDJSON bytes (at most 10 MB)"},
     {"flush-interval-ms", OPT_MS, OFF(flush_interval_ms), "1000", 10, 3600000,
      NULL, "close a batch this long after its first event"},
+    {"max-flush-interval-ms", OPT_MS, OFF(max_flush_interval_ms), "10000", 10,
+     3600000, NULL,
+     "pacing: while the destination's shared rate limit is near, a dataset's "
+     "batches stay open up to this long (bigger batches, fewer requests; "
+     "never past flush-bytes)"},
+    {"pacing", OPT_STR, OFF(pacing), "on", 0, 0, NULL,
+     "on: stretch flush intervals from the rate-limit headers (see "
+     "docs/scale.md); off: always flush-interval-ms"},
     {"stats-interval-ms", OPT_MS, OFF(stats_interval_ms), "1000", 10, 3600000,
      NULL, "how often the stats socket writes a line"},
     {"max-datagram", OPT_SIZE, OFF(max_datagram), "8KiB", 64, 65507, NULL,
@@ -600,6 +608,16 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     if (cfg->flush_bytes > cfg->max_memory / 4) {
         cfg->flush_bytes_asked = cfg->flush_bytes;
         cfg->flush_bytes = cfg->max_memory / 4;
+    }
+    if (strcmp(cfg->pacing, "on") != 0 && strcmp(cfg->pacing, "off") != 0) {
+        errf(err, n, "option 'pacing': '%s' is not on or off", cfg->pacing);
+        return CONFIG_ERROR;
+    }
+    if (cfg->max_flush_interval_ms < cfg->flush_interval_ms) {
+        log_info("max_flush_interval_raised", "from=%llu to=%llu reason=flush_interval_ms",
+                 (unsigned long long)cfg->max_flush_interval_ms,
+                 (unsigned long long)cfg->flush_interval_ms);
+        cfg->max_flush_interval_ms = cfg->flush_interval_ms;
     }
     if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
         errf(err, n, "option 'backoff-min-ms': %llu is more than backoff-max-ms %llu",

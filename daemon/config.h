@@ -37,6 +37,7 @@ typedef struct bf_config {
     char *log_level;
     char *log_format;        /* text or json */
     char *spool_dir;         /* spool and dead letters */
+    char *pacing;            /* "on" or "off": flush interval from the rate limit */
     char *config_file;       /* the file these came from, or NULL */
     /* The context's directories (paths.h), which the defaults of spool-dir,
      * ip-hash-key-file (state) and stats-socket (runtime) are under, and
@@ -45,6 +46,7 @@ typedef struct bf_config {
     const char *state_from, *runtime_from;
     uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
     uint64_t flush_interval_ms;
+    uint64_t max_flush_interval_ms; /* pacing stretches the interval up to it */
     uint64_t stats_interval_ms;
     uint64_t max_datagram;   /* larger datagrams are rejected: oversize */
     uint64_t rcvbuf_bytes;   /* SO_RCVBUF asked for */

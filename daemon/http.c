@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@ typedef struct http_req {
     CURL *easy;
     http_done_cb done;
     void *arg;
-    int64_t retry_after_s, ratelimit_reset_s;
+    int64_t retry_after_s, ratelimit_limit, ratelimit_remaining, ratelimit_reset_s;
     char *body;
     size_t body_len;
     char errbuf[CURL_ERROR_SIZE];
@@ -66,6 +67,8 @@ static void check_multi_info(void)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         http_result res = {0};
         res.retry_after_s = r->retry_after_s;
+        res.ratelimit_limit = r->ratelimit_limit;
+        res.ratelimit_remaining = r->ratelimit_remaining;
         res.ratelimit_reset_s = r->ratelimit_reset_s;
         if (msg->data.result == CURLE_OK) {
             curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status);
@@ -222,7 +225,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-static int64_t header_seconds(const char *v, size_t len)
+/* A header's value as a non-negative integer (at most 1000000), or -1
+ * when it does not start with a digit. */
+static int64_t header_number(const char *v, size_t len)
 {
     int64_t x = 0;
     size_t i = 0;
@@ -235,16 +240,29 @@ static int64_t header_seconds(const char *v, size_t len)
     return x;
 }
 
+/* The numeric headers a response may carry, and where each goes. */
+static const struct {
+    const char *name; /* lower case, with the colon */
+    size_t off;       /* of its int64_t in http_req */
+} number_headers[] = {
+    {"retry-after:", offsetof(http_req, retry_after_s)},
+    {"x-ratelimit-limit:", offsetof(http_req, ratelimit_limit)},
+    {"x-ratelimit-remaining:", offsetof(http_req, ratelimit_remaining)},
+    {"x-ratelimit-reset:", offsetof(http_req, ratelimit_reset_s)},
+};
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
     http_req *r = userp;
     size_t n = size * nmemb;
-    static const char ra[] = "retry-after:", rr[] = "x-ratelimit-reset:";
-    if (n > sizeof(ra) - 1 && strncasecmp(data, ra, sizeof(ra) - 1) == 0)
-        r->retry_after_s = header_seconds(data + sizeof(ra) - 1, n - sizeof(ra) + 1);
-    else if (n > sizeof(rr) - 1 && strncasecmp(data, rr, sizeof(rr) - 1) == 0)
-        r->ratelimit_reset_s =
-            header_seconds(data + sizeof(rr) - 1, n - sizeof(rr) + 1);
+    for (size_t k = 0; k < sizeof(number_headers) / sizeof(number_headers[0]); k++) {
+        size_t len = strlen(number_headers[k].name);
+        if (n > len && strncasecmp(data, number_headers[k].name, len) == 0) {
+            *(int64_t *)((char *)r + number_headers[k].off) =
+                header_number(data + len, n - len);
+            break;
+        }
+    }
     return n;
 }
 
@@ -344,7 +362,8 @@ int http_post(const char *url, const char *body, size_t len,
         return -ENOMEM;
     r->done = done;
     r->arg = arg;
-    r->retry_after_s = r->ratelimit_reset_s = -1;
+    r->retry_after_s = r->ratelimit_limit = r->ratelimit_remaining =
+        r->ratelimit_reset_s = -1;
     r->easy = curl_easy_init();
     if (!r->easy) {
         free(r);
@@ -400,6 +419,7 @@ void http_abort_all(void)
         ht.inflight--;
         curl_multi_remove_handle(ht.multi, r->easy);
         http_result res = {.status = 0, .error = "aborted", .retry_after_s = -1,
+                           .ratelimit_limit = -1, .ratelimit_remaining = -1,
                            .ratelimit_reset_s = -1, .body = "", .body_len = 0};
         r->done(&res, r->arg);
         req_free(r);

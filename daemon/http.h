@@ -22,7 +22,8 @@ typedef struct http_result {
     long status;            /* HTTP status; 0 when no response arrived */
     const char *error;      /* curl's message when status is 0, else NULL */
     int64_t retry_after_s;  /* Retry-After seconds, -1 when absent */
-    int64_t ratelimit_reset_s; /* X-RateLimit-Reset seconds, -1 when absent */
+    /* X-RateLimit-Limit, -Remaining and -Reset (seconds), -1 when absent */
+    int64_t ratelimit_limit, ratelimit_remaining, ratelimit_reset_s;
     const char *body;       /* response body, NUL-terminated, first 64 KiB */
     size_t body_len;
 } http_result;

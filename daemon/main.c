@@ -87,6 +87,19 @@ static void on_flush(batch_buf *b, void *arg)
     sink_submit(b);
 }
 
+/* The policy paces each dataset's flushes; batch applies the interval. */
+static void on_interval(unsigned dataset, uint64_t interval_ms, uint64_t jitter_ms, void *arg)
+{
+    (void)arg;
+    batch_set_interval(dataset, interval_ms, jitter_ms);
+}
+
+static void on_close_open(unsigned dataset, void *arg)
+{
+    (void)arg;
+    batch_flush(dataset);
+}
+
 static void refresh_gauges(void *arg)
 {
     (void)arg;
@@ -167,7 +180,13 @@ static const sink_opts *sink_options(const bf_config *cfg, sink_config *sc)
                          .spool = cfg->token ? &sc->po : NULL,
                          .max_inflight = (unsigned)cfg->max_inflight,
                          .backoff_min_ms = cfg->backoff_min_ms,
-                         .backoff_max_ms = cfg->backoff_max_ms};
+                         .backoff_max_ms = cfg->backoff_max_ms,
+                         .pacing = {.on = strcmp(cfg->pacing, "on") == 0,
+                                    .base_ms = cfg->flush_interval_ms,
+                                    .max_ms = cfg->max_flush_interval_ms,
+                                    .flush_bytes = cfg->flush_bytes},
+                         .on_interval = on_interval,
+                         .close_open = on_close_open};
     return &sc->so;
 }
 
@@ -202,7 +221,9 @@ static void apply_config(bf_config *fresh, catalog *cat)
                                             "max-event-age", "max-event-skew", "token",
                                             "tinybird-url",
                                             "http-timeout-ms", "max-inflight",
-                                            "backoff-min-ms", "backoff-max-ms", NULL};
+                                            "backoff-min-ms", "backoff-max-ms", "pacing",
+                                            "flush-interval-ms", "max-flush-interval-ms",
+                                            NULL};
     enrich_set_catalog(app.enrich, cat);
     enrich_set_time_window(app.enrich, fresh->max_event_age_ms, fresh->max_event_skew_ms);
     catalog_free(app.cat);
@@ -443,10 +464,12 @@ int main(int argc, char **argv)
 
     batch_opts bo = {.flush_bytes = cfg->flush_bytes,
                      .flush_interval_ms = cfg->flush_interval_ms,
+                     .phase_jitter = 1,
                      .row_max = row_max_bytes(cfg->max_datagram),
                      .on_flush = on_flush};
     if ((rc = batch_init(app.loop, &bo)) < 0)
         return fail("batch", uv_strerror(rc));
+    sink_set_pacing(&sc.so.pacing); /* batch hears each dataset's interval */
 
     receive_opts ro = {.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
                        .max_datagram = cfg->max_datagram, .cb = on_datagram};

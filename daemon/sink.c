@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "clock.h"
+#include "jitter.h"
 #include "log.h"
 #include "memory.h"
 #include "stats.h"
@@ -27,6 +27,8 @@ typedef struct ds_state {
     uint64_t failing_since_ms; /* loop time of the first retry since the
                                   last success; 0: none */
     uv_timer_t timer;
+    pacer pace;            /* its flush interval (pacing.h) */
+    pacing_state told;     /* the state last logged */
 } ds_state;
 
 static struct {
@@ -48,7 +50,7 @@ static struct {
     unsigned generation;   /* bumped by sink_reconfigure */
 } sk;
 
-static log_limit retry_limit, large_limit, start_limit, hold_limit;
+static log_limit retry_limit, large_limit, start_limit, hold_limit, pacing_limit;
 
 static const char *const hold_names[] = {"not_found", "unauthorized"};
 
@@ -167,6 +169,11 @@ static void on_resume(uv_timer_t *t)
 {
     ds_state *d = t->data;
     d->paused = 0;
+    /* Refused for the rate limit: the open batch goes with the refused one
+     * (merge_waiting), instead of a request of its own soon after. It is
+     * submitted, and sent, from inside close_open. */
+    if (d->probing && sk.o.close_open && pacer_state(&d->pace, &sk.o.pacing) == PACING_RATE_LIMITED)
+        sk.o.close_open(d->dataset, sk.o.interval_arg);
     pump();
 }
 
@@ -188,10 +195,7 @@ static uint64_t next_backoff(ds_state *d)
     d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : sk.o.backoff_min_ms;
     if (d->backoff_ms > sk.o.backoff_max_ms)
         d->backoff_ms = sk.o.backoff_max_ms;
-    uint32_t r;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-        r = (uint32_t)rand();
-    return d->backoff_ms / 2 + (uint64_t)r % (d->backoff_ms / 2 + 1);
+    return d->backoff_ms / 2 + jitter_upto(d->backoff_ms / 2);
 }
 
 /* j was not delivered and may be later: back to the front of its queue,
@@ -296,9 +300,116 @@ static int split_job(ds_state *d, sink_job *j)
     b2->close_ms = b->close_ms;
     b->len = cut;
     b->rows = rows1;
+    j->split = j2->split = 1;
     push_front(d, j2); /* each half settles on its own */
     push_front(d, j);
     return 0;
+}
+
+/* ---- pacing (pacing.h) ---- */
+
+/* Tell the batch stage d's interval, jittered by 10% while pacing is on
+ * (pacing.h: hosts must sample the window at random phases); log when its
+ * state changes. */
+static void tell_interval(ds_state *d)
+{
+    uint64_t ms = pacer_interval_ms(&d->pace, &sk.o.pacing);
+    pacing_state st = pacer_state(&d->pace, &sk.o.pacing);
+    if (st != d->told) {
+        d->told = st;
+        log_limited(&pacing_limit, LOG_INFO, "pacing",
+                    "dataset=%s state=%s interval_ms=%llu", bf_dataset_name(d->dataset),
+                    pacing_state_name(st), (unsigned long long)ms);
+    }
+    if (sk.o.on_interval)
+        sk.o.on_interval(d->dataset, ms, st == PACING_OFF ? 0 : ms / 10, sk.o.interval_arg);
+}
+
+/* A wait the destination asked for, spread by up to one rate window (at
+ * most the wait itself): hosts refused in one window come back across the
+ * next instead of all at its start. After a refusal for the rate limit
+ * while pacing, the dataset waits its paced interval at least, spread by
+ * up to as long again: retries count against the limit too, and a fleet
+ * retrying every second would keep it full. */
+static int64_t spread_wait(const ds_state *d, const sink_answer *a)
+{
+    int64_t wait = a->wait_ms;
+    uint64_t spread = d->pace.window_s ? d->pace.window_s * 1000 : 1000;
+    if (a->throttled && sk.o.pacing.on) {
+        uint64_t t = pacer_interval_ms(&d->pace, &sk.o.pacing);
+        wait = wait > (int64_t)t ? wait : (int64_t)t;
+        spread = (uint64_t)wait;
+    }
+    if (wait <= 0)
+        return wait;
+    return wait + (int64_t)jitter_upto(spread < (uint64_t)wait ? spread : (uint64_t)wait);
+}
+
+/* While d is rate limited, the live batches waiting behind its head go
+ * out with it, in one request, as far as they fit in the head's buffer
+ * and in flush_bytes: bigger batches, fewer requests, for the backlog a
+ * refusal left too (otherwise each would be a request of its own, sent
+ * together when the refused one passes). Batches read from the spool
+ * settle their records on their own; halves of a split stay apart. */
+static void merge_waiting(ds_state *d)
+{
+    sink_job *h = d->head;
+    if (!h || h->spool_ref || h->split ||
+        pacer_state(&d->pace, &sk.o.pacing) != PACING_RATE_LIMITED)
+        return;
+    size_t room = h->b->cap;
+    if (sk.o.pacing.flush_bytes && sk.o.pacing.flush_bytes < room)
+        room = (size_t)sk.o.pacing.flush_bytes;
+    sink_job *n;
+    while ((n = h->next) && !n->spool_ref && !n->split && h->b->len + n->b->len <= room) {
+        job_forget(h); /* a compressed body no longer matches */
+        memcpy(h->b->data + h->b->len, n->b->data, n->b->len);
+        h->b->len += n->b->len;
+        h->b->rows += n->b->rows;
+        if (n->b->first_ms < h->b->first_ms)
+            h->b->first_ms = n->b->first_ms;
+        if (n->b->close_ms > h->b->close_ms)
+            h->b->close_ms = n->b->close_ms;
+        h->next = n->next;
+        if (d->tail == n)
+            d->tail = h;
+        job_free(n);
+        stats.batches_merged[d->dataset]++;
+    }
+}
+
+static void set_pacing(const pacing_opts *p)
+{
+    sk.o.pacing = *p;
+    if (!sk.o.pacing.base_ms)
+        sk.o.pacing.on = 0;
+}
+
+/* Every dataset's interval within the limits now (a start, a reload). */
+static void tell_all(void)
+{
+    for (unsigned id = 1; id < BF_DATASET_MAX; id++)
+        tell_interval(&sk.ds[id]);
+}
+
+void sink_set_pacing(const pacing_opts *p)
+{
+    set_pacing(p);
+    if (sk.started)
+        tell_all();
+}
+
+uint64_t sink_flush_interval_ms(unsigned dataset)
+{
+    return dataset && dataset < BF_DATASET_MAX
+               ? pacer_interval_ms(&sk.ds[dataset].pace, &sk.o.pacing) : 0;
+}
+
+const char *sink_pacing(unsigned dataset)
+{
+    return pacing_state_name(dataset && dataset < BF_DATASET_MAX
+                                 ? pacer_state(&sk.ds[dataset].pace, &sk.o.pacing)
+                                 : PACING_OFF);
 }
 
 /* ---- answers ---- */
@@ -322,6 +433,12 @@ void sink_job_done(sink_job *j, const sink_answer *a)
     ds_state *d = &sk.ds[j->b->dataset];
     d->inflight--;
     sk.inflight--;
+    /* The pacer first (a refused batch's wait depends on it); the batch
+     * stage is told at the end, as telling it may close and submit a
+     * batch. Replayed batches lost their receipt times. */
+    int repaced = !sk.aborting &&
+                  pacer_answer(&d->pace, &sk.o.pacing, &a->budget, a->throttled,
+                               j->spool_ref ? 0 : j->b->close_ms - j->b->first_ms);
 
     if (a->cls == SINK_DONE) {
         if (d->held)
@@ -344,7 +461,7 @@ void sink_job_done(sink_job *j, const sink_answer *a)
             job_free(j);
         }
     } else if (a->cls == SINK_RETRY) {
-        retry_later(d, j, a->status, a->detail, a->wait_ms);
+        retry_later(d, j, a->status, a->detail, spread_wait(d, a));
     } else if (a->cls == SINK_HOLD) {
         hold(d, j, a);
     } else { /* SINK_REJECT: kept for a person to look at, not retried */
@@ -356,6 +473,8 @@ void sink_job_done(sink_job *j, const sink_answer *a)
         }
         job_free(j);
     }
+    if (repaced)
+        tell_interval(d);
     pump();
     pump_spool();
     check_drained();
@@ -382,6 +501,7 @@ static void pump(void)
         }
         if (!best)
             return;
+        merge_waiting(best);
         sink_job *j = pop_front(best);
         j->attempts++;
         j->generation = sk.generation;
@@ -466,6 +586,7 @@ static void set_policy(const sink_opts *opts)
     sk.o.max_inflight = opts->max_inflight ? opts->max_inflight : 1;
     sk.o.backoff_min_ms = opts->backoff_min_ms ? opts->backoff_min_ms : 500;
     sk.o.backoff_max_ms = opts->backoff_max_ms ? opts->backoff_max_ms : 60000;
+    set_pacing(&opts->pacing);
 }
 
 int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
@@ -480,6 +601,7 @@ int sink_start(uv_loop_t *loop, const sink_opts *opts, char *err, size_t n)
         d->dataset = id;
         uv_timer_init(loop, &d->timer);
         d->timer.data = d;
+        d->told = pacer_state(&d->pace, &sk.o.pacing);
     }
     uv_timer_init(loop, &sk.drain_timer);
     uv_timer_init(loop, &sk.replay_timer);
@@ -584,6 +706,7 @@ int sink_reconfigure(const sink_opts *opts, char *err, size_t n)
     if (rc < 0)
         return rc;
     set_policy(opts);
+    tell_all(); /* new pacing limits hold at once */
     sk.generation++;
     /* What a person just fixed (a token, a region host) is tried at once;
      * a probe still out with the old options is sent again when it comes

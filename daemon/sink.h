@@ -34,6 +34,20 @@
  * At shutdown whatever is not acknowledged by the deadline is spooled, or,
  * without a spool, counted as dropped.shutdown.
  *
+ * Pacing: the policy also decides how long each dataset's batches stay
+ * open. From the budget the backend reports with every answer (Tinybird's
+ * X-RateLimit-* headers, 429s) a pacer per dataset (pacing.h: the law and
+ * why it converges for a fleet sharing one limit) stretches the interval
+ * up to pacing.max_ms while the destination's shared limit is near, and
+ * brings it back to pacing.base_ms with headroom; on_interval tells the
+ * batch stage (main.c wires it to batch_set_interval). When a dataset
+ * refused for the rate limit may send again, its next request carries all
+ * it holds: the refused batch, those that closed behind it, and the open
+ * one (close_open), merged up to pacing.flush_bytes. A wait the
+ * destination asked for (Retry-After) is spread by up to one rate window
+ * more, so that the hosts a window refused do not all come back at the
+ * start of the next.
+ *
  * The policy owns every batch passed to sink_submit, on every path.
  */
 #ifndef BF_SINK_H
@@ -43,8 +57,17 @@
 #include <uv.h>
 
 #include "batch_buf.h"
+#include "pacing.h"
 #include "sink_backend.h"
 #include "spool.h"
+
+/* The interval batches of dataset should now stay open, give or take
+ * jitter_ms (see batch_set_interval). */
+typedef void (*sink_interval_cb)(unsigned dataset, uint64_t interval_ms, uint64_t jitter_ms,
+                                 void *arg);
+/* Close dataset's open batch now and submit it (see batch_flush): the
+ * policy is about to send what the dataset holds. */
+typedef void (*sink_close_cb)(unsigned dataset, void *arg);
 
 typedef struct sink_opts {
     const sink_backend *backend;
@@ -52,6 +75,10 @@ typedef struct sink_opts {
     const spool_opts *spool;   /* NULL: no spool */
     unsigned max_inflight;     /* jobs in progress per dataset */
     uint64_t backoff_min_ms, backoff_max_ms; /* 0: 500 ms and 60 s */
+    pacing_opts pacing;        /* base_ms 0: no pacing, as off */
+    sink_interval_cb on_interval; /* NULL: nobody to tell */
+    sink_close_cb close_open;  /* NULL: nobody to ask */
+    void *interval_arg;        /* for both */
 } sink_opts;
 
 /* Open the spool (when given; replaying what an earlier run left) and start
@@ -94,5 +121,14 @@ int sink_reconfigure(const sink_opts *opts, char *err, size_t n);
  * answer. */
 const char *sink_state(void);
 const char *sink_state_hint(void);
+
+/* New pacing limits (a reload of --pacing, --flush-interval-ms or
+ * --max-flush-interval-ms): each dataset's interval is kept within them,
+ * and on_interval hears of every one that moved. */
+void sink_set_pacing(const pacing_opts *p);
+
+/* A dataset's current flush interval and why, for the stats. */
+uint64_t sink_flush_interval_ms(unsigned dataset);
+const char *sink_pacing(unsigned dataset);
 
 #endif /* BF_SINK_H */

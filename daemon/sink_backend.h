@@ -31,6 +31,12 @@
  *                   batch at a time at the backoff ceiling. hint says what
  *                   was sent and what to check (never a secret)
  *
+ * With any class, a backend whose destination tells how much more it takes
+ * (Tinybird's X-RateLimit-* headers) reports it in budget, and a refusal
+ * for the destination's rate limit (429) sets throttled; the policy paces
+ * the dataset's flushes from them (pacing.h). A destination that says
+ * nothing (a file, Kafka) leaves both zero.
+ *
  * A backend must:
  *   - answer every job that submit() accepted (returned 0) exactly once,
  *     through sink_job_done(), on the loop thread, and never from inside
@@ -72,6 +78,8 @@ typedef struct sink_job {
     unsigned attempts;
     unsigned generation;   /* the backend options it was submitted under */
     uint64_t spool_ref;    /* spool segment it was replayed from; 0: live */
+    int split;             /* a half of a batch the destination found too
+                              large: never merged again */
     struct sink_job *next;
 } sink_job;
 
@@ -89,6 +97,15 @@ typedef enum sink_hold {
     SINK_HOLD_UNAUTHORIZED,
 } sink_hold;
 
+/* The destination's request budget for this dataset after this request,
+ * as it reported it: limit 0 means it said nothing, and then the other
+ * fields mean nothing either. */
+typedef struct sink_budget {
+    uint64_t limit;        /* requests it takes per window */
+    uint64_t remaining;    /* of those, left in the current window */
+    uint64_t reset_ms;     /* until the window ends (0: not said) */
+} sink_budget;
+
 /* What a backend says about one job. Pointers are valid during
  * sink_job_done only. */
 typedef struct sink_answer {
@@ -101,6 +118,8 @@ typedef struct sink_answer {
     sink_hold hold;            /* SINK_HOLD: why */
     const char *hint;          /* SINK_HOLD: for a person, or NULL */
     const char *detail;        /* error text or response body, or NULL */
+    sink_budget budget;        /* any class; zero: not reported */
+    int throttled;             /* SINK_RETRY: refused for the rate limit */
 } sink_answer;
 
 typedef struct sink_backend {

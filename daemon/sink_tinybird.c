@@ -204,6 +204,7 @@ static void on_posted(const http_result *res, void *arg)
         a.cls = SINK_TOO_LARGE;
     } else if (st == 429 || st == 408 || st >= 500 || st == 0) {
         a.cls = SINK_RETRY;
+        a.throttled = st == 429;
         if (st == 429 && res->retry_after_s >= 0)
             a.wait_ms = res->retry_after_s * 1000;
         else if (st == 429 && res->ratelimit_reset_s >= 0)
@@ -229,6 +230,11 @@ static void on_posted(const http_result *res, void *arg)
         a.drop = DROP_http_rejected;
         a.detail = res->body;
     }
+    if (res->ratelimit_limit > 0 && res->ratelimit_remaining >= 0)
+        a.budget = (sink_budget){
+            .limit = (uint64_t)res->ratelimit_limit,
+            .remaining = (uint64_t)res->ratelimit_remaining,
+            .reset_ms = res->ratelimit_reset_s > 0 ? (uint64_t)res->ratelimit_reset_s * 1000 : 0};
     sink_job_done(j, &a);
 }
 

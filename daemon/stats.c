@@ -219,6 +219,22 @@ static json_t *text_json(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+/* The readers of the READ_MAP and STATE_MAP rows, one entry i at a time. */
+#define BF_STAT_READ_MAP(key, index, label, reader, prom, help)                  \
+    static json_t *read_##key(unsigned i) { return json_integer((json_int_t)(reader)); }
+#define BF_STAT_STATE_MAP(key, index, label, reader, states, prom, help)         \
+    static json_t *read_##key(unsigned i) { return text_json(reader); }
+#include "stats.def"
+
+static json_t *read_map(const stats_index *ix, json_t *(*read)(unsigned i))
+{
+    json_t *o = json_object();
+    char buf[12];
+    for (unsigned i = ix->first; i < ix->end; i++)
+        json_object_set_new(o, ix->key(i, buf), read(i));
+    return o;
+}
+
 json_t *stats_snapshot(void)
 {
     if (st.refresh)
@@ -233,6 +249,10 @@ json_t *stats_snapshot(void)
 #define BF_STAT_READ(key, type, reader, prom, help) SET(key, I(reader))
 #define BF_STAT_QUANTILES(key, reader, prom, help) SET(key, reader)
 #define BF_STAT_TEXT(key, reader, states, prom, help) SET(key, text_json(reader))
+#define BF_STAT_READ_MAP(key, index, label, reader, prom, help)                  \
+    SET(key, read_map(&index_##index, read_##key))
+#define BF_STAT_STATE_MAP(key, index, label, reader, states, prom, help)         \
+    SET(key, read_map(&index_##index, read_##key))
 #include "stats.def"
 #undef I
 #undef SET

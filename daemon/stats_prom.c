@@ -21,6 +21,10 @@ static const struct prom_family {
 #define BF_STAT_QUANTILES(key, reader, prom, help) \
     {#key, prom, "summary", "quantile", help, NULL},
 #define BF_STAT_TEXT(key, reader, states, prom, help) {#key, prom, "gauge", "state", help, states},
+#define BF_STAT_READ_MAP(key, index, label, reader, prom, help) \
+    {#key, prom, "gauge", label, help, NULL},
+#define BF_STAT_STATE_MAP(key, index, label, reader, states, prom, help) \
+    {#key, prom, "gauge", label, help, states},
 #include "stats.def"
 };
 
@@ -125,20 +129,47 @@ static void prom_family_print(FILE *out, const char *name, const char *type,
     }
 }
 
-/* A state set (stats.def BF_STAT_TEXT): one sample per state, 1 for the
- * current one, so an alert can match sink_state{state="unauthorized"}. */
-static void prom_states_print(FILE *out, const struct prom_family *f, const char *cur)
+/* One state set's samples for the value cur: one per state, 1 for the
+ * current one; a map's entry k carries its label first. */
+static void prom_state_samples(FILE *out, const struct prom_family *f, const char *k,
+                               const char *cur)
 {
-    fprintf(out, "# HELP birdfeeder_%s ", f->name);
-    prom_escape(out, f->help, 0);
-    fprintf(out, "\n# TYPE birdfeeder_%s gauge\n", f->name);
     for (const char *p = f->states; *p;) {
         size_t len = strcspn(p, " ");
-        fprintf(out, "birdfeeder_%s{state=\"%.*s\"} %d\n", f->name, (int)len, p,
+        fprintf(out, "birdfeeder_%s{", f->name);
+        if (k) {
+            fprintf(out, "%s=\"", f->label);
+            prom_escape(out, k, 1);
+            fputs("\",", out);
+        }
+        fprintf(out, "state=\"%.*s\"} %d\n", (int)len, p,
                 strlen(cur) == len && strncmp(cur, p, len) == 0);
         p += len;
         p += strspn(p, " ");
     }
+}
+
+/* A state set (stats.def BF_STAT_TEXT): one sample per state, 1 for the
+ * current one, so an alert can match sink_state{state="unauthorized"}; a
+ * map of them (BF_STAT_STATE_MAP) has one set per entry,
+ * pacing{dataset="llm_events",state="rate_limited"}. */
+static void prom_states_print(FILE *out, const struct prom_family *f, const json_t *v)
+{
+    const char *k;
+    json_t *e;
+    int any = json_is_string(v);
+    json_object_foreach((json_t *)v, k, e)
+        any |= json_is_string(e);
+    if (!any)
+        return;
+    fprintf(out, "# HELP birdfeeder_%s ", f->name);
+    prom_escape(out, f->help, 0);
+    fprintf(out, "\n# TYPE birdfeeder_%s gauge\n", f->name);
+    if (json_is_string(v))
+        prom_state_samples(out, f, NULL, json_string_value(v));
+    json_object_foreach((json_t *)v, k, e)
+        if (json_is_string(e))
+            prom_state_samples(out, f, k, json_string_value(e));
 }
 
 /* Does map o hold numbers named like p50, p99? */
@@ -160,8 +191,8 @@ void stats_prom_write(const json_t *snap, FILE *out)
     for (size_t i = 0; i < nf; i++) {
         const struct prom_family *f = &prom_families[i];
         json_t *v = json_object_get(snap, f->key);
-        if (f->name && f->states && json_is_string(v))
-            prom_states_print(out, f, json_string_value(v));
+        if (f->name && f->states && (json_is_string(v) || json_is_object(v)))
+            prom_states_print(out, f, v);
         else if (f->name && (json_is_number(v) || (f->label && json_is_object(v))))
             prom_family_print(out, f->name, f->type, f->help, f->label,
                               prom_scale(f->name), v);

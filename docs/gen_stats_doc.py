@@ -35,6 +35,11 @@ ROW = {  # macro: (regex of its arguments, names of the groups)
                   ("key", "reader", "prom", "help")),
     "TEXT": (r"(\w+)\s*,\s*([^,]+?)\s*,\s*" + NAME + r"\s*,\s*" + NAME + r"\s*,\s*" + STR,
              ("key", "reader", "states", "prom", "help")),
+    "READ_MAP": (r"(\w+)\s*,\s*(\w+)\s*,\s*" + STR + r"\s*,\s*([^,]+?)\s*,\s*" + NAME
+                 + r"\s*,\s*" + STR, ("key", "index", "label", "reader", "prom", "help")),
+    "STATE_MAP": (r"(\w+)\s*,\s*(\w+)\s*,\s*" + STR + r"\s*,\s*([^,]+?)\s*,\s*" + NAME
+                  + r"\s*,\s*" + NAME + r"\s*,\s*" + STR,
+                  ("key", "index", "label", "reader", "states", "prom", "help")),
 }
 INDEX_TEXT = {"dataset": "by dataset", "reason": "by reject reason",
               "drop": "by drop reason", "status": "by HTTP status"}
@@ -60,7 +65,8 @@ def read_rows():
         row = dict(zip(names, a.groups()), kind=kind)
         # Every row with the same fields: what the CLI exports it as.
         row.setdefault("prom", None)
-        row.setdefault("type", {"QUANTILES": "summary", "TEXT": "gauge"}.get(kind, "counter"))
+        row.setdefault("type", {"QUANTILES": "summary", "TEXT": "gauge", "READ_MAP": "gauge",
+                                "STATE_MAP": "gauge"}.get(kind, "counter"))
         row.setdefault("label", {"QUANTILES": "quantile", "TEXT": "state"}.get(kind))
         rows.append(row)
     keys = [r["key"] for r in rows]
@@ -82,6 +88,11 @@ def kind_text(r):
     if k == "TEXT":
         return ("one of %s" % ", ".join("`%s`" % v for v in r["states"].split())
                 if r.get("states") else "text or null")
+    if k == "READ_MAP":
+        return "gauges, " + INDEX_TEXT.get(r["index"], "by " + r["index"])
+    if k == "STATE_MAP":
+        return ("one of %s, " % ", ".join("`%s`" % v for v in r["states"].split())
+                + INDEX_TEXT.get(r["index"], "by " + r["index"]))
     return "p50, p99 (ms or null), window_s"
 
 
@@ -89,8 +100,10 @@ def prom_text(r):
     if not r.get("prom"):
         return "(not exported)"
     name = "birdfeeder_" + r["prom"]
-    if r["kind"] == "MAP":
+    if r["kind"] in ("MAP", "READ_MAP"):
         name += '{%s}' % r["label"]
+    elif r["kind"] == "STATE_MAP":
+        name += '{%s,state}' % r["label"]
     elif r["kind"] == "QUANTILES":
         name += "{quantile}"
     elif r["kind"] == "TEXT":

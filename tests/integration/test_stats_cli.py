@@ -299,6 +299,27 @@ class TestAgainstScriptedSocket(StatsCliTestCase):
         self.assertRegex(p.stdout, re.compile(r'^sink\s+unauthorized: ' + re.escape(hint) + '$',
                                               re.M))
 
+    def test_pacing_in_the_view_and_as_state_sets_by_dataset(self):
+        line = snapshot(1000, 10, flush_interval_ms={"image_events": 1000, "llm_events": 3400},
+                        pacing={"image_events": "normal", "llm_events": "rate_limited"})
+        with FakeStatsSocket([[line]], hold=True) as fake:
+            p = run_stats('--socket', fake.path, '--prom')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        fams = check_prometheus(p.stdout)
+        self.assertEqual(fams['birdfeeder_flush_interval_seconds']['samples'],
+                         {(('dataset', 'image_events'),): 1.0, (('dataset', 'llm_events'),): 3.4})
+        self.assertEqual(fams['birdfeeder_pacing']['type'], 'gauge')
+        want = {}
+        for ds, cur in (('image_events', 'normal'), ('llm_events', 'rate_limited')):
+            for st in ('normal', 'rate_limited', 'off'):
+                want[(('dataset', ds), ('state', st))] = int(st == cur)
+        self.assertEqual(fams['birdfeeder_pacing']['samples'], want)
+        with FakeStatsSocket([[line]]) as fake:
+            p = run_stats('--socket', fake.path, '--once')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, re.compile(
+            r'^pacing\s+image_events 1\.0s normal, llm_events 3\.4s rate_limited$', re.M))
+
     def test_prom_exports_unknown_keys_as_gauges(self):
         line = snapshot(1000, 10, received=5, new_counter=3,
                         new_map={"a-b": 1, "c": 2},

@@ -41,16 +41,22 @@ static void batch_setup(void)
     ck_assert_int_eq(uv_loop_init(&loop), 0);
 }
 
-static void start(uint64_t flush_bytes, uint64_t interval_ms)
+static void start_jittered(uint64_t flush_bytes, uint64_t interval_ms, int phase_jitter)
 {
     batch_opts o = {
         .flush_bytes = flush_bytes,
         .flush_interval_ms = interval_ms,
+        .phase_jitter = phase_jitter,
         .row_max = row_max_bytes(8192),
         .on_flush = on_flush,
         .arg = &marker,
     };
     ck_assert_int_eq(batch_init(&loop, &o), 0);
+}
+
+static void start(uint64_t flush_bytes, uint64_t interval_ms)
+{
+    start_jittered(flush_bytes, interval_ms, 0);
 }
 
 /* batch_close, run the loop until the handles are closed, close it. */
@@ -312,12 +318,100 @@ START_TEST(test_batch_buf_new_free)
 }
 END_TEST
 
+/* Run the loop until the next batch closes; returns its age then. */
+static uint64_t age_at_close(unsigned ds, int n)
+{
+    int before = ngot;
+    uint64_t t0 = uv_now(&loop);
+    append(ds, n);
+    while (ngot == before)
+        uv_run(&loop, UV_RUN_ONCE);
+    return uv_now(&loop) - t0;
+}
+
+/* The policy's interval holds from the next batch; an open batch is held
+ * to it at once: a shorter one closes it now when it is older, a longer
+ * one keeps it open longer. Jitter draws each batch's interval within
+ * interval +- jitter. Datasets are apart. */
+START_TEST(test_batch_set_interval)
+{
+    const unsigned ds = BF_DATASET_llm_events;
+    start(1000000, 40);
+    batch_set_interval(ds, 120, 0);
+    uint64_t age = age_at_close(ds, 0);
+    ck_assert_msg(age >= 120 && age < 400, "closed after %llu ms", (unsigned long long)age);
+    /* An open batch: made older than the new, shorter interval. */
+    append(ds, 1);
+    tu_run_for(&loop, 60);
+    ck_assert_int_eq(ngot, 1);
+    batch_set_interval(ds, 30, 0);
+    ck_assert_int_eq(ngot, 2); /* closed at once */
+    check_lines(got[1], 1, 1);
+    /* Longer: the open batch waits for it. */
+    append(ds, 2);
+    batch_set_interval(ds, 150, 0);
+    tu_run_for(&loop, 80);
+    ck_assert_int_eq(ngot, 2);
+    while (ngot == 2)
+        uv_run(&loop, UV_RUN_ONCE);
+    /* Jitter: each draw within 100 +- 50. */
+    batch_set_interval(ds, 100, 50);
+    for (int i = 0; i < 6; i++) {
+        age = age_at_close(ds, 10 + i);
+        ck_assert_msg(age >= 50 && age < 300, "closed after %llu ms", (unsigned long long)age);
+    }
+    /* The other dataset kept the start's interval. */
+    age = age_at_close(BF_DATASET_image_events, 0);
+    ck_assert_msg(age >= 40 && age < 300, "closed after %llu ms", (unsigned long long)age);
+    batch_set_interval(0, 10, 0);               /* no dataset 0: ignored */
+    batch_set_interval(BF_DATASET_MAX, 10, 0);  /* out of range: ignored */
+    /* batch_flush: that dataset's open batch only, at once. */
+    batch_set_interval(ds, 60000, 0);
+    append(ds, 20);
+    append(BF_DATASET_image_events, 21);
+    int before = ngot;
+    batch_flush(ds);
+    ck_assert_int_eq(ngot, before + 1);
+    ck_assert_uint_eq(got[ngot - 1]->dataset, ds);
+    batch_flush(ds); /* empty: nothing */
+    batch_flush(0);
+    ck_assert_int_eq(ngot, before + 1);
+    finish();
+}
+END_TEST
+
+/* With phase_jitter, each dataset's first batch closes after a uniform
+ * part of the interval, the next ones after the whole of it. */
+START_TEST(test_batch_phase_jitter)
+{
+    const unsigned ds = BF_DATASET_image_events;
+    uint64_t shortest = UINT64_MAX;
+    for (int run = 0; run < 8; run++) {
+        if (run) /* batch_setup made the first */
+            ck_assert_int_eq(uv_loop_init(&loop), 0);
+        start_jittered(1000000, 200, 1);
+        uint64_t first = age_at_close(ds, 0);
+        ck_assert_uint_le(first, 200 + 100);
+        shortest = first < shortest ? first : shortest;
+        if (run == 0) {
+            uint64_t next = age_at_close(ds, 1);
+            ck_assert_uint_ge(next, 200);
+        }
+        finish();
+    }
+    /* Eight draws from (0, 200]: all of them over 150 has odds 1 in 65536. */
+    ck_assert_uint_lt(shortest, 150);
+}
+END_TEST
+
 Suite *batch_suite(void)
 {
     TCase *tc;
     Suite *s = tu_suite("batch", batch_setup, NULL, &tc);
     tcase_add_test(tc, test_batch_flush_by_size);
     tcase_add_test(tc, test_batch_flush_by_age);
+    tcase_add_test(tc, test_batch_set_interval);
+    tcase_add_test(tc, test_batch_phase_jitter);
     tcase_add_test(tc, test_batch_size_flush_stops_timer);
     tcase_add_test(tc, test_batch_per_dataset);
     tcase_add_test(tc, test_batch_flush_all_empty);

@@ -142,6 +142,8 @@ START_TEST(test_config_defaults)
     ck_assert_ptr_null(cfg.config_file);
     ck_assert_uint_eq(cfg.flush_bytes, 4194304);
     ck_assert_uint_eq(cfg.flush_interval_ms, 1000);
+    ck_assert_uint_eq(cfg.max_flush_interval_ms, 10000);
+    ck_assert_str_eq(cfg.pacing, "on");
     ck_assert_uint_eq(cfg.stats_interval_ms, 1000);
     ck_assert_uint_eq(cfg.max_datagram, 8192);
     ck_assert_uint_eq(cfg.rcvbuf_bytes, 16777216);
@@ -608,11 +610,14 @@ START_TEST(test_config_cross_checks)
     must_fail("'log-format'", "'logfmt'", "--log-format", "logfmt", NULL);
     must_fail("'backoff-min-ms'", NULL, "--backoff-min-ms", "5000", "--backoff-max-ms",
               "1000", NULL);
+    must_fail("'pacing'", "'auto'", "--pacing", "auto", NULL);
+    must_fail("'pacing'", "'On'", "--pacing", "On", NULL);
     bf_config cfg;
     char err[512];
     LOAD_OK(&cfg, err, "--tinybird-url", "http://127.0.0.1:8001", "--log-level",
-            "error", "--log-format", "json", NULL);
+            "error", "--log-format", "json", "--pacing", "off", NULL);
     ck_assert_str_eq(cfg.log_format, "json");
+    ck_assert_str_eq(cfg.pacing, "off");
     ck_assert_uint_eq(cfg.flush_bytes_asked, 0);
     config_free(&cfg);
     /* flush-bytes past a quarter of max-memory is lowered, and what was
@@ -620,6 +625,13 @@ START_TEST(test_config_cross_checks)
     LOAD_OK(&cfg, err, "--max-memory", "1MiB", "--flush-bytes", "512KiB", NULL);
     ck_assert_uint_eq(cfg.flush_bytes, 262144);
     ck_assert_uint_eq(cfg.flush_bytes_asked, 524288);
+    config_free(&cfg);
+    /* A ceiling under the interval is raised to it: nothing to stretch. */
+    LOAD_OK(&cfg, err, "--flush-interval-ms", "20000", NULL);
+    ck_assert_uint_eq(cfg.max_flush_interval_ms, 20000);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--flush-interval-ms", "200", "--max-flush-interval-ms", "500", NULL);
+    ck_assert_uint_eq(cfg.max_flush_interval_ms, 500);
     config_free(&cfg);
 }
 END_TEST

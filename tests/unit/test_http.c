@@ -31,7 +31,7 @@ typedef struct seen {
     long status;
     int has_error;
     char error[256];
-    int64_t retry_after_s, ratelimit_reset_s;
+    int64_t retry_after_s, ratelimit_limit, ratelimit_remaining, ratelimit_reset_s;
     char *body;
     size_t body_len;
     int body_nul;        /* body[body_len] == '\0' */
@@ -86,6 +86,8 @@ static void on_done(const http_result *res, void *arg)
     g->has_error = res->error != NULL;
     snprintf(g->error, sizeof(g->error), "%s", res->error ? res->error : "");
     g->retry_after_s = res->retry_after_s;
+    g->ratelimit_limit = res->ratelimit_limit;
+    g->ratelimit_remaining = res->ratelimit_remaining;
     g->ratelimit_reset_s = res->ratelimit_reset_s;
     free(g->body);
     g->body = malloc(res->body_len + 1);
@@ -202,21 +204,26 @@ START_TEST(test_http_large_body_no_expect)
 }
 END_TEST
 
-/* Retry-After and X-RateLimit-Reset as whole seconds, -1 when absent or
- * not a number of seconds (an HTTP date). */
+/* Retry-After and X-RateLimit-Reset as whole seconds, X-RateLimit-Limit
+ * and -Remaining as counts, on any answer; -1 when absent or not a number
+ * (an HTTP date). */
 static const struct {
     int status;
     const char *headers;
-    int64_t retry_after, reset;
+    int64_t retry_after, reset, limit, remaining;
 } wait_cases[] = {
-    {429, "Retry-After: 7\r\n", 7, -1},
-    {429, "X-RateLimit-Reset: 12\r\n", -1, 12},
-    {429, "Retry-After: 3\r\nX-RateLimit-Reset: 9\r\nX-RateLimit-Limit: 100\r\n", 3, 9},
-    {429, "retry-after:    5\r\nx-ratelimit-reset:\t0\r\n", 5, 0},
-    {503, "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n", -1, -1},
-    {429, "Retry-After: \r\n", -1, -1},
-    {200, NULL, -1, -1},
-    {400, "X-Retry-After-Not: 4\r\n", -1, -1},
+    {429, "Retry-After: 7\r\n", 7, -1, -1, -1},
+    {429, "X-RateLimit-Reset: 12\r\n", -1, 12, -1, -1},
+    {429, "Retry-After: 3\r\nX-RateLimit-Reset: 9\r\nX-RateLimit-Limit: 100\r\n", 3, 9, 100, -1},
+    {429, "retry-after:    5\r\nx-ratelimit-reset:\t0\r\n", 5, 0, -1, -1},
+    {503, "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n", -1, -1, -1, -1},
+    {429, "Retry-After: \r\n", -1, -1, -1, -1},
+    {200, NULL, -1, -1, -1, -1},
+    {400, "X-Retry-After-Not: 4\r\n", -1, -1, -1, -1},
+    {200, "X-RateLimit-Limit: 1000\r\nX-RateLimit-Remaining: 0\r\nX-RateLimit-Reset: 1\r\n",
+     -1, 1, 1000, 0},
+    {202, "x-ratelimit-remaining: 37\r\nX-RateLimit-Limit-Other: 5\r\n", -1, -1, -1, 37},
+    {200, "X-RateLimit-Remaining: -3\r\nX-RateLimit-Limit: ten\r\n", -1, -1, -1, -1},
 };
 
 START_TEST(test_http_wait_headers)
@@ -232,6 +239,8 @@ START_TEST(test_http_wait_headers)
     ck_assert_int_eq(got[0].has_error, 0);
     ck_assert_int_eq(got[0].retry_after_s, wait_cases[_i].retry_after);
     ck_assert_int_eq(got[0].ratelimit_reset_s, wait_cases[_i].reset);
+    ck_assert_int_eq(got[0].ratelimit_limit, wait_cases[_i].limit);
+    ck_assert_int_eq(got[0].ratelimit_remaining, wait_cases[_i].remaining);
     ck_assert_str_eq(got[0].body, "{\"error\":\"slow down\"}");
     finish();
 }

@@ -20,6 +20,7 @@
  */
 #include <check.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,8 @@ typedef struct fake_step {
     int64_t rows_ok;       /* -1: every row of the batch */
     uint64_t quarantined;
     int hang;              /* answered only by abort */
+    sink_budget budget;    /* reported with the answer */
+    int throttled;
 } fake_step;
 
 static struct {
@@ -260,7 +263,8 @@ static void fake_answer_all(uv_timer_t *t)
         sink_answer a = {.cls = st->cls, .status = 7, .wait_ms = st->wait_ms,
                          .drop = st->drop, .detail = "scripted",
                          .rows_ok = st->rows_ok < 0 ? j->b->rows : (uint64_t)st->rows_ok,
-                         .rows_quarantined = st->quarantined};
+                         .rows_quarantined = st->quarantined, .budget = st->budget,
+                         .throttled = st->throttled};
         sink_job_done(j, &a);
     }
 }
@@ -375,7 +379,8 @@ START_TEST(test_sink_policy_submit_failure_retried)
 END_TEST
 
 /* retry with an asked-for wait: the policy waits that long, not its
- * backoff (50 ms here). */
+ * backoff (50 ms here), spread by up to as long again (at most a rate
+ * window, 1 s), so that hosts refused together come back apart. */
 START_TEST(test_sink_policy_retry_waits_as_asked)
 {
     fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = 300}, {.cls = SINK_DONE, .rows_ok = -1}};
@@ -384,7 +389,7 @@ START_TEST(test_sink_policy_retry_waits_as_asked)
     sink_submit(tu_batch(LLM, 1, "rw"));
     ck_assert(run_until_delivered(1, 3000));
     uint64_t gap = fk.submit_ms[1] - fk.submit_ms[0];
-    ck_assert_msg(gap >= 295 && gap < 600, "resent after %llu ms", (unsigned long long)gap);
+    ck_assert_msg(gap >= 295 && gap < 900, "resent after %llu ms", (unsigned long long)gap);
     ck_assert_int_eq(fk.forgets, 1); /* kept across the retry, given back at the end */
     drain(1000);
     finish();
@@ -681,6 +686,123 @@ START_TEST(test_sink_file_write_error)
 }
 END_TEST
 
+/* Pacing: what the policy told the batch stage, in order. */
+static struct {
+    unsigned dataset[64];
+    uint64_t interval[64], jitter[64];
+    int n;
+    int closes;          /* close_open calls */
+    uint64_t close_ms;   /* the last one's loop time */
+} told;
+
+static void on_close_open(unsigned dataset, void *arg)
+{
+    ck_assert_ptr_eq(arg, &told);
+    ck_assert_uint_eq(dataset, LLM);
+    told.closes++;
+    told.close_ms = uv_now(&loop);
+}
+
+static void on_interval(unsigned dataset, uint64_t interval_ms, uint64_t jitter_ms, void *arg)
+{
+    ck_assert_ptr_eq(arg, &told);
+    ck_assert_int_lt(told.n, 64);
+    told.dataset[told.n] = dataset;
+    told.interval[told.n] = interval_ms;
+    told.jitter[told.n++] = jitter_ms;
+}
+
+static void pace_opts(sink_opts *o, int on, uint64_t base_ms)
+{
+    memset(&told, 0, sizeof(told));
+    o->pacing = (pacing_opts){.on = on, .base_ms = base_ms, .max_ms = 10 * base_ms};
+    o->on_interval = on_interval;
+    o->close_open = on_close_open;
+    o->interval_arg = &told;
+}
+
+/* The budget of every answer, any class, paces its dataset: low budgets
+ * and a 429 stretch the interval, told to the batch stage with a tenth of
+ * it as jitter; the stats read it. A batch refused for the rate limit
+ * waits the new interval and takes the open batch along. The other
+ * dataset is not touched. A reload of the limits tells every dataset,
+ * clamped. */
+START_TEST(test_sink_policy_paces_from_budget)
+{
+    fake_step st[4] = {{.cls = SINK_DONE, .rows_ok = -1, .budget = {10, 2, 1000}},
+                       {.cls = SINK_RETRY, .wait_ms = 1, .throttled = 1,
+                        .budget = {10, 0, 1000}},
+                       {.cls = SINK_DONE, .rows_ok = -1, .budget = {10, 3, 1000}},
+                       {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 4, 1);
+    pace_opts(&o, 1, 100);
+    start(&o);
+    ck_assert_uint_eq(sink_flush_interval_ms(LLM), 100);
+    ck_assert_str_eq(sink_pacing(LLM), "normal");
+    sink_submit(tu_batch(LLM, 1, "p1"));
+    sink_submit(tu_batch(LLM, 1, "p2"));
+    sink_submit(tu_batch(LLM, 1, "p3"));
+    ck_assert(run_until_delivered(3, 5000));
+    ck_assert_int_eq(fk.nsubmits, 4);
+    ck_assert_int_eq(told.n, 3); /* low, 429, low; the last said nothing */
+    /* The refused batch went again once the wait was over, and asked the
+     * batch stage for the open batch first, to take it along; its wait was
+     * the doubled interval at least. */
+    ck_assert_int_eq(told.closes, 1);
+    ck_assert_uint_eq(told.close_ms, fk.submit_ms[2]);
+    ck_assert_uint_ge(fk.submit_ms[2] - fk.submit_ms[1], told.interval[1] - 5);
+    uint64_t last = 100;
+    for (int i = 0; i < told.n; i++) {
+        ck_assert_uint_eq(told.dataset[i], LLM);
+        ck_assert_uint_gt(told.interval[i], last);
+        ck_assert_uint_eq(told.jitter[i], told.interval[i] / 10);
+        last = told.interval[i];
+    }
+    ck_assert_uint_gt(last, 300); /* x1.8, x2, x1.5 */
+    ck_assert_uint_eq(sink_flush_interval_ms(LLM), last);
+    ck_assert_str_eq(sink_pacing(LLM), "rate_limited");
+    ck_assert_uint_eq(sink_flush_interval_ms(IMG), 100);
+    ck_assert_str_eq(sink_pacing(IMG), "normal");
+    /* stats reads them through the policy */
+    json_t *snap = stats_snapshot();
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(snap, "flush_interval_ms"),
+                                                        "llm_events")), (json_int_t)last);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(snap, "pacing"),
+                                                       "llm_events")), "rate_limited");
+    json_decref(snap);
+    told.n = 0;
+    sink_set_pacing(&(pacing_opts){.on = 1, .base_ms = 100, .max_ms = 200});
+    ck_assert_int_eq(told.n, BF_DATASET_MAX - 1);
+    for (int i = 0; i < told.n; i++)
+        ck_assert_uint_eq(told.interval[i], told.dataset[i] == LLM ? 200 : 100);
+    told.n = 0;
+    sink_set_pacing(&(pacing_opts){.on = 0, .base_ms = 100, .max_ms = 200});
+    ck_assert_uint_eq(told.interval[0], 100);
+    ck_assert_uint_eq(told.jitter[0], 0); /* off: exactly the interval */
+    ck_assert_str_eq(sink_pacing(LLM), "off");
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* --pacing off: budgets and 429s change nothing; nobody is told. */
+START_TEST(test_sink_policy_pacing_off)
+{
+    fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = 1, .throttled = 1, .budget = {10, 0, 1000}},
+                       {.cls = SINK_DONE, .rows_ok = -1, .budget = {10, 0, 1000}}};
+    sink_opts o = fake_opts(st, 2, 0);
+    pace_opts(&o, 0, 1000);
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "off"));
+    ck_assert(run_until_delivered(1, 3000));
+    ck_assert_int_eq(told.n, 0);
+    ck_assert_uint_eq(sink_flush_interval_ms(LLM), 1000);
+    ck_assert_str_eq(sink_pacing(LLM), "off");
+    drain(1000);
+    finish();
+}
+END_TEST
+
 /* ---- Tinybird mode: answers ------------------------------------------- */
 
 /* 200: the body's successful_rows and quarantined_rows are counted; the
@@ -816,6 +938,37 @@ START_TEST(test_sink_http_429_ratelimit_reset)
     uint64_t gap = th_req_at(&srv, 1)->t_ms - th_req_at(&srv, 0)->t_ms;
     ck_assert_uint_lt(gap, 1000);
     ck_assert_uint_eq(stats.retries, 1);
+    drain(1000);
+    finish();
+}
+END_TEST
+
+/* The Tinybird backend reports X-RateLimit-* of any answer as the budget
+ * and a 429 as throttled: the policy stretches the dataset's interval. */
+START_TEST(test_sink_http_ratelimit_headers_pace)
+{
+    sink_opts o = http_opts_for();
+    pace_opts(&o, 1, 100);
+    th_resp r[3] = {
+        {.status = 200, .headers = "X-RateLimit-Limit: 10\r\nX-RateLimit-Remaining: 6\r\n"
+                                   "X-RateLimit-Reset: 1\r\n"},
+        {.status = 200, .headers = "X-RateLimit-Limit: 10\r\nX-RateLimit-Remaining: 1\r\n"
+                                   "X-RateLimit-Reset: 1\r\n"},
+        {.status = 429, .headers = "Retry-After: 0\r\n"}};
+    th_script(&srv, r, 3);
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "h1"));
+    ck_assert(run_until_delivered(1, 3000));
+    ck_assert_int_eq(told.n, 0); /* 4 of 10 used: headroom at base */
+    sink_submit(tu_batch(LLM, 1, "h2"));
+    ck_assert(run_until_delivered(2, 3000));
+    ck_assert_int_eq(told.n, 1); /* 9 of 10: low */
+    ck_assert_uint_eq(told.interval[0], (uint64_t)llround(100 * exp(PACING_UP * 0.8)));
+    sink_submit(tu_batch(LLM, 1, "h3"));
+    ck_assert(run_until_delivered(3, 5000));
+    ck_assert_int_eq(told.n, 2); /* the 429 (then a 200 without headers) */
+    ck_assert_uint_gt(told.interval[1], 2 * told.interval[0] - 30);
+    ck_assert_uint_eq(stats.http[429], 1);
     drain(1000);
     finish();
 }
@@ -1453,6 +1606,8 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_policy_backend_limit_oldest_first);
     tcase_add_test(tc, test_sink_policy_abort_spools_in_progress);
     tcase_add_test(tc, test_sink_policy_hold_keeps_and_spools_at_drain);
+    tcase_add_test(tc, test_sink_policy_paces_from_budget);
+    tcase_add_test(tc, test_sink_policy_pacing_off);
     tcase_add_test(tc, test_sink_file_in_order);
     tcase_add_test(tc, test_sink_file_oldest_first_across_datasets);
     tcase_add_test(tc, test_sink_file_drain_empty);
@@ -1463,6 +1618,7 @@ Suite *sink_suite(void)
     tcase_add_loop_test(tc, test_sink_http_transient_retried, 0, N(transient));
     tcase_add_test(tc, test_sink_http_429_retry_after);
     tcase_add_test(tc, test_sink_http_429_ratelimit_reset);
+    tcase_add_test(tc, test_sink_http_ratelimit_headers_pace);
     tcase_add_loop_test(tc, test_sink_http_4xx_not_retried, 0, N(rejects));
     tcase_add_test(tc, test_sink_http_400_dead_letter);
     tcase_add_test(tc, test_sink_http_413_split);

@@ -158,6 +158,12 @@ START_TEST(test_stats_snapshot_counters)
     ck_assert_msg(up >= 5000 && up < 65000, "uptime_ms %lld", (long long)up);
     json_int_t ts = jint(o, "ts_ms");
     ck_assert(ts >= (json_int_t)wall_ms() - 60000 && ts <= (json_int_t)wall_ms());
+    /* The policy's pacing, read from it: no sink started here, so every
+     * dataset's interval is 0 and pacing off. */
+    json_t *iv = json_object_get(o, "flush_interval_ms"), *why = json_object_get(o, "pacing");
+    ck_assert_uint_eq(json_object_size(iv), BF_DATASET_MAX - 1);
+    ck_assert_int_eq(jint(iv, "llm_events"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(why, "image_events")), "off");
     /* It dumps (the socket writes it compact, one line). */
     char *text = json_dumps(o, JSON_COMPACT);
     ck_assert_ptr_nonnull(text);
@@ -196,14 +202,16 @@ static const struct {
     {"receive_errors", 0},
     {"rejected_total", 0}, {"rejected", 1}, {"accepted_total", 0}, {"accepted", 1},
     {"unknown_model", 0}, {"ip_invalid", 0}, {"utf8_replaced", 0},
-    {"rows_batched", 1}, {"bytes_batched", 1}, {"batches", 1}, {"bytes_sent", 0},
+    {"rows_batched", 1}, {"bytes_batched", 1}, {"batches", 1}, {"batches_merged", 1},
+    {"bytes_sent", 0},
     {"http", 1}, {"retries", 0}, {"holds", 0}, {"sink_state", 2}, {"sink_hint", 3},
     {"rows_delivered_total", 0}, {"rows_delivered", 1},
     {"rows_quarantined", 1}, {"dropped_total", 0}, {"dropped", 1},
     {"rows_spooled", 0}, {"rows_replayed", 0}, {"rows_dead_lettered", 0},
     {"spool_torn", 0}, {"spool_bytes", 0}, {"spool_segments", 0}, {"memory_cap", 0},
     {"kernel_drops", 0}, {"socket_queue_bytes", 0}, {"rcvbuf_bytes", 0},
-    {"memory_bytes", 0}, {"inflight_requests", 0}, {"last_flush_ok_ms", 0},
+    {"memory_bytes", 0}, {"inflight_requests", 0}, {"flush_interval_ms", 1},
+    {"pacing", 1}, {"last_flush_ok_ms", 0},
     {"ack_delay_ms", 1},
 };
 
