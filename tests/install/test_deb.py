@@ -39,7 +39,8 @@ BUILD = Path(os.environ.get('BUILD', REPO / 'build'))
 if not BUILD.is_absolute():
     BUILD = REPO / BUILD
 PACKAGES = ['birdfeeder', 'libbirdfeeder1', 'libbirdfeeder-dev']
-RUNTIME_LIBS = ['libuv1', 'libcurl4', 'libjansson4', 'libssl3', 'libsystemd0', 'zlib1g']
+RUNTIME_LIBS = ['libuv1', 'libcurl4', 'libjansson4', 'libssl3', 'libsystemd0', 'zlib1g',
+                'libmicrohttpd12']
 RMEM_MAX = Path('/proc/sys/net/core/rmem_max')
 # Where a leftover could hide; the purge check compares a listing of every
 # name containing "birdfeeder" outside these before install and after purge.
