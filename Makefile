@@ -143,9 +143,12 @@ $(SHIM_PC): client-shim/c/birdfeeder.pc.in $(BUILD)/paths
 	sed -e 's#@PREFIX@#$(PREFIX)#' -e 's#@LIBDIR@#$(LIBDIR)#' \
 	  -e 's#@INCLUDEDIR@#$(INCLUDEDIR)#' -e 's#@VERSION@#$(VERSION)#' $< > $@
 
-# The CLI needs jansson only; services linking libbirdfeeder.a need libc.
-$(CLI_BIN): $(call obj,$(CLI_SRC) $(PROTO_SRC) daemon/stats_prom.c) $(SHIM_LIB)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
+# The CLI needs jansson, and libcurl for dead-letter replay, which reads the
+# daemon's configuration as the daemon does (config.c, paths.c, log.c);
+# services linking libbirdfeeder.a need libc only.
+CLI_DAEMON = daemon/config.c daemon/paths.c daemon/log.c daemon/stats_prom.c
+$(CLI_BIN): $(call obj,$(CLI_SRC) $(CLI_DAEMON) $(PROTO_SRC)) $(SHIM_LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson libcurl 2>/dev/null)
 
 BENCH_SENDER = $(BUILD)/bench-sender
 $(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)

@@ -1,8 +1,8 @@
 /*
  * cli/cli.h: what the files of the `birdfeeder` command line tool share.
  *
- * One file per command (send.c, codec.c, stats.c), main.c for the command
- * table, events.c for reading events from standard input, stats_view.c for
+ * One file per command (send.c, codec.c, stats.c, dead_letter.c), main.c
+ * for the command table, events.c for reading events from standard input, stats_view.c for
  * the human rendering of a stats line (the Prometheus one is the daemon's
  * own writer, daemon/stats_prom.c, so /metrics and --prom never differ).
  * The tool is for people and scripts; services link the shim
@@ -31,6 +31,7 @@ int cmd_send(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_dead_letter(int argc, char **argv);
 
 /* ---- events.c: standard input ------------------------------------------ */
 

@@ -1,8 +1,10 @@
 /* cli/events.c: events read from standard input, one JSON object a line,
  * decoded and checked by the daemon's own decoder (proto/bf_decoder.h).
  * See cli.h. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bf_decoder.h"
 #include "bf_proto.h"
@@ -29,6 +31,31 @@ int line_is_blank(const char *s, size_t len)
     return 1;
 }
 
+/* Keys the protocol does not have are dropped by the decoder: a typo
+ * ("widht") would vanish without a word. Each such name is named once a
+ * run (the first 64 names; then none), with the line it was first on. */
+static void warn_unknown(const line_reader *lr, const bf_decoder *dec)
+{
+    static char *seen[64];
+    static size_t nseen;
+    const char *key;
+    json_t *v;
+    json_object_foreach(dec->doc, key, v) {
+        if (strcmp(key, "dataset") == 0 || bf_field_lookup(key, strlen(key)))
+            continue;
+        size_t i = 0;
+        while (i < nseen && strcmp(seen[i], key) != 0)
+            i++;
+        if (i < nseen || nseen == sizeof(seen) / sizeof(seen[0]))
+            continue;
+        if (!(seen[nseen] = strdup(key)))
+            continue;
+        nseen++;
+        fprintf(stderr, PROG ": line %lu: unknown field \"%s\" ignored: not in the "
+                        "protocol (proto/PROTOCOL.md); named once\n", lr->lineno, key);
+    }
+}
+
 int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
                    unsigned long *invalid)
 {
@@ -39,8 +66,10 @@ int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
             continue;
         const char *key;
         bf_reason r = bf_decode_json_text(dec, line, len, ev, &key);
-        if (r == BF_OK)
+        if (r == BF_OK) {
+            warn_unknown(lr, dec);
             return 1;
+        }
         fprintf(stderr, PROG ": line %lu: %s: %s\n", lr->lineno, bf_reason_name(r), key);
         (*invalid)++;
     }

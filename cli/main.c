@@ -6,13 +6,15 @@
  *   birdfeeder encode                                         < events.ndjson
  *   birdfeeder decode                                         < datagrams.hex
  *   birdfeeder stats [--socket PATH] [--once] [--json | --prom]
+ *   birdfeeder dead-letter list|replay [--spool-dir DIR] [--config FILE]
  *
  * For people and scripts: send test or backfill events to the daemon, see
  * the bytes an event becomes, read datagrams captured off the wire, and
  * watch the daemon's stats socket. Events are read and written as the JSON
  * objects of proto/PROTOCOL.md. Each subcommand is one entry in `commands`
  * below and lives in a file of its own: send.c, codec.c (encode, decode),
- * stats.c (with stats_view.c, and daemon/stats_prom.c for --prom).
+ * stats.c (with stats_view.c, and daemon/stats_prom.c for --prom),
+ * dead_letter.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,8 +35,10 @@ const char cli_usage[] =
     "  send [--to HOST:PORT] [--rate N] [--repeat N]\n"
     "        Read events from stdin, check each one as the daemon would, and\n"
     "        send each good one as one UDP datagram. Bad lines are reported\n"
-    "        on stderr and skipped. Ends with \"sent N, invalid N, dropped N\"\n"
-    "        on stderr; exits 1 if any line was invalid.\n"
+    "        on stderr and skipped; a field the protocol does not have is\n"
+    "        named once (it would not reach Tinybird). Ends with \"sent N,\n"
+    "        invalid N, dropped N to HOST:PORT\" on stderr; exits 1 if any line\n"
+    "        was invalid or any datagram was refused (nothing listening).\n"
     "          --to HOST:PORT  daemon address: A.B.C.D:PORT, [IPv6]:PORT or\n"
     "                          localhost:PORT (default $" BF_CLIENT_ADDR_ENV
     ", else\n"
@@ -43,7 +47,8 @@ const char cli_usage[] =
     "          --repeat N      send every event N times (simple load; default 1)\n"
     "  encode\n"
     "        Read events from stdin and print each datagram `send` would send\n"
-    "        (prompt cut to 120 characters) as one line of lowercase hex.\n"
+    "        (prompt cut to 120 characters) as one line of lowercase hex;\n"
+    "        unknown fields are named once on stderr, as for send.\n"
     "  decode\n"
     "        Read datagrams from stdin, one per line in hex (spaces allowed),\n"
     "        and print each as one JSON line, or \"error: <reason>\" when the\n"
@@ -54,13 +59,26 @@ const char cli_usage[] =
     "        the daemon writes (each --stats-interval-ms), with rates per\n"
     "        second; it reconnects when the daemon restarts.\n"
     "          --socket PATH   the daemon's --stats-socket (default\n"
-    "                          $BIRDFEEDER_STATS_SOCKET, else\n"
-    "                          /run/birdfeeder/stats.sock)\n"
+    "                          $BIRDFEEDER_STATS_SOCKET, else the daemon's\n"
+    "                          default for this user: /run/birdfeeder/stats.sock\n"
+    "                          as root, ~/.local/state/birdfeeder/run/stats.sock\n"
+    "                          or $XDG_RUNTIME_DIR/birdfeeder/stats.sock)\n"
     "          --once          print one view and exit (rates over about 1 s)\n"
     "          --json          print the JSON lines as received (with --once:\n"
     "                          one line)\n"
     "          --prom          print one Prometheus text exposition and exit\n"
     "        Exits 1 when the socket cannot be read.\n"
+    "  dead-letter list|replay [--spool-dir DIR] [--config FILE]\n"
+    "                          [--tinybird-url URL]\n"
+    "        The batches whose rows Tinybird refused (400, 422), which the\n"
+    "        daemon keeps in <spool-dir>/dead-letter.ndjson. list prints one\n"
+    "        line per batch: when, dataset, status, rows, the answer. replay\n"
+    "        sends each again, straight to the Events API with the daemon's\n"
+    "        configuration (its --config, TINYBIRD_API_KEY, TINYBIRD_API_URL),\n"
+    "        once the cause is fixed, and removes only what Tinybird accepted;\n"
+    "        a batch refused again stays with its new answer. The spool\n"
+    "        directory is the daemon's: by context as for birdfeederd, or\n"
+    "        --spool-dir. replay exits 1 when any batch was kept.\n"
     "  help  Print this text (also --help).\n"
     "  --version\n"
     "        Print the version and the protocol version.\n";
@@ -89,6 +107,7 @@ static const struct command {
     {"encode", cmd_encode},
     {"decode", cmd_decode},
     {"stats", cmd_stats},
+    {"dead-letter", cmd_dead_letter},
     {"help", cmd_help},
     {"--help", cmd_help},
     {"-h", cmd_help},

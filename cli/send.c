@@ -112,11 +112,25 @@ int cmd_send(int argc, char **argv)
     bf_decoder_release(&dec);
     free(lr.buf);
 
+    /* The last datagram's fate: nothing listening shows as ECONNREFUSED on
+     * the socket, which a next send would have reported. */
+    int pending = bf_client_check(c);
     struct bf_client_stats st;
     bf_client_stats(c, &st);
     bf_client_close(c);
-    fprintf(stderr, "sent %llu, invalid %lu, dropped %llu\n",
+    unsigned long long refused = pending == -ECONNREFUSED;
+    if (refused && st.sent)
+        st.sent--;
+    const char *env = getenv(BF_CLIENT_ADDR_ENV);
+    const char *addr = to ? to : env && *env ? env : BF_CLIENT_DEFAULT_ADDR;
+    fprintf(stderr, "sent %llu, invalid %lu, dropped %llu to %s\n",
             (unsigned long long)st.sent, invalid,
-            (unsigned long long)(st.dropped + st.failed));
-    return invalid ? 1 : 0;
+            (unsigned long long)(st.dropped + st.failed + refused), addr);
+    if (refused || st.dropped + st.failed)
+        fprintf(stderr, PROG ": %s: %s: is birdfeederd listening there? (--to, $"
+                        BF_CLIENT_ADDR_ENV ")\n", addr,
+                refused ? "connection refused: nothing listens on that port"
+                        : "datagrams dropped: refused (nothing listening) or the "
+                          "socket buffer was full");
+    return invalid || refused || st.dropped + st.failed ? 1 : 0;
 }

@@ -23,10 +23,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "paths.h"
 #include "stats_prom.h"
 
 #define STATS_SOCKET_ENV "BIRDFEEDER_STATS_SOCKET"
-#define STATS_DEFAULT_SOCKET "/run/birdfeeder/stats.sock"
+/* Else the daemon's default for the user running this: <runtime>/stats.sock
+ * (daemon/paths.h: /run/birdfeeder as root, $RUNTIME_DIRECTORY under
+ * systemd, else $XDG_RUNTIME_DIR/birdfeeder or <state>/run). */
 #define STATS_LINE_MAX (1024 * 1024)   /* longer: not our daemon */
 #define STATS_ONCE_SPAN_MS 1000        /* --once: rates over about this */
 #define STATS_ONCE_WAIT_MS 5000        /* --once: then totals only */
@@ -289,8 +292,14 @@ int cmd_stats(int argc, char **argv)
     };
     const char *path = getenv(STATS_SOCKET_ENV);
     int once = 0, json = 0, prom = 0, opt;
-    if (!path || !*path)
-        path = STATS_DEFAULT_SOCKET;
+    static char by_context[PATHS_MAX + 16];
+    if (!path || !*path) {
+        bf_paths p;
+        paths_resolve(&p, geteuid() == 0);
+        snprintf(by_context, sizeof(by_context), "%s/stats.sock",
+                 *p.runtime ? p.runtime : "/run/birdfeeder");
+        path = by_context;
+    }
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {

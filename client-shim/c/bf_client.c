@@ -106,6 +106,15 @@ int bf_client_send(bf_client *c, const bf_event *ev)
     return result;
 }
 
+int bf_client_check(bf_client *c)
+{
+    int e = 0;
+    socklen_t len = sizeof(e);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+        return -errno;
+    return -e;
+}
+
 void bf_client_stats(const bf_client *c, struct bf_client_stats *out)
 {
     out->sent = atomic_load_explicit(&c->sent, memory_order_relaxed);

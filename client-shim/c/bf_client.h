@@ -83,6 +83,14 @@ int bf_client_send(bf_client *c, const bf_event *ev);
  * does not fit cap. */
 size_t bf_client_encode(const bf_event *ev, uint8_t *out, size_t cap);
 
+/* The error the kernel holds for the socket since the last send, cleared:
+ * 0, or a negative errno: -ECONNREFUSED when a datagram found no daemon at
+ * the address (on loopback the kernel knows by the time send returns).
+ * The next bf_client_send would report it instead of sending (counted
+ * dropped); a tool that exits after its last send asks here. The
+ * datagram that met it was counted as sent. */
+int bf_client_check(bf_client *c);
+
 /* Copy the counters to *out. Each counter is read atomically; the four are
  * not one snapshot while other threads send. */
 void bf_client_stats(const bf_client *c, struct bf_client_stats *out);

@@ -71,8 +71,9 @@ export interface CommonFields {
   referer?: string | null;
   /** Token counts when not given directly. */
   usage?: Usage | null;
-  /** Other keys (provider, cost_usd, ...) are ignored: the daemon computes them. */
-  [key: string]: unknown;
+  // No other keys: a typo ("widht") or a column the daemon computes
+  // (provider, cost_usd) is a compile error under --strict, as it would
+  // never reach Tinybird. At run time such keys are ignored.
 }
 
 export interface ImageFields extends CommonFields {

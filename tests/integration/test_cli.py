@@ -9,6 +9,7 @@ Standard library only; run from anywhere:
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -261,7 +262,8 @@ class TestSend(unittest.TestCase):
     def test_send_datagrams_decode_back(self):
         p = run_cli(['send', '--to', self.rx.addr], ndjson(SAMPLES))
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stderr.strip(), 'sent %d, invalid 0, dropped 0' % len(SAMPLES))
+        self.assertEqual(p.stderr.splitlines()[-1],
+                         'sent %d, invalid 0, dropped 0 to %s' % (len(SAMPLES), self.rx.addr))
         got = self.rx.recv_all(len(SAMPLES))
         self.rx.nothing_more()
         for e, d in zip(SAMPLES, got):
@@ -281,7 +283,7 @@ class TestSend(unittest.TestCase):
         self.assertEqual(err, ['birdfeeder: line 2: missing_field: model',
                                'birdfeeder: line 4: out_of_range: width',
                                'birdfeeder: line 5: bad_json: (root)',
-                               'sent 2, invalid 3, dropped 0'])
+                               'sent 2, invalid 3, dropped 0 to ' + self.rx.addr])
         self.assertEqual(len(self.rx.recv_all(2)), 2)
         self.rx.nothing_more()
 
@@ -291,7 +293,7 @@ class TestSend(unittest.TestCase):
                     ndjson(SAMPLES[:2]))
         elapsed = time.monotonic() - t0
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stderr.strip(), 'sent 10, invalid 0, dropped 0')
+        self.assertEqual(p.stderr.strip(), 'sent 10, invalid 0, dropped 0 to ' + self.rx.addr)
         got = self.rx.recv_all(10)
         self.assertEqual(got[:5], [gen_vectors.encode_event(canonical(SAMPLES[0]))] * 5)
         # 10 datagrams at 100/s: the last leaves 90 ms after the first.
@@ -304,18 +306,61 @@ class TestSend(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(len(self.rx.recv_all(1)), 1)
 
-    def test_send_without_daemon_drops_quietly(self):
+    def test_send_without_daemon_fails_naming_the_address(self):
         addr = self.rx.addr
         self.rx.close()  # nobody listens there now
         self.rx = UdpReceiver()
         p = run_cli(['send', '--to', addr, '--repeat', '50'], ndjson(SAMPLES[:2]),
                     timeout=10)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        sent, invalid, dropped = [int(w.strip(',')) for w in
-                                  p.stderr.split()[1::2]]
+        self.assertEqual(p.returncode, 1, p.stderr)
+        last = [x for x in p.stderr.splitlines() if x.startswith('sent ')][0]
+        m = re.fullmatch(r'sent (\d+), invalid (\d+), dropped (\d+) to (\S+)', last)
+        self.assertTrue(m, last)
+        sent, invalid, dropped = map(int, m.groups()[:3])
         self.assertEqual(sent + dropped, 100)
         self.assertEqual(invalid, 0)
         self.assertGreater(dropped, 0)  # ECONNREFUSED from port unreachable
+        self.assertEqual(m.group(4), addr)
+        self.assertIn(f'birdfeeder: {addr}: ', p.stderr)
+        self.assertIn('is birdfeederd listening there?', p.stderr)
+
+    def test_send_one_event_to_nobody_is_an_error(self):
+        """One datagram, nothing listening: not "sent 1" and exit 0, as it
+        was; the kernel's refusal is read before exiting."""
+        addr = self.rx.addr
+        self.rx.close()
+        self.rx = UdpReceiver()
+        p = run_cli(['send', '--to', addr], ndjson(SAMPLES[:1]))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stderr.splitlines(), [
+            f'sent 0, invalid 0, dropped 1 to {addr}',
+            f'birdfeeder: {addr}: connection refused: nothing listens on that port: is '
+            'birdfeederd listening there? (--to, $BIRDFEEDER_ADDR)'])
+        # The default address is named too when no --to is given.
+        env = {k: v for k, v in os.environ.items() if k != 'BIRDFEEDER_ADDR'}
+        env['BIRDFEEDER_ADDR'] = addr
+        p = subprocess.run([str(CLI), 'send'], input=ndjson(SAMPLES[:1]),
+                           capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f'dropped 1 to {addr}', p.stderr)
+
+    def test_unknown_fields_are_named_once(self):
+        lines = ndjson([{"dataset": "image_events", "model": "flux", "widht": 1024},
+                        {"dataset": "image_events", "model": "flux", "widht": 512,
+                         "heigth": 5},
+                        {"dataset": "llm_events", "model": "m", "widht": 1}])
+        want = ['birdfeeder: line 1: unknown field "widht" ignored: not in the protocol '
+                '(proto/PROTOCOL.md); named once',
+                'birdfeeder: line 2: unknown field "heigth" ignored: not in the protocol '
+                '(proto/PROTOCOL.md); named once']
+        p = run_cli(['send', '--to', self.rx.addr], lines)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr.splitlines()[:-1], want)
+        self.assertEqual(len(self.rx.recv_all(3)), 3)
+        p = run_cli(['encode'], lines)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr.splitlines(), want)
+        self.assertEqual(len(p.stdout.splitlines()), 3)
 
     def test_send_bad_arguments(self):
         for args in (['--to', 'nowhere'], ['--to', '127.0.0.1:0'], ['--rate', '0'],

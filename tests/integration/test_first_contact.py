@@ -125,6 +125,13 @@ class TestStartsAnywhere(FirstContactCase):
                        msg='6 rows batched')
         self.assertEqual(s['accepted_total'], 6)
         self.assertEqual(s['unknown_model'], 0)    # the built-in catalog knows them
+        # `birdfeeder stats` finds the same socket by the same rules.
+        p = subprocess.run(prefix + [str(harness.CLI_BIN), 'stats', '--once', '--json'],
+                           capture_output=True, text=True, timeout=30,
+                           env=clean_env({**NO_CONTEXT, 'HOME': home,
+                                          'BIRDFEEDER_STATS_SOCKET': None}))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)['accepted_total'], 6)
         self.assertEqual(d.stop(), 0)
         rows = [json.loads(x) for x in (d.dir / 'stdout.log').read_text().splitlines()]
         self.assertEqual(sorted(r['id'] for r in rows), sorted(e['id'] for e in evs))

@@ -238,6 +238,33 @@ START_TEST(test_client_missing_daemon)
 }
 END_TEST
 
+/* bf_client_check: after the last send, the refusal a next send would
+ * report is there to read (a tool exits without a next send); reading it
+ * clears it, and a listening daemon leaves nothing. */
+START_TEST(test_client_check_reads_the_refusal)
+{
+    bf_event ev;
+    event_sample(&ev);
+    ck_assert_int_eq(bf_client_send(c, &ev), 0);
+    ck_assert_int_eq(bf_client_check(c), 0); /* rx listens */
+    close(rx.fd);
+    rx.fd = -1;
+    ck_assert_int_eq(bf_client_send(c, &ev), 0);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) { /* loopback: at once, in practice */
+        rc = bf_client_check(c);
+        if (rc == 0)
+            nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    ck_assert_int_eq(rc, -ECONNREFUSED);
+    ck_assert_int_eq(bf_client_check(c), 0); /* cleared */
+    struct bf_client_stats st;
+    bf_client_stats(c, &st);
+    ck_assert_uint_eq(st.sent, 2);
+    ck_assert_uint_eq(st.dropped, 0);
+}
+END_TEST
+
 /* A full socket buffer is a drop, not a wait: a receiver that never reads,
  * flooded until EAGAIN/ENOBUFS. */
 START_TEST(test_client_full_buffer_drops)
@@ -430,6 +457,7 @@ Suite *client_suite(void)
     tcase_add_test(tc, test_client_env_addr);
     tcase_add_test(tc, test_client_bad_addr);
     tcase_add_test(tc, test_client_missing_daemon);
+    tcase_add_test(tc, test_client_check_reads_the_refusal);
     tcase_add_test(tc, test_client_full_buffer_drops);
     tcase_add_test(tc, test_client_oversize);
     tcase_add_test(tc, test_client_prompt_cut);

@@ -50,3 +50,46 @@ test('declarations name every runtime export', () => {
     assert.match(dts, new RegExp(`export declare (function|const|class) ${name}\\b`), name);
   }
 });
+
+// What `npm pack` puts in the tarball: the license the package.json names,
+// the npm conventions (repository, homepage, bugs, publishConfig), and a
+// README whose relative links resolve inside the tarball. npm pack
+// --dry-run writes nothing and needs no registry.
+import { execFileSync } from 'node:child_process';
+
+test('the tarball: LICENSE, npm fields, README links that resolve in it', () => {
+  const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'],
+                           { cwd: PKG, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const files = new Set(JSON.parse(out)[0].files.map((f) => f.path));
+  for (const f of ['LICENSE', 'README.md', 'package.json', 'index.d.ts', 'index.d.cts'])
+    assert.ok(files.has(f), `${f} is not in the tarball`);
+  assert.ok(![...files].some((f) => f.startsWith('test/') || f.startsWith('tools/')));
+
+  const license = readFileSync(join(PKG, 'LICENSE'), 'utf8');
+  assert.equal(pkg.license, 'MIT');
+  assert.match(license, /^MIT License\n/);
+  assert.equal(license, readFileSync(join(PKG, '..', '..', 'LICENSE'), 'utf8'),
+               'client-shim/node/LICENSE is a copy of the repository LICENSE');
+
+  const repo = pkg.repository.url.replace(/^git\+/, '').replace(/\.git$/, '');
+  assert.equal(pkg.repository.type, 'git');
+  assert.equal(pkg.repository.directory, 'client-shim/node');
+  assert.ok(pkg.homepage.startsWith(repo + '/'), pkg.homepage);
+  assert.equal(pkg.bugs.url, repo + '/issues');
+  assert.equal(pkg.publishConfig.access, 'public');  // a scoped package is private by default
+
+  const readme = readFileSync(join(PKG, 'README.md'), 'utf8');
+  const links = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]);
+  assert.ok(links.length >= 3, 'README links');
+  for (const link of links) {
+    if (/^https?:/.test(link)) {
+      assert.ok(link.startsWith(repo + '/'), `${link}: not the repository`);
+      // The file it names exists in this checkout.
+      const m = link.match(/\/blob\/main\/(.+?)(#.*)?$/);
+      assert.ok(m && existsSync(join(PKG, '..', '..', m[1])), link);
+    } else {
+      const path = link.replace(/^\.\//, '').replace(/#.*$/, '');
+      assert.ok(files.has(path), `${link} does not resolve inside the tarball`);
+    }
+  }
+});
