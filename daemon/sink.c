@@ -201,19 +201,27 @@ static uint64_t next_backoff(ds_state *d)
 /* j was not delivered and may be later: back to the front of its queue,
  * and its dataset waits. */
 static void retry_later(ds_state *d, sink_job *j, long status, const char *error,
-                        int64_t asked_ms)
+                        int64_t asked_ms, int64_t raw_ms)
 {
+    /* asked_ms: the wait to keep, from what the destination asked for
+     * (raw_ms, logged as it said; spread_wait capped it); -1 for the
+     * policy's own backoff. */
     uint64_t wait = asked_ms >= 0 ? (uint64_t)asked_ms : next_backoff(d);
+    int capped = raw_ms > (int64_t)sk.o.backoff_max_ms;
     stats.retries++;
     if (!d->failing_since_ms)
         d->failing_since_ms = uv_now(sk.loop) ? uv_now(sk.loop) : 1;
     d->probing = 1;
     push_front(d, j);
     wait = pause_for(d, wait);
+    char asked[64] = "";
+    if (raw_ms >= 0)
+        snprintf(asked, sizeof(asked), " asked_ms=%lld%s", (long long)raw_ms,
+                 capped ? " capped=backoff-max-ms" : "");
     log_limited(&retry_limit, LOG_WARN, "send_retry",
-                "dataset=%s status=%ld error=\"%s\" attempt=%u wait_ms=%llu",
+                "dataset=%s status=%ld error=\"%s\" attempt=%u wait_ms=%llu%s",
                 bf_dataset_name(d->dataset), status, error ? error : "", j->attempts,
-                (unsigned long long)wait);
+                (unsigned long long)wait, asked);
 }
 
 /* The destination refuses us, not the rows (a token, a region, a missing
@@ -262,12 +270,23 @@ static void resume(ds_state *d)
 
 /* ---- splitting ---- */
 
+static uint64_t count_newlines(const char *p, size_t len)
+{
+    uint64_t n = 0;
+    for (const char *end = p + len; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        n++;
+    return n;
+}
+
 /* Split j's rows at the newline nearest the middle into two jobs, queued
- * at the front in order. Returns -EINVAL when j holds one row. */
+ * at the front in order. Returns -EINVAL when j holds fewer than two rows,
+ * counted by its newlines, not by b->rows: the halves' counts come from
+ * the bytes, so a batch whose count is wrong (a damaged spool record) can
+ * neither send the cut before its buffer nor make a count wrap. */
 static int split_job(ds_state *d, sink_job *j)
 {
     batch_buf *b = j->b;
-    if (b->rows < 2)
+    if (b->len < 2 || b->data[b->len - 1] != '\n' || count_newlines(b->data, b->len) < 2)
         return -EINVAL;
     /* Cut after the newline nearest the middle, before or after it. The
      * last byte is a newline too, so only earlier ones can cut. */
@@ -284,9 +303,7 @@ static int split_job(ds_state *d, sink_job *j)
     if (!nl)
         return -EINVAL;
     size_t cut = (size_t)(nl - b->data) + 1;
-    uint64_t rows1 = 0;
-    for (const char *p = b->data; p < b->data + cut; p++)
-        rows1 += *p == '\n';
+    uint64_t rows1 = count_newlines(b->data, cut);
     batch_buf *b2 = batch_buf_new(b->dataset, b->len - cut);
     sink_job *j2 = b2 ? job_new(b2, j->spool_ref) : NULL;
     if (!j2) {
@@ -295,7 +312,7 @@ static int split_job(ds_state *d, sink_job *j)
     }
     memcpy(b2->data, b->data + cut, b->len - cut);
     b2->len = b->len - cut;
-    b2->rows = b->rows - rows1;
+    b2->rows = count_newlines(b2->data, b2->len);
     b2->first_ms = b->first_ms;
     b2->close_ms = b->close_ms;
     b->len = cut;
@@ -333,7 +350,11 @@ static void tell_interval(ds_state *d)
  * retrying every second would keep it full. */
 static int64_t spread_wait(const ds_state *d, const sink_answer *a)
 {
-    int64_t wait = a->wait_ms;
+    /* What the destination asks is honoured up to --backoff-max-ms: a
+     * wrong or hostile "Retry-After: 9999999" must not stall a dataset for
+     * months (retry_later logs the raw value). */
+    int64_t wait = a->wait_ms > (int64_t)sk.o.backoff_max_ms ? (int64_t)sk.o.backoff_max_ms
+                                                              : a->wait_ms;
     uint64_t spread = d->pace.window_s ? d->pace.window_s * 1000 : 1000;
     if (a->throttled && sk.o.pacing.on) {
         uint64_t t = pacer_interval_ms(&d->pace, &sk.o.pacing);
@@ -461,7 +482,7 @@ void sink_job_done(sink_job *j, const sink_answer *a)
             job_free(j);
         }
     } else if (a->cls == SINK_RETRY) {
-        retry_later(d, j, a->status, a->detail, spread_wait(d, a));
+        retry_later(d, j, a->status, a->detail, spread_wait(d, a), a->wait_ms);
     } else if (a->cls == SINK_HOLD) {
         hold(d, j, a);
     } else { /* SINK_REJECT: kept for a person to look at, not retried */
@@ -510,7 +531,7 @@ static void pump(void)
             log_limited(&start_limit, LOG_WARN, "send_not_started",
                         "backend=%s dataset=%s error=\"%s\"", sk.be->name,
                         bf_dataset_name(best->dataset), strerror(-rc));
-            retry_later(best, j, 0, "could not start", -1);
+            retry_later(best, j, 0, "could not start", -1, -1);
             continue;
         }
         best->inflight++;

@@ -75,10 +75,13 @@ static int file_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
         fs.fd = STDOUT_FILENO;
         return 0;
     }
-    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    /* O_NOFOLLOW: rows are appended to the file named, never through a
+     * symlink someone left there to a file of their choosing. */
+    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) {
         int e = errno;
-        snprintf(err, n, "opening --out %s: %s", o->path, strerror(e));
+        snprintf(err, n, "opening --out %s: %s", o->path,
+                 e == ELOOP ? "it is a symbolic link (not followed)" : strerror(e));
         return -e;
     }
     fs.fd = fd;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "clock.h"
+#include "file_check.h"
 #include "log.h"
 #include "paths.h"
 #include "stats.h"
@@ -30,6 +31,8 @@ typedef struct segment {
     uint64_t bytes;       /* valid bytes (a torn tail is not counted) */
     uint64_t queued;      /* bytes of appends queued or running for it */
     uint64_t read_off;    /* next record to read */
+    uint64_t indexed;     /* bytes found at spool_open (their bad records
+                             were counted then) */
     uint64_t rows_unread; /* rows in records not yet read */
     uint64_t rows_out;    /* rows read and not yet acknowledged */
     int active;           /* new appends go here */
@@ -41,6 +44,27 @@ typedef struct segment {
 
 enum op_kind { OP_APPEND, OP_READ, OP_UNLINK, OP_DEAD, OP_BARRIER };
 
+/* What reading one record found. */
+enum rec_status {
+    REC_OK,   /* a batch */
+    REC_TORN, /* incomplete, or fails its crc: the rest of the segment too */
+    REC_BAD,  /* whole and its crc good, but its rows fail their checks: this
+                 record alone is skipped */
+    REC_ERR,  /* an I/O error or no memory */
+};
+
+/* One record, read. */
+typedef struct rec {
+    batch_buf *b;       /* REC_OK */
+    uint64_t len;       /* REC_OK, REC_BAD: header and payload bytes */
+    uint64_t rows;      /* REC_OK, REC_BAD: the header's row count */
+    uint64_t lines;     /* REC_OK, REC_BAD: newlines in the payload */
+    unsigned dataset;   /* REC_OK, REC_BAD */
+    const char *why;    /* REC_BAD: which check failed */
+    int framing;        /* REC_BAD: a check index_segment makes too */
+    int err;            /* REC_ERR */
+} rec;
+
 typedef struct spool_op {
     uv_work_t work;
     enum op_kind kind;
@@ -49,9 +73,10 @@ typedef struct spool_op {
     char path[300];       /* UNLINK */
     char *text;           /* DEAD: header line */
     int err;              /* errno of the I/O, 0 on success */
-    int torn;             /* READ: the record was torn or corrupt */
+    enum rec_status st;   /* READ: what the record was */
+    rec r;                /* READ: the record */
     int rotate_err;       /* DEAD: errno of a failed rotation */
-    uint64_t off, len;    /* READ: where; result length incl header */
+    uint64_t off;         /* READ: where */
     void (*done)(void *); /* BARRIER */
     void *done_arg;
     struct spool_op *next;
@@ -71,7 +96,7 @@ static struct {
     int lock_fd;           /* DIR/lock, flocked while open; -1 none */
 } sp;
 
-static log_limit torn_limit, write_limit;
+static log_limit torn_limit, corrupt_limit, write_limit;
 
 static void seg_path(char *out, size_t n, uint64_t seq)
 {
@@ -165,36 +190,74 @@ static int64_t read_header(int fd, uint64_t off, uint64_t size,
     return plen;
 }
 
-/* Read one record at off of fd (size bytes long). Returns a new batch_buf
- * (from batch_buf_new, so counted in the memory account), or NULL with *torn
- * set when the record is incomplete or fails its crc, or *err on an I/O
- * error. Runs on a worker thread. */
-static batch_buf *read_record(int fd, uint64_t off, uint64_t size, uint64_t *len,
-                              int *torn, int *err)
+/* The crc is no MAC: a record that is whole may still not be one the
+ * daemon wrote (a bug, or someone who could write the directory). Its rows
+ * go out verbatim, so they are checked before they do: a payload, ending in
+ * a newline, with exactly as many newlines as the header's row count (so a
+ * count can neither lie nor wrap a sum); with json, also each line one JSON
+ * object (replay only: too slow for a whole spool at start). Returns NULL,
+ * or what failed; *lines_out gets the number of newlines, *framing is set
+ * when a count or length check failed. */
+static const char *rows_check(const char *p, size_t len, uint64_t rows, int json,
+                              uint64_t *lines_out, int *framing)
+{
+    uint64_t lines = 0;
+    for (const char *q = p, *end = p + len; (q = memchr(q, '\n', (size_t)(end - q))); q++)
+        lines++;
+    *lines_out = lines;
+    *framing = 1;
+    if (len == 0)
+        return "no rows";
+    if (p[len - 1] != '\n')
+        return "last row without a newline";
+    if (lines != rows)
+        return "row count is not the number of lines";
+    *framing = 0;
+    for (const char *q = p, *end = p + len; json && q < end;) {
+        const char *nl = memchr(q, '\n', (size_t)(end - q));
+        json_t *o = json_loadb(q, (size_t)(nl - q), 0, NULL);
+        int ok = json_is_object(o);
+        json_decref(o);
+        if (!ok)
+            return "a row is not one JSON object";
+        q = nl + 1;
+    }
+    return NULL;
+}
+
+/* Read one record at off of fd (size bytes long) into *r; json: check each
+ * row parses (rows_check). The batch of REC_OK comes from batch_buf_new, so
+ * it is counted in the memory account. Runs on a worker thread (and at
+ * spool_open). */
+static enum rec_status read_record(int fd, uint64_t off, uint64_t size, int json, rec *r)
 {
     unsigned char hdr[HDR_LEN];
-    *torn = 0;
-    *err = 0;
+    memset(r, 0, sizeof(*r));
     int64_t plen = read_header(fd, off, size, hdr);
-    if (plen < 0) {
-        *torn = 1;
-        return NULL;
-    }
-    batch_buf *b = batch_buf_new(hdr[12], (size_t)plen);
+    if (plen < 0)
+        return REC_TORN;
+    batch_buf *b = batch_buf_new(hdr[12], plen ? (size_t)plen : 1);
     if (!b) {
-        *err = ENOMEM;
-        return NULL;
+        r->err = ENOMEM;
+        return REC_ERR;
     }
-    ssize_t r = pread(fd, b->data, (size_t)plen, (off_t)(off + HDR_LEN));
-    if (r != plen || rec_crc(hdr, b->data, (size_t)plen) != get32(hdr + 8)) {
+    ssize_t got = pread(fd, b->data, (size_t)plen, (off_t)(off + HDR_LEN));
+    if (got != plen || rec_crc(hdr, b->data, (size_t)plen) != get32(hdr + 8)) {
         batch_buf_free(b);
-        *torn = 1;
-        return NULL;
+        return REC_TORN;
+    }
+    r->len = HDR_LEN + (uint64_t)plen;
+    r->rows = get64(hdr + 16);
+    r->dataset = hdr[12];
+    r->why = rows_check(b->data, (size_t)plen, r->rows, json, &r->lines, &r->framing);
+    if (r->why) {
+        batch_buf_free(b);
+        return REC_BAD;
     }
     b->len = (size_t)plen;
-    b->rows = get64(hdr + 16);
-    *len = HDR_LEN + (uint64_t)plen;
-    return b;
+    b->rows = r->rows;
+    r->b = b;
+    return REC_OK;
 }
 
 /* ---- the operation queue: one at a time, in order ---- */
@@ -210,7 +273,10 @@ static void op_work(uv_work_t *w)
         if (s->fd < 0) {
             char path[300];
             seg_path(path, sizeof(path), s->seq);
-            s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+            /* A new segment is a new file: O_EXCL, so nothing planted at
+             * its name (a link elsewhere) is written through. */
+            s->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC |
+                                   O_NOFOLLOW, 0600);
             if (s->fd < 0) {
                 op->err = errno;
                 break;
@@ -236,12 +302,15 @@ static void op_work(uv_work_t *w)
     case OP_READ: {
         char path[300];
         seg_path(path, sizeof(path), op->seg->seq);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
             op->err = errno;
+            op->st = REC_ERR;
             break;
         }
-        op->b = read_record(fd, op->off, op->seg->bytes, &op->len, &op->torn, &op->err);
+        op->st = read_record(fd, op->off, op->seg->bytes, 1, &op->r);
+        op->b = op->r.b;
+        op->err = op->r.err;
         close(fd);
         break;
     }
@@ -261,7 +330,7 @@ static void op_work(uv_work_t *w)
             if (rename(path, old) < 0)
                 op->rotate_err = errno;
         }
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0) {
             op->err = errno;
             break;
@@ -312,8 +381,25 @@ static void op_after(uv_work_t *w, int status)
             /* Its rows were counted as dropped when it was doomed. */
             batch_buf_free(op->b);
             seg_settle(op->seg);
+        } else if (op->st == REC_BAD) {
+            /* Whole but not the daemon's rows: skipped alone. Count and
+             * line checks were made (and counted) at spool_open already
+             * for what was on disk then. */
+            segment *s = op->seg;
+            s->read_off += op->r.len;
+            if (!(op->r.framing && op->off < s->indexed)) {
+                uint64_t n = op->r.lines < s->rows_unread ? op->r.lines : s->rows_unread;
+                s->rows_unread -= n;
+                stats_drop(DROP_spool_corrupt, op->r.dataset, n);
+            }
+            log_limited(&corrupt_limit, LOG_WARN, "spool_corrupt",
+                        "segment=%016llx offset=%llu why=\"%s\" note=\"record skipped\"",
+                        (unsigned long long)s->seq, (unsigned long long)op->off,
+                        op->r.why);
+            seg_settle(s);
+            spool_read_next(); /* the read asked for goes on to the next record */
         } else if (op->b) {
-            op->seg->read_off += op->len;
+            op->seg->read_off += op->r.len;
             op->seg->rows_unread -= op->b->rows <= op->seg->rows_unread
                                         ? op->b->rows : op->seg->rows_unread;
             op->seg->rows_out += op->b->rows;
@@ -330,6 +416,7 @@ static void op_after(uv_work_t *w, int status)
                         (unsigned long long)op->off,
                         op->err ? strerror(op->err) : "incomplete or bad crc");
             op->seg->read_off = op->seg->bytes;
+            stats_drop(DROP_spool_corrupt, BF_DATASET_NONE, op->seg->rows_unread);
             op->seg->rows_unread = 0;
             seg_settle(op->seg);
         }
@@ -612,7 +699,9 @@ static int index_segment(uint64_t seq)
 {
     char path[300];
     seg_path(path, sizeof(path), seq);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NOFOLLOW: a segment is a file this daemon wrote, never a link to
+     * rows someone else chose. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
         int e = errno;
@@ -620,12 +709,23 @@ static int index_segment(uint64_t seq)
             close(fd);
         return -e;
     }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     uint64_t off = 0, rows = 0, size = (uint64_t)st.st_size;
     while (off < size) {
-        uint64_t len;
-        int torn, err;
-        batch_buf *b = read_record(fd, off, size, &len, &torn, &err);
-        if (!b) {
+        rec r;
+        enum rec_status rs = read_record(fd, off, size, 0, &r);
+        if (rs == REC_BAD) {
+            stats_drop(DROP_spool_corrupt, r.dataset, r.lines);
+            log_warn("spool_corrupt", "segment=%016llx offset=%llu why=\"%s\" "
+                                      "note=\"record skipped\"",
+                     (unsigned long long)seq, (unsigned long long)off, r.why);
+            off += r.len;
+            continue;
+        }
+        if (rs != REC_OK) {
             stats.spool_torn++;
             log_warn("spool_torn", "segment=%016llx offset=%llu size=%llu "
                                    "note=\"torn tail skipped\"",
@@ -633,15 +733,15 @@ static int index_segment(uint64_t seq)
                      (unsigned long long)size);
             break;
         }
-        rows += b->rows;
-        off += len;
-        batch_buf_free(b);
+        rows += r.rows;
+        off += r.len;
+        batch_buf_free(r.b);
     }
     close(fd);
     segment *s = seg_new(seq);
     if (!s)
         return -ENOMEM;
-    s->bytes = off;
+    s->bytes = s->indexed = off;
     s->rows_unread = rows;
     if (off == 0)
         seg_unlink(s);
@@ -658,8 +758,8 @@ static int lock_dir(const char *dir, int take, char *err, size_t n)
 {
     char path[300];
     snprintf(path, sizeof(path), "%s/lock", dir);
-    int fd = take ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)
-                  : open(path, O_RDONLY | O_CLOEXEC);
+    int fd = take ? open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)
+                  : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         int e = errno;
         if (!take && (e == ENOENT || e == ENOTDIR))
@@ -697,6 +797,14 @@ static int lock_dir(const char *dir, int take, char *err, size_t n)
 
 int spool_check_lock(const char *dir, char *err, size_t n)
 {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { /* not there yet: spool_open makes it, ours */
+        int rc = file_check(dfd, dir, "spool directory",
+                            FILE_CHECK_DIR | FILE_CHECK_OWN_ONLY, err, n);
+        close(dfd);
+        if (rc < 0)
+            return rc;
+    }
     return lock_dir(dir, 0, err, n);
 }
 
@@ -718,14 +826,28 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
     int rc = paths_make_dir(opts->dir, 0700, err, n);
     if (rc < 0)
         return rc;
-    int fd = lock_dir(opts->dir, 1, err, n);
-    if (fd < 0)
+    /* Records are replayed verbatim, with the token: a directory another
+     * user could write is a way to send rows in our name. Checked before
+     * anything is created in it (the lock). */
+    int dfd = open(opts->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        int e = errno;
+        snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
+        return -e;
+    }
+    rc = file_check(dfd, opts->dir, "spool directory", FILE_CHECK_DIR | FILE_CHECK_OWN_ONLY,
+                    err, n);
+    int fd = rc < 0 ? rc : lock_dir(opts->dir, 1, err, n);
+    if (fd < 0) {
+        close(dfd);
         return fd;
+    }
     sp.lock_fd = fd;
-    DIR *d = opendir(opts->dir);
+    DIR *d = fdopendir(dfd);
     if (!d) {
         int e = errno;
         snprintf(err, n, "spool directory %s: %s", opts->dir, strerror(e));
+        close(dfd);
         close(sp.lock_fd);
         sp.lock_fd = -1;
         return -e;

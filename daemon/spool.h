@@ -45,18 +45,27 @@ typedef struct spool_opts {
 /* A replayed batch and where it came from, for spool_ack. */
 typedef void (*spool_replay_cb)(batch_buf *b, uint64_t ref, void *arg);
 
-/* Create DIR (0700, with its parents) when missing, lock it (DIR/lock, flock: one daemon
- * per spool directory, held until spool_close) and index the segments
- * already there (left by an earlier run), checking each record's crc.
- * Blocking: runs before the loop starts. Returns 0, or a negative errno
- * with a message in err (size n): -EBUSY, naming the PID, when another
- * process holds the lock. A segment that cannot be read is logged and left
- * on disk. */
+/* Create DIR (0700, with its parents) when missing, check it, lock it
+ * (DIR/lock, flock: one daemon per spool directory, held until
+ * spool_close) and index the segments already there (left by an earlier
+ * run), checking each record's crc. DIR must be this user's and not
+ * writable by others (-EPERM otherwise): records are replayed
+ * verbatim, with the token. Blocking: runs before the loop starts. Returns
+ * 0, or a negative errno with a message in err (size n): -EBUSY, naming the
+ * PID, when another process holds the lock. A segment that cannot be read
+ * (a symlink, say) is logged and left on disk.
+ *
+ * The crc finds torn writes, not forged records. So the rows of a record
+ * are checked too: a payload ending in a newline, as many newlines as the
+ * header's row count (here, for every record), and each line one JSON
+ * object (at replay). A record that fails is skipped alone, its lines
+ * counted as dropped.spool_corrupt, and logged (spool_corrupt). */
 int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
                void *arg, char *err, size_t n);
 
-/* Whether spool_open could lock dir now, changing nothing: 0, or -EBUSY
- * naming the PID that holds it (or another negative errno) in err. */
+/* Whether spool_open could check and lock dir now, changing nothing: 0,
+ * or -EPERM (not ours, or others may write it), -EBUSY naming the PID that
+ * holds it, or another negative errno, with the reason in err. */
 int spool_check_lock(const char *dir, char *err, size_t n);
 
 /* Write b as one record; the spool owns b from here. Rows that cannot be
@@ -64,7 +73,9 @@ int spool_check_lock(const char *dir, char *err, size_t n);
 void spool_append(batch_buf *b);
 
 /* Start reading the next unread record, when there is one and no read is
- * already under way; cb then receives it. Returns 1 when a read started. */
+ * already under way; cb then receives it. A record whose rows fail their
+ * checks (see spool_open) is skipped, counted and logged, and the read goes
+ * on to the next one. Returns 1 when a read started. */
 int spool_read_next(void);
 
 /* Rows of a replayed batch (ref from cb) reached a final state: delivered,

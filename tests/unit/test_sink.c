@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "batch.h"
@@ -385,6 +386,7 @@ START_TEST(test_sink_policy_retry_waits_as_asked)
 {
     fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = 300}, {.cls = SINK_DONE, .rows_ok = -1}};
     sink_opts o = fake_opts(st, 2, 0);
+    o.backoff_max_ms = 1000; /* the cap, above the wait asked for */
     start(&o);
     sink_submit(tu_batch(LLM, 1, "rw"));
     ck_assert(run_until_delivered(1, 3000));
@@ -435,6 +437,34 @@ START_TEST(test_sink_policy_failing_since_first_retry)
     ck_assert_uint_eq(sink_failing_ms(now2 + 60000, &ds), f2 + 60000);
     drain(100); /* abort answers the hung job */
     finish();
+}
+END_TEST
+
+/* Issue 11, finding 11: an asked-for wait is honoured up to
+ * backoff_max_ms (200 ms here, then spread), not for the 10^7 s a
+ * Retry-After may say; the log line keeps the raw value. */
+START_TEST(test_sink_policy_retry_wait_capped)
+{
+    fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = 9999999000}, {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 2, 0);
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "cap"));
+    ck_assert(run_until_delivered(1, 3000));
+    uint64_t gap = fk.submit_ms[1] - fk.submit_ms[0];
+    ck_assert_msg(gap >= 195 && gap < 1000, "resent after %llu ms", (unsigned long long)gap);
+    drain(1000);
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_msg(strstr(log, "event=send_retry") &&
+                      strstr(log, "asked_ms=9999999000 capped=backoff-max-ms"),
+                  "log: %s", log);
+    /* The cap, then the spread of up to as long again (a fleet refused
+     * together comes back apart). */
+    const char *w = strstr(log, "wait_ms=");
+    ck_assert_ptr_nonnull(w);
+    long wait = strtol(w + 8, NULL, 10);
+    ck_assert_msg(wait >= 200 && wait <= 400, "wait_ms=%ld", wait);
+    free(log);
 }
 END_TEST
 
@@ -663,6 +693,26 @@ START_TEST(test_sink_file_open_error)
     ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
     ck_assert_msg(stdin_open, "sink_close closed fd 0");
+}
+END_TEST
+
+/* Issue 11, finding 8: --out is opened with O_NOFOLLOW. A symlink there
+ * (to a file of someone else's choosing) made the daemon append every row
+ * to its target; now sink_start refuses, saying so. */
+START_TEST(test_sink_file_out_symlink_refused)
+{
+    char link[192], target[192], err[256] = "";
+    snprintf(target, sizeof(target), "%s/target", tmpdir);
+    snprintf(link, sizeof(link), "%s/out-link.ndjson", tmpdir);
+    tu_write_file(target, "", 0);
+    ck_assert_int_eq(symlink(target, link), 0);
+    sink_opts o = file_opts_for(link);
+    ck_assert_int_eq(sink_start(&loop, &o, err, sizeof(err)), -ELOOP);
+    ck_assert_msg(strstr(err, link) && strstr(err, "symbolic link"), "err '%s'", err);
+    sink_close();
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    ck_assert_int_eq(tu_file_size(target), 0);
 }
 END_TEST
 
@@ -908,6 +958,7 @@ END_TEST
 START_TEST(test_sink_http_429_retry_after)
 {
     sink_opts o = http_opts_for();
+    o.backoff_max_ms = 5000; /* the cap, above the Retry-After */
     th_resp r[2] = {{.status = 429, .headers = "Retry-After: 1\r\n"}, {.status = 200}};
     th_script(&srv, r, 2);
     start(&o);
@@ -1456,6 +1507,46 @@ START_TEST(test_sink_replays_spool_at_start)
 }
 END_TEST
 
+/* Issue 11, finding 5: a spool record with no payload and a row count of
+ * 5, answered 413, was split: memchr from the middle of nothing read
+ * before the buffer (ASan: heap-buffer-overflow). Such a record is now
+ * skipped when read back (spool_corrupt), and a split never takes a batch
+ * of fewer than two lines; the good record after it is split and
+ * delivered. */
+START_TEST(test_sink_spool_empty_record_413)
+{
+    unsigned char buf[4096];
+    size_t off = 0, len;
+    const char *rows = rows_of(2, "good", &len);
+    char good[1024];
+    memcpy(good, rows, len);
+    off += tu_spool_record(buf + off, LLM, 5, "", 0);
+    off += tu_spool_record(buf + off, LLM, 2, good, len);
+    use_spool();
+    ck_assert_int_eq(mkdir(spool_dir, 0700), 0);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/0000000000000001.seg", spool_dir);
+    tu_write_file(seg, (const char *)buf, off);
+    sink_opts o = http_opts_for();
+    o.max_inflight = 1;
+    th_resp r = {.status = 413};
+    th_script(&srv, &r, 1);
+    start(&o);
+    ck_assert(run_until_delivered(2, 3000));
+    tu_run_for(&loop, 50);
+    ck_assert_int_eq(th_counts_now(&srv).nreqs, 3); /* 2 rows, 413, then 1 + 1 */
+    ck_assert_uint_eq(stats.http[413], 1);
+    ck_assert_uint_eq(stats.dropped[DROP_too_large], 0);
+    drain(2000);
+    ck_assert_uint_eq(spool_segments(), 0);
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_msg(strstr(log, "event=spool_corrupt") && strstr(log, "why=\"no rows\""),
+                  "log: %s", log);
+    free(log);
+}
+END_TEST
+
 /* A replayed batch in flight when the deadline passes is let go, not
  * spooled again and not dropped: its rows stay in the spool, and a
  * restarted daemon finds every row. */
@@ -1601,6 +1692,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_policy_failing_since_first_retry);
     tcase_add_test(tc, test_sink_policy_submit_failure_retried);
     tcase_add_test(tc, test_sink_policy_retry_waits_as_asked);
+    tcase_add_test(tc, test_sink_policy_retry_wait_capped);
     tcase_add_test(tc, test_sink_policy_reject_counts_backend_reason);
     tcase_add_test(tc, test_sink_policy_too_large_forgets_then_splits);
     tcase_add_test(tc, test_sink_policy_backend_limit_oldest_first);
@@ -1612,6 +1704,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_file_oldest_first_across_datasets);
     tcase_add_test(tc, test_sink_file_drain_empty);
     tcase_add_test(tc, test_sink_file_open_error);
+    tcase_add_test(tc, test_sink_file_out_symlink_refused);
     tcase_add_test(tc, test_sink_file_write_error);
     tcase_add_test(tc, test_sink_http_200_counts);
     tcase_add_test(tc, test_sink_http_per_dataset);
@@ -1633,6 +1726,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_http_reconfigure_while_probing);
     tcase_add_test(tc, test_sink_memory_cap_spools);
     tcase_add_test(tc, test_sink_replays_spool_at_start);
+    tcase_add_test(tc, test_sink_spool_empty_record_413);
     tcase_add_test(tc, test_sink_drain_keeps_replayed_in_spool);
     tcase_add_test(tc, test_sink_drain_delivers);
     tcase_add_test(tc, test_sink_drain_cuts_backoff);

@@ -169,35 +169,10 @@ static int seg_count(void)
     return n;
 }
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static uint32_t get32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
            (uint32_t)p[3] << 24;
-}
-
-/* One record as docs/delivery.md describes it, written by the test:
- * "BFS1" | u32 length | u32 crc32 | u8 dataset | 3 bytes 0 | u64 rows | rows.
- * The crc covers the 12 header bytes after it and the rows. */
-static size_t encode_record(unsigned char *out, unsigned ds, uint64_t rows,
-                            const char *payload, size_t len)
-{
-    memset(out, 0, HDR);
-    memcpy(out, "BFS1", 4);
-    put32(out + 4, (uint32_t)len);
-    out[12] = (unsigned char)ds;
-    for (int i = 0; i < 8; i++)
-        out[16 + i] = (unsigned char)(rows >> (8 * i));
-    memcpy(out + HDR, payload, len);
-    uLong c = crc32(0L, out + 12, 12);
-    c = crc32(c, (const Bytef *)payload, (uInt)len);
-    put32(out + 8, (uint32_t)c);
-    return HDR + len;
 }
 
 /* XOR byte off of path with 0x01. */
@@ -265,27 +240,37 @@ START_TEST(test_spool_open_empty)
 END_TEST
 
 /* A segment that cannot be opened is named in the log and left on disk,
- * and new segments are numbered after it (so it is never overwritten). */
+ * and new segments are numbered after it (so it is never overwritten).
+ * Issue 11, finding 8: a segment that is a symlink is such a segment, even
+ * when it points at good records elsewhere: they are not replayed (the
+ * spool would send rows someone else chose, with the daemon's token). */
 START_TEST(test_spool_unreadable_segment_logged_and_kept)
 {
     char seg[256], target[256], path[256];
     ck_assert_int_eq(mkdir(dir, 0700), 0);
+    unsigned char buf[512];
+    const char *rows = "{\"id\":\"planted\"}\n";
+    size_t len = tu_spool_record(buf, BF_DATASET_llm_events, 1, rows, strlen(rows));
+    snprintf(target, sizeof(target), "%s/elsewhere.seg", tmpdir);
+    tu_write_file(target, (const char *)buf, len);
     snprintf(seg, sizeof(seg), "%s/0000000000000005.seg", dir);
-    snprintf(target, sizeof(target), "%s/nowhere", dir);
-    ck_assert_int_eq(symlink(target, seg), 0); /* open fails: ENOENT */
+    ck_assert_int_eq(symlink(target, seg), 0);
     open_spool();
     ck_assert_uint_eq(spool_segments(), 0);
+    ck_assert_uint_eq(spool_rows_unread(), 0);
     spool_append(tu_batch(BF_DATASET_llm_events, 1, "after"));
     flush_wait();
     snprintf(path, sizeof(path), "%s/0000000000000006.seg", dir);
     ck_assert_int_gt(tu_file_size(path), 0);
     struct stat st;
     ck_assert_int_eq(lstat(seg, &st), 0); /* still there */
+    replay_all(1);
+    ck_assert_ptr_null(memmem(rep[0].b->data, rep[0].b->len, "planted", 7));
     finish();
     char *log = tu_read_file(log_path, NULL);
     ck_assert_ptr_nonnull(log);
     ck_assert_msg(strstr(log, "event=spool_segment_unreadable segment=0000000000000005") &&
-                      strstr(log, "No such file or directory"), "log: %s", log);
+                      strstr(log, "Too many levels of symbolic links"), "log: %s", log);
     free(log);
 }
 END_TEST
@@ -347,7 +332,7 @@ START_TEST(test_spool_append_format)
         size_t plen;
         const char *payload = rows_text(want[i].n, want[i].tag, &plen);
         unsigned char rec[8192];
-        size_t rl = encode_record(rec, want[i].ds, (uint64_t)want[i].n, payload, plen);
+        size_t rl = tu_spool_record(rec, want[i].ds, (uint64_t)want[i].n, payload, plen);
         ck_assert_uint_le(off + rl, len);
         ck_assert_msg(memcmp(f + off, rec, rl) == 0, "record %d differs", i);
         ck_assert_uint_eq(get32(f + off + 4), plen);
@@ -698,8 +683,8 @@ START_TEST(test_spool_reopen_crafted)
     l1 = strlen(p1);
     const char *p2 = "{\"id\":\"y-1\",\"prompt\":\"a cat\"}\n";
     l2 = strlen(p2);
-    off = encode_record(buf, BF_DATASET_llm_events, 2, p1, l1);
-    off += encode_record(buf + off, BF_DATASET_image_events, 1, p2, l2);
+    off = tu_spool_record(buf, BF_DATASET_llm_events, 2, p1, l1);
+    off += tu_spool_record(buf + off, BF_DATASET_image_events, 1, p2, l2);
     char path[256], other[256];
     seg_file(path, sizeof(path), 0xa0);
     tu_write_file(path, (const char *)buf, off);
@@ -943,6 +928,214 @@ START_TEST(test_spool_dead_letter_rotates)
 }
 END_TEST
 
+/* ---- issue 11: what the spool trusts ------------------------------------ */
+
+/* Finding 8: a new segment is created with O_EXCL and O_NOFOLLOW, so a
+ * link planted at its name (after spool_open looked) is not written
+ * through: the rows are counted as dropped.spool_write instead, and the
+ * link's target is untouched. */
+START_TEST(test_spool_segment_not_written_through_link)
+{
+    char seg[256], target[256];
+    open_spool();
+    snprintf(target, sizeof(target), "%s/target", tmpdir);
+    tu_write_file(target, "", 0);
+    seg_file(seg, sizeof(seg), 1);
+    ck_assert_int_eq(symlink(target, seg), 0);
+    spool_append(tu_batch(BF_DATASET_llm_events, 2, "x"));
+    flush_wait();
+    ck_assert_int_eq(tu_file_size(target), 0);
+    ck_assert_uint_eq(stats.dropped[DROP_spool_write], 2);
+    ck_assert_uint_eq(stats.rows_spooled, 0);
+    finish();
+}
+END_TEST
+
+/* Finding 8: the dead-letter file is opened with O_NOFOLLOW: a link there
+ * is not appended through (the copy is lost and logged, its rows were
+ * counted as dropped already). */
+START_TEST(test_spool_dead_letter_not_through_link)
+{
+    char link[256], target[256];
+    open_spool();
+    snprintf(target, sizeof(target), "%s/target", tmpdir);
+    tu_write_file(target, "", 0);
+    snprintf(link, sizeof(link), "%s/dead-letter.ndjson", dir);
+    ck_assert_int_eq(symlink(target, link), 0);
+    spool_dead_letter(tu_batch(BF_DATASET_llm_events, 2, "d"), 400, "no");
+    flush_wait();
+    ck_assert_int_eq(tu_file_size(target), 0);
+    ck_assert_uint_eq(stats.rows_dead_lettered, 0);
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_ptr_nonnull(strstr(log, "event=dead_letter_write_failed"));
+    free(log);
+}
+END_TEST
+
+/* Finding 8: the lock file is truncated and gets the PID: a link planted
+ * at its name would have had its target clobbered. */
+START_TEST(test_spool_lock_not_through_link)
+{
+    char link[256], target[256], err[256] = "";
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(target, sizeof(target), "%s/target", tmpdir);
+    tu_write_file(target, "precious", 8);
+    snprintf(link, sizeof(link), "%s/lock", dir);
+    ck_assert_int_eq(symlink(target, link), 0);
+    ck_assert_int_eq(spool_open(&loop, &opts, on_replay, NULL, err, sizeof(err)), -ELOOP);
+    ck_assert_msg(strstr(err, link), "err: %s", err);
+    ck_assert_int_eq(tu_file_size(target), 8);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+/* Finding 6: a spool directory others may write, or one another user
+ * owns, is refused: its records would be replayed with the token (group
+ * write is only logged, as for every file_check). */
+START_TEST(test_spool_dir_must_be_private)
+{
+    char err[256];
+    static const unsigned bad[] = {0777, 0707, 0702, 0773};
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[32];
+        ck_assert_int_eq(chmod(dir, bad[i]), 0);
+        err[0] = '\0';
+        ck_assert_int_eq(spool_open(&loop, &opts, on_replay, NULL, err, sizeof(err)),
+                         -EPERM);
+        snprintf(want, sizeof(want), "mode %04o", bad[i]);
+        ck_assert_msg(strstr(err, dir) && strstr(err, want), "err: %s", err);
+    }
+    ck_assert_int_eq(chmod(dir, 0775), 0); /* others may read, the group write: allowed */
+    open_spool();
+    close_spool();
+    if (geteuid() == 0) { /* root can hand the directory to someone else */
+        ck_assert_int_eq(chown(dir, 65534, 65534), 0);
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        err[0] = '\0';
+        ck_assert_int_eq(spool_open(&loop, &opts, on_replay, NULL, err, sizeof(err)),
+                         -EPERM);
+        ck_assert_msg(strstr(err, "owned by uid 65534"), "err: %s", err);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+    }
+}
+END_TEST
+
+/* Findings 5 and 6: a record whose crc is good but whose rows are not what
+ * the daemon writes is skipped alone, and the records around it replay.
+ * The crc is no MAC, and the row count came from the file unchecked: a
+ * record with no payload and rows 5 reached the 413 split, which read
+ * before its buffer; a count of 2^64-1 wrapped the unread sum. */
+static const struct {
+    const char *name;
+    const char *rows;      /* the payload */
+    uint64_t count;        /* the header's row count */
+    int at_open;           /* caught at spool_open (count and lines) */
+    uint64_t dropped;      /* dropped.spool_corrupt */
+} bad_records[] = {
+    {"no payload, rows 5", "", 5, 1, 0},
+    {"no payload, rows 0", "", 0, 1, 0},
+    {"count above the lines", "{\"a\":1}\n{\"a\":2}\n", 3, 1, 2},
+    {"count below the lines", "{\"a\":1}\n{\"a\":2}\n", 1, 1, 2},
+    {"count 2^64-1", "{\"a\":1}\n", UINT64_MAX, 1, 1},
+    {"no final newline", "{\"a\":1}\n{\"a\":2}", 2, 1, 1},
+    {"not JSON", "not json\n", 1, 0, 1},
+    {"two objects on a line", "{\"a\":1}{\"b\":2}\n", 1, 0, 1},
+    {"an array", "[1,2]\n", 1, 0, 1},
+    {"an empty line", "{\"a\":1}\n\n", 2, 0, 2},
+    {"a bare string", "\"s\"\n", 1, 0, 1},
+};
+
+START_TEST(test_spool_bad_record_skipped)
+{
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    static unsigned char buf[16384];
+    size_t off = 0, l1, l3;
+    const char *p1 = rows_text(2, "one", &l1);
+    char first[4096];
+    memcpy(first, p1, l1);
+    off += tu_spool_record(buf + off, BF_DATASET_llm_events, 2, first, l1);
+    const char *bad = bad_records[_i].rows;
+    off += tu_spool_record(buf + off, BF_DATASET_image_events, bad_records[_i].count, bad,
+                         strlen(bad));
+    const char *p3 = rows_text(3, "three", &l3);
+    off += tu_spool_record(buf + off, BF_DATASET_llm_events, 3, p3, l3);
+    char path[256];
+    seg_file(path, sizeof(path), 7);
+    tu_write_file(path, (const char *)buf, off);
+    open_spool();
+    ck_assert_uint_eq(stats.spool_torn, 0);
+    uint64_t at_open = bad_records[_i].at_open ? bad_records[_i].dropped : 0;
+    ck_assert_uint_eq(stats.dropped[DROP_spool_corrupt], at_open);
+    ck_assert_uint_eq(spool_rows_unread(), 5 + (bad_records[_i].at_open ? 0 : bad_records[_i].count));
+    replay_all(2);
+    check_replayed(0, BF_DATASET_llm_events, 2, "one", 7);
+    check_replayed(1, BF_DATASET_llm_events, 3, "three", 7);
+    ck_assert_uint_eq(stats.dropped[DROP_spool_corrupt], bad_records[_i].dropped);
+    ck_assert_uint_eq(spool_rows_unread(), 0);
+    ck_assert_uint_eq(stats.rows_replayed, 5);
+    spool_ack(7, 2);
+    spool_ack(7, 3);
+    flush_wait();
+    ck_assert_int_eq(seg_count(), 0); /* settled: the bad record too */
+    finish();
+    /* Found at open: logged each time. At replay the line is rate-limited
+     * (test_spool_bad_record_logged_at_replay checks it once). */
+    if (bad_records[_i].at_open) {
+        char *log = tu_read_file(log_path, NULL);
+        ck_assert_msg(strstr(log, "event=spool_corrupt segment=0000000000000007"),
+                      "log: %s", log);
+        free(log);
+    }
+}
+END_TEST
+
+/* A record found bad at replay is logged with the check that failed.
+ * (Registered before the loop above: the line is rate-limited, five a
+ * second, and with CK_FORK=no, as under valgrind, the loop's would use
+ * them up.) */
+START_TEST(test_spool_bad_record_logged_at_replay)
+{
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    unsigned char buf[256];
+    size_t off = tu_spool_record(buf, BF_DATASET_llm_events, 1, "[1]\n", 4);
+    char path[256];
+    seg_file(path, sizeof(path), 3);
+    tu_write_file(path, (const char *)buf, off);
+    open_spool();
+    ck_assert_int_eq(spool_read_next(), 1);
+    ck_assert(tu_run_until_u64(&loop, &stats.dropped[DROP_spool_corrupt], 1, 2000));
+    flush_wait();
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_msg(strstr(log, "event=spool_corrupt segment=0000000000000003 offset=0 "
+                              "why=\"a row is not one JSON object\""),
+                  "log: %s", log);
+    free(log);
+}
+END_TEST
+
+/* The rows of a segment's rest, lost behind a record that went bad after
+ * spool_open, are counted by name (dropped.spool_corrupt). */
+START_TEST(test_spool_torn_at_read_counts_rows)
+{
+    uint64_t rec = three_records();
+    char path[256];
+    seg_file(path, sizeof(path), 1);
+    flip_byte(path, (long)(rec + HDR + 5));
+    ck_assert_int_eq(spool_read_next(), 1);
+    ck_assert(tu_run_until_u64(&loop, &stats.rows_replayed, 2, 2000));
+    ck_assert_int_eq(spool_read_next(), 1);
+    ck_assert(tu_run_until_u64(&loop, &stats.spool_torn, 1, 2000));
+    ck_assert_uint_eq(stats.dropped[DROP_spool_corrupt], 4);
+    spool_ack(1, 2);
+    finish();
+}
+END_TEST
+
 Suite *spool_suite(void)
 {
     TCase *tc;
@@ -967,5 +1160,12 @@ Suite *spool_suite(void)
     tcase_add_test(tc, test_spool_corrupt_at_read);
     tcase_add_test(tc, test_spool_dead_letter);
     tcase_add_test(tc, test_spool_dead_letter_rotates);
+    tcase_add_test(tc, test_spool_segment_not_written_through_link);
+    tcase_add_test(tc, test_spool_dead_letter_not_through_link);
+    tcase_add_test(tc, test_spool_dir_must_be_private);
+    tcase_add_test(tc, test_spool_lock_not_through_link);
+    tcase_add_test(tc, test_spool_bad_record_logged_at_replay);
+    tcase_add_loop_test(tc, test_spool_bad_record_skipped, 0, N(bad_records));
+    tcase_add_test(tc, test_spool_torn_at_read_counts_rows);
     return s;
 }

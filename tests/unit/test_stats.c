@@ -177,7 +177,7 @@ END_TEST
  * are in dashboards and alerts. */
 static const char *const drop_names[] = {
     "http_rejected", "shutdown", "too_large", "out_write",
-    "spool_full", "spool_write", "no_memory",
+    "spool_full", "spool_write", "spool_corrupt", "no_memory",
 };
 
 START_TEST(test_stats_drop_names)

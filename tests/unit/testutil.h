@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <zlib.h>
 
 #include "batch.h"
 #include "bf_proto.h"
@@ -90,6 +91,15 @@ static inline void tu_write_file(const char *path, const char *text, size_t len)
     ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
     ck_assert_uint_eq(fwrite(text, 1, len, f), len);
     ck_assert_int_eq(fclose(f), 0);
+}
+
+/* tu_write_file, then mode 0600: for the files the daemon keeps secret (a
+ * key, a token, a config holding a token) and refuses when others may
+ * read them. */
+static inline void tu_write_private(const char *path, const char *text, size_t len)
+{
+    tu_write_file(path, text, len);
+    ck_assert_int_eq(chmod(path, 0600), 0);
 }
 
 /* The whole of path, NUL-terminated, in a new buffer (caller frees);
@@ -274,6 +284,29 @@ static inline batch_buf *tu_batch(unsigned ds, int n, const char *tag)
     return b;
 }
 
+/* One spool record as docs/delivery.md describes it, written by the test
+ * into out (room for 24 + len bytes):
+ * "BFS1" | u32 length | u32 crc32 | u8 dataset | 3 bytes 0 | u64 rows | rows,
+ * little endian; the crc covers the 12 header bytes after it and the rows.
+ * Returns the record's length. */
+static inline size_t tu_spool_record(unsigned char *out, unsigned ds, uint64_t rows,
+                                     const char *payload, size_t len)
+{
+    memset(out, 0, 24);
+    memcpy(out, "BFS1", 4);
+    for (int i = 0; i < 4; i++)
+        out[4 + i] = (unsigned char)(len >> (8 * i));
+    out[12] = (unsigned char)ds;
+    for (int i = 0; i < 8; i++)
+        out[16 + i] = (unsigned char)(rows >> (8 * i));
+    memcpy(out + 24, payload, len);
+    uLong c = crc32(0L, out + 12, 12);
+    c = crc32(c, (const Bytef *)payload, (uInt)len);
+    for (int i = 0; i < 4; i++)
+        out[8 + i] = (unsigned char)(c >> (8 * i));
+    return 24 + len;
+}
+
 /* A done callback that counts its calls in *(uint64_t *)arg. */
 static inline void tu_count_cb(void *arg)
 {
@@ -282,12 +315,13 @@ static inline void tu_count_cb(void *arg)
 
 /* ---- enrich context on the shipped catalog ------------------------------- */
 
-/* Write TEST_KEY to key_path, open an enrich context on it (*ctx) and set
- * the shipped catalog (*cat) on it. */
+/* Write TEST_KEY to key_path (mode 0600: a key others may read is
+ * refused), open an enrich context on it (*ctx) and set the shipped
+ * catalog (*cat) on it. */
 static inline void tu_enrich_open(const char *key_path, enrich_ctx **ctx, catalog **cat)
 {
     char err[256];
-    tu_write_file(key_path, TEST_KEY "\n", strlen(TEST_KEY) + 1);
+    tu_write_private(key_path, TEST_KEY "\n", strlen(TEST_KEY) + 1);
     ck_assert_msg(enrich_new(key_path, ctx, err, sizeof(err)) == 0, "enrich_new: %s", err);
     ck_assert_msg(catalog_load(CATALOG_PATH, cat, err, sizeof(err)) == 0, "catalog_load: %s",
                   err);
