@@ -1,17 +1,21 @@
 /* config.c: the option table and its three sources. See config.h. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bf_addr.h"
+#include "file_check.h"
 #include "log.h"
 #include "paths.h"
 
@@ -54,15 +58,23 @@ static const option_def options[] = {
     {"tinybird-url", OPT_STR, OFF(tinybird_url), "https://api.tinybird.co", 0, 0,
      "TINYBIRD_API_URL TINYBIRD_URL", "Tinybird API base URL (region host)"},
     {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",
-     "Tinybird token with DATASOURCE:APPEND; prefer the environment. "
-     "Without one, batches go to --out"},
+     "Tinybird token with DATASOURCE:APPEND. As a flag every local user can "
+     "read it (/proc/PID/cmdline, warned): prefer --token-file, the systemd "
+     "credential tinybird-token or the environment. Without one, batches go "
+     "to --out"},
+    {"token-file", OPT_STR, OFF(token_file), NULL, 0, 0, NULL,
+     "file whose first line is the Tinybird token; refused when group or "
+     "others may read it. Under systemd, LoadCredential=tinybird-token:PATH "
+     "is read without this option ($CREDENTIALS_DIRECTORY/tinybird-token)"},
     {"catalog", OPT_STR, OFF(catalog), CATALOG_DEF, 0, 0, NULL,
      "model catalog (JSON): provider and prices per model; replaces the one "
      "built into birdfeederd (daemon/catalog.json at build time)"},
     {"out", OPT_STR, OFF(out), "-", 0, 0, NULL,
-     "NDJSON output file when there is no token ('-' is stdout)"},
+     "NDJSON output file when there is no token ('-' is stdout); appended "
+     "to, never through a symlink"},
     {"ip-hash-key-file", OPT_STR, OFF(ip_hash_key_file), STATE_DEF "ip-hash.key", 0,
-     0, NULL, "secret key for ip_hash; created with mode 0600 when missing"},
+     0, NULL, "secret key for ip_hash; created with mode 0600 when missing, "
+     "refused when group or others may read it"},
     {"stats-socket", OPT_STR, OFF(stats_socket), RUNTIME_DEF "stats.sock", 0, 0, NULL,
      "Unix socket streaming one JSON stats line per interval ('' off)"},
     {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0, NULL,
@@ -90,6 +102,9 @@ static const option_def options[] = {
      "docs/scale.md); off: always flush-interval-ms"},
     {"stats-interval-ms", OPT_MS, OFF(stats_interval_ms), "1000", 10, 3600000,
      NULL, "how often the stats socket writes a line"},
+    {"stats-max-clients", OPT_UINT, OFF(stats_max_clients), "16", 1, 1024, NULL,
+     "stats socket clients served at once; one more is closed as it "
+     "connects, and a client that writes anything is closed"},
     {"max-datagram", OPT_SIZE, OFF(max_datagram), "8KiB", 64, 65507, NULL,
      "largest datagram accepted; larger ones count as oversize"},
     {"rcvbuf", OPT_SIZE, OFF(rcvbuf_bytes), "16MiB", 65536, 1073741824, NULL,
@@ -261,12 +276,25 @@ static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
         return -1;
     }
     json_error_t jerr;
-    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
-    fclose(f);
-    if (!root) {
-        errf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
+    int fd = fileno(f);
+    if (file_check(fd, path, "config file", 0, err, n) < 0) {
+        fclose(f);
         return -1;
     }
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        errf(err, n, "%s:%d: %s", path, jerr.line, jerr.text);
+        fclose(f);
+        return -1;
+    }
+    /* A token in the file: the file is a secret too. */
+    if (json_object_get(root, "token") &&
+        file_check(fd, path, "config file holding a token", FILE_CHECK_SECRET, err, n) < 0) {
+        json_decref(root);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
     if (!json_is_object(root)) {
         errf(err, n, "%s: the config must be a JSON object", path);
         json_decref(root);
@@ -429,6 +457,171 @@ void config_diff(const bf_config *a, const bf_config *b, const char *const *skip
     }
 }
 
+/* ---- the token ---- */
+
+#define TOKEN_MAX 4096
+
+/* The token must fit in an HTTP header line as it is: visible ASCII. */
+static int token_ok(const char *t, const char *from, char *err, size_t n)
+{
+    for (const unsigned char *p = (const unsigned char *)t; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f) {
+            errf(err, n, "the token from %s holds a space, a control or a "
+                         "non-ASCII byte at offset %zu: not a Tinybird token",
+                 from, (size_t)(p - (const unsigned char *)t));
+            return -1;
+        }
+    return 0;
+}
+
+/* The first line of path (without its newline) in *out, newly allocated.
+ * check: apply file_check (a systemd credential is private by
+ * construction and may carry an ACL that shows as group bits). */
+static int read_token_file(const char *path, int check, char **out, char *err,
+                           size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        errf(err, n, "token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (check && file_check(fd, path, "token file", FILE_CHECK_SECRET, err, n) < 0) {
+        close(fd);
+        return -1;
+    }
+    char buf[TOKEN_MAX + 1];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            errf(err, n, "token file %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        len += (size_t)r;
+    }
+    close(fd);
+    char *nl = memchr(buf, '\n', len);
+    size_t tl = nl ? (size_t)(nl - buf) : len;
+    if (tl > 0 && buf[tl - 1] == '\r')
+        tl--;
+    if (!nl && len == sizeof(buf)) {
+        errf(err, n, "token file %s: first line longer than %d bytes", path, TOKEN_MAX);
+        return -1;
+    }
+    if (tl == 0) {
+        errf(err, n, "token file %s: the first line is empty", path);
+        return -1;
+    }
+    buf[tl] = '\0';
+    if (token_ok(buf, path, err, n) < 0)
+        return -1;
+    if (!(*out = strdup(buf))) {
+        errf(err, n, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int empty_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
+/* The token and token-file options as one source (file, environment or
+ * flags) set them; each owned. */
+typedef struct token_level {
+    char *token, *file;
+} token_level;
+
+static void level_take(bf_config *cfg, token_level *lv)
+{
+    free(lv->token);
+    free(lv->file);
+    lv->token = cfg->token;
+    lv->file = cfg->token_file;
+    cfg->token = cfg->token_file = NULL;
+}
+
+static void level_free(token_level *lv)
+{
+    free(lv->token);
+    free(lv->file);
+    lv->token = lv->file = NULL;
+}
+
+/* Pick the token by the order config.h states; lv[0] is the config file,
+ * lv[1] the environment, lv[2] the flags. */
+static int resolve_token(bf_config *cfg, token_level lv[3], char *err, size_t n)
+{
+    char cred[4200] = "";
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir && *dir) {
+        snprintf(cred, sizeof(cred), "%s/tinybird-token", dir);
+        if (access(cred, F_OK) < 0)
+            cred[0] = '\0';
+    }
+    if (lv[2].file && lv[2].token) {
+        errf(err, n, "give --token-file or --token, not both");
+        return -1;
+    }
+    struct {
+        const char *file, *token, *source;
+        int check;
+        enum config_source level;
+    } order[] = {
+        {lv[2].file, NULL, "--token-file", 1, CONFIG_SRC_FLAG},
+        {NULL, lv[2].token, "--token", 0, CONFIG_SRC_FLAG},
+        {lv[1].file, NULL, "BIRDFEEDER_TOKEN_FILE", 1, CONFIG_SRC_ENV},
+        {cred[0] ? cred : NULL, NULL, "credential", 0, CONFIG_SRC_ENV},
+        {NULL, lv[1].token, "environment", 0, CONFIG_SRC_ENV},
+        {lv[0].file, NULL, "file token-file", 1, CONFIG_SRC_FILE},
+        {NULL, lv[0].token, "file", 0, CONFIG_SRC_FILE},
+    };
+    size_t tok = (size_t)(find_option("token") - options);
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        if (order[k].file == cred && empty_file(cred)) {
+            /* The unit loads the credential whether or not there is a
+             * token: an empty one runs the daemon without (file sink). */
+            cfg->token_source = NULL;
+            cfg->source[tok] = CONFIG_SRC_ENV;
+            return 0;
+        }
+        if (order[k].file) {
+            if (read_token_file(order[k].file, order[k].check, &cfg->token, err, n) < 0)
+                return -1;
+            if (!(cfg->token_file = strdup(order[k].file))) {
+                errf(err, n, "out of memory");
+                return -1;
+            }
+        } else if (order[k].token) {
+            /* An empty value means no token (and hides the ones below). */
+            if (*order[k].token) {
+                if (token_ok(order[k].token, order[k].source, err, n) < 0)
+                    return -1;
+                if (!(cfg->token = strdup(order[k].token))) {
+                    errf(err, n, "out of memory");
+                    return -1;
+                }
+            }
+        } else {
+            continue;
+        }
+        cfg->token_source = cfg->token ? order[k].source : NULL;
+        cfg->source[tok] = (unsigned char)order[k].level;
+        if (k == 1 && cfg->token)
+            log_warn("token_on_command_line",
+                     "hint=\"every local user can read --token in /proc/PID/cmdline; "
+                     "use --token-file, LoadCredential=tinybird-token or "
+                     "TINYBIRD_API_KEY\"");
+        return 0;
+    }
+    return 0;
+}
+
 void config_free(bf_config *cfg)
 {
     for (size_t k = 0; k < N_OPTIONS; k++)
@@ -518,6 +711,43 @@ static int derive_defaults(bf_config *cfg, char *err, size_t n)
     return 0;
 }
 
+static enum config_result check_fields(bf_config *cfg, char *err, size_t n);
+
+/* The host of "HOST[:PORT][/...]" (after "http://") is loopback
+ * (bf_addr_is_loopback) or "localhost". No userinfo: "127.0.0.1@evil" is
+ * not loopback. */
+static int url_host_is_loopback(const char *auth)
+{
+    char host[64];
+    size_t len = strcspn(auth, "/?#");
+    if (memchr(auth, '@', len))
+        return 0;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    const char *h = auth;
+    size_t hl = strcspn(auth, ":/?#");
+    if (auth[0] == '[') {
+        const char *close = memchr(auth, ']', len);
+        if (!close)
+            return 0;
+        h = auth + 1;
+        hl = (size_t)(close - h);
+    }
+    if (hl >= sizeof(host))
+        return 0;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (auth[0] != '[' && strcasecmp(host, "localhost") == 0)
+        return 1;
+    if ((auth[0] == '[' ? inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr)
+                        : inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr)) ==
+        1) {
+        ss.ss_family = auth[0] == '[' ? AF_INET6 : AF_INET;
+        return bf_addr_is_loopback((struct sockaddr *)&ss);
+    }
+    return 0;
+}
+
 enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
                                size_t n)
 {
@@ -571,36 +801,52 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
         errf(err, n, "unexpected argument '%s' (see --help)", argv[optind]);
         return CONFIG_ERROR;
     }
+    /* The token options are taken out after each source, so the order
+     * between sources is known when the token is picked. */
+    token_level lv[3] = {{NULL, NULL}, {NULL, NULL}, {NULL, NULL}};
+    enum config_result rc = CONFIG_ERROR;
     if (file && *file) {
         cfg->config_file = strdup(file);
         if (load_file(cfg, file, err, n) < 0)
-            return CONFIG_ERROR;
+            goto out;
     }
+    level_take(cfg, &lv[0]);
     if (load_env(cfg, err, n) < 0)
-        return CONFIG_ERROR;
+        goto out;
+    level_take(cfg, &lv[1]);
     /* Pass 2: the flags, which win. */
     optind = 0;
     while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         if (c >= 0 && c < (int)N_OPTIONS &&
             set_option(cfg, &options[c], optarg, CONFIG_SRC_FLAG, "flag", err, n) < 0)
-            return CONFIG_ERROR;
+            goto out;
     }
-    /* Cross-field checks. */
+    level_take(cfg, &lv[2]);
+    if (resolve_token(cfg, lv, err, n) < 0)
+        goto out;
+    rc = check_fields(cfg, err, n);
+out:
+    for (int i = 0; i < 3; i++)
+        level_free(&lv[i]);
+    return rc;
+}
+
+/* Cross-field checks, once every source is in. */
+static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
+{
     size_t ul = cfg->tinybird_url ? strlen(cfg->tinybird_url) : 0;
     while (ul > 0 && cfg->tinybird_url[ul - 1] == '/')
         cfg->tinybird_url[--ul] = '\0';
-    if (cfg->token && !*cfg->token) {
-        free(cfg->token);
-        cfg->token = NULL;
-    }
     if (ul > 255) {
         errf(err, n, "option 'tinybird-url': longer than 255 bytes");
         return CONFIG_ERROR;
     }
-    if (strncmp(cfg->tinybird_url, "http://", 7) != 0 &&
-        strncmp(cfg->tinybird_url, "https://", 8) != 0) {
+    if (strncmp(cfg->tinybird_url, "https://", 8) != 0 &&
+        !(strncmp(cfg->tinybird_url, "http://", 7) == 0 &&
+          url_host_is_loopback(cfg->tinybird_url + 7))) {
         errf(err, n, "option 'tinybird-url': '%s' must start with https:// "
-                     "(or http:// for a local test server)", cfg->tinybird_url);
+                     "(http:// only to a loopback host, for a local test server: "
+                     "the token would cross the network in clear)", cfg->tinybird_url);
         return CONFIG_ERROR;
     }
     /* The open batches count against the memory cap: two datasets' worth

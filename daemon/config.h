@@ -28,6 +28,9 @@ typedef struct bf_config {
     char *listen;            /* HOST:PORT for the UDP socket */
     char *tinybird_url;      /* base URL, no trailing slash */
     char *token;             /* Tinybird token; NULL: local file sink */
+    char *token_file;        /* where the token was read from, or NULL */
+    const char *token_source; /* static text naming the token's source, for
+                                 the log: "--token-file", "credential", ... */
     char *catalog;           /* model catalog JSON path; NULL: the built-in
                                 one (catalog_load_builtin) */
     char *out;               /* NDJSON output without a token; "-" stdout */
@@ -48,6 +51,7 @@ typedef struct bf_config {
     uint64_t flush_interval_ms;
     uint64_t max_flush_interval_ms; /* pacing stretches the interval up to it */
     uint64_t stats_interval_ms;
+    uint64_t stats_max_clients; /* stats socket clients at once */
     uint64_t max_datagram;   /* larger datagrams are rejected: oversize */
     uint64_t rcvbuf_bytes;   /* SO_RCVBUF asked for */
     uint64_t http_timeout_ms;
@@ -71,7 +75,14 @@ typedef struct bf_config {
 enum config_result { CONFIG_ERROR = -EINVAL, CONFIG_OK = 0, CONFIG_EXIT_OK = 1 };
 
 /* Fill cfg from defaults, the file named by --config (or
- * BIRDFEEDER_CONFIG), the environment and argv. Calling it again with the
+ * BIRDFEEDER_CONFIG), the environment and argv. The token is resolved here
+ * too, from the first of: --token-file, --token (warned: visible to every
+ * local user), BIRDFEEDER_TOKEN_FILE, the systemd credential
+ * $CREDENTIALS_DIRECTORY/tinybird-token, the environment's token
+ * (BIRDFEEDER_TOKEN, TINYBIRD_API_KEY, TINYBIRD_TOKEN), the config file's
+ * token-file, its token. A token file, or a config file holding a token,
+ * that group or others may read is refused, as is a config file others may
+ * write or one owned by another user. Calling it again with the
  * same argv is how a reload (SIGHUP) picks up an edited file while flags and
  * the environment keep priority. On CONFIG_ERROR a message
  * naming the bad option and why is written to err (size n). --help and

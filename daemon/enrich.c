@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file_check.h"
 #include "fnv.h"
 #include "hex.h"
 #include "stats.h"
@@ -57,6 +58,11 @@ static uint64_t rng_next(uint64_t s[4])
 static int read_key(int fd, const char *path, unsigned char *key, size_t *klen,
                     char *err, size_t n)
 {
+    /* Whoever reads the key can reverse ip_hash for any address they
+     * guess: it is a secret, like an ssh key. */
+    int rc = file_check(fd, path, "ip hash key", FILE_CHECK_SECRET, err, n);
+    if (rc < 0)
+        return rc;
     ssize_t k = read(fd, key, 256);
     if (k < 0) {
         int e = errno;
@@ -108,10 +114,13 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
         hex[64] = '\n';
         /* Written whole to a temporary name, then link(2)ed into place:
          * a crash never leaves a short key behind, and of two daemons
-         * starting at once only one key wins (link fails with EEXIST). */
+         * starting at once only one key wins (link fails with EEXIST). The
+         * temporary name is random and made with O_EXCL (mkostemp, 0600),
+         * so nothing planted at a guessable name (a symlink to a file the
+         * key would be written into) is ever opened. */
         char tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-        int w = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path);
+        int w = mkostemp(tmp, O_CLOEXEC);
         if (w < 0) {
             int e = errno;
             snprintf(err, n, "creating ip hash key %s: %s", tmp, strerror(e));

@@ -47,7 +47,8 @@ typedef struct enrich_ctx enrich_ctx;
 
 /* Create a context at *out with the ip_hash key read from key_file, which is
  * created (mode 0600, 32 random bytes as hex) when missing so hashes stay
- * stable across restarts. Returns 0, or a negative errno with a reason in
+ * stable across restarts. An existing key that group or others may read,
+ * or that another user owns, is refused (file_check.h). Returns 0, or a negative errno with a reason in
  * err (size n) and *out NULL. */
 int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n);
 void enrich_free(enrich_ctx *ctx);

@@ -191,8 +191,9 @@ static const sink_opts *sink_options(const bf_config *cfg, sink_config *sc)
 }
 
 /* What a reload can tell about the token: the running sink has it from
- * one source, and a reload re-reads only the file (and, later, a token
- * file); a token from the environment or a flag needs a restart. */
+ * one source, and a reload re-reads the config file and token files (the
+ * systemd credential too); a token from the environment or a flag needs a
+ * restart. */
 static const char *token_note(const bf_config *now, const bf_config *fresh)
 {
     enum config_source src = config_source(fresh, "token");
@@ -200,6 +201,11 @@ static const char *token_note(const bf_config *now, const bf_config *fresh)
                (now->token && fresh->token && strcmp(now->token, fresh->token) == 0);
     if (!same)
         return "changed";
+    if (fresh->token_source && strcmp(fresh->token_source, "credential") == 0)
+        return "unchanged: systemd copies the credential at start; restart the "
+               "daemon to read /etc/birdfeeder/token again";
+    if (fresh->token_file)
+        return "unchanged"; /* read again from its file */
     if (src == CONFIG_SRC_ENV)
         return "unchanged: it comes from the environment, which a reload does not read "
                "again; restart the daemon with the new token";
@@ -219,7 +225,7 @@ static void apply_config(bf_config *fresh, catalog *cat)
                                          "max-event-age", "max-event-skew", NULL};
     static const char *const with_sink[] = {"catalog", "log-level", "log-format",
                                             "max-event-age", "max-event-skew", "token",
-                                            "tinybird-url",
+                                            "token-file", "tinybird-url",
                                             "http-timeout-ms", "max-inflight",
                                             "backoff-min-ms", "backoff-max-ms", "pacing",
                                             "flush-interval-ms", "max-flush-interval-ms",
@@ -236,10 +242,13 @@ static void apply_config(bf_config *fresh, catalog *cat)
     const char *token = token_note(&app.cfg, fresh);
     config_diff(&app.cfg, fresh, applied, changed, sizeof(changed));
     config_take(&app.cfg, fresh, applied);
-    log_info("reloaded", "catalog=%s models=%zu token=\"%s\" token_from=%s "
+    if (sink_ok)
+        app.cfg.token_source = fresh->token_source; /* static text */
+    log_info("reloaded", "catalog=%s models=%zu token=\"%s\" token_from=\"%s\" "
                          "sink=\"%s%s\" restart_needed=%s",
              catalog_name(app.cfg.catalog), catalog_size(cat), token,
-             config_source_name(config_source(&app.cfg, "token")),
+             app.cfg.token_source ? app.cfg.token_source
+                                  : config_source_name(config_source(&app.cfg, "token")),
              sink_ok ? "reconfigured" : "kept: ", sink_ok ? "" : err,
              *changed ? changed : "none");
 }
@@ -431,7 +440,7 @@ int main(int argc, char **argv)
     int rc = make_runtime_dir(cfg, err, sizeof(err));
     if (rc == 0)
         rc = stats_start(app.loop, cfg->stats_socket, (unsigned)cfg->stats_interval_ms,
-                         err, sizeof(err));
+                         (unsigned)cfg->stats_max_clients, err, sizeof(err));
     if (rc < 0) {
         context_hint(cfg, "stats-socket", err, sizeof(err));
         log_error("stats_socket_failed", "path=%s error=\"%s\" note=\"running without "
@@ -456,7 +465,8 @@ int main(int argc, char **argv)
              cfg->token ? cfg->spool_dir : "-",
              *cfg->stats_socket ? cfg->stats_socket : "-");
     if (cfg->token)
-        log_info("sink", "mode=tinybird url=%s", cfg->tinybird_url);
+        log_info("sink", "mode=tinybird url=%s token_from=\"%s\"", cfg->tinybird_url,
+                 cfg->token_source);
     else
         log_info("sink", "mode=file out=%s note=\"no TINYBIRD_API_KEY: writing "
                          "NDJSON locally, nothing is sent to Tinybird\"",

@@ -54,11 +54,12 @@ static struct {
     char *path;
     int started;
     stats_client *clients;
+    unsigned nclients, max_clients;
     stats_refresh_fn refresh;
     void *refresh_arg;
 } st;
 
-static log_limit drop_limit;
+static log_limit drop_limit, client_limit;
 
 const char *stats_drop_name(enum bf_drop d)
 {
@@ -269,6 +270,7 @@ static void client_close(stats_client *c)
     if (c->closing)
         return;
     c->closing = 1;
+    st.nclients--;
     for (stats_client **pp = &st.clients; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -352,11 +354,16 @@ static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
     *b = uv_buf_init(sink, sizeof(sink));
 }
 
-/* Clients send nothing we act on; reading only notices their EOF. */
+/* Clients only listen. Reading notices their EOF, and a client that
+ * writes anything is closed: nothing it sends is read or kept, so it can
+ * neither fill a buffer nor keep the loop busy. */
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     (void)b;
-    if (n < 0)
+    if (n > 0)
+        log_limited(&client_limit, LOG_WARN, "stats_client_closed",
+                    "reason=wrote bytes=%zd", n);
+    if (n != 0)
         client_close(s->data);
 }
 
@@ -376,6 +383,16 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&c->pipe, on_client_closed);
         return;
     }
+    /* Past --stats-max-clients a client is accepted and closed at once
+     * (left in the backlog it would only wait): each costs a line per
+     * interval. */
+    if (st.nclients >= st.max_clients) {
+        log_limited(&client_limit, LOG_WARN, "stats_client_refused",
+                    "reason=max_clients max=%u", st.max_clients);
+        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        return;
+    }
+    st.nclients++;
     c->next = st.clients;
     st.clients = c;
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_client_read);
@@ -413,20 +430,27 @@ int stats_check_socket(const char *path, char *err, size_t n)
                          "one another --stats-socket", path);
         return -EADDRINUSE;
     }
-    /* ECONNREFUSED: a file nobody listens on (a crashed run); ENOENT:
-     * none. Both are free to bind. */
+    /* ECONNREFUSED: a file nobody listens on (a crashed run's socket, or
+     * something that is no socket at all); ENOENT: none. */
     if (e != ECONNREFUSED && e != ENOENT) {
         snprintf(err, n, "stats socket %s: %s", path, strerror(e));
         return -e;
     }
+    struct stat there;
+    if (e == ECONNREFUSED && lstat(path, &there) == 0 && !S_ISSOCK(there.st_mode)) {
+        snprintf(err, n, "stats socket %s: a file that is not a socket is there "
+                         "(not replaced: it is not the daemon's)", path);
+        return -EEXIST;
+    }
     return 0;
 }
 
-int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms, char *err,
-                size_t n)
+int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
+                unsigned max_clients, char *err, size_t n)
 {
     stats.start_ms = clock_wall_ms();
     st.loop = loop;
+    st.max_clients = max_clients ? max_clients : 16;
     if (!path || !*path)
         return 0;
     int rc = stats_check_socket(path, err, n);
@@ -437,13 +461,18 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms, char *e
         snprintf(err, n, "stats socket %s: %s", path, uv_strerror(rc));
         return rc;
     }
-    if ((rc = uv_pipe_bind(&st.server, path)) < 0 ||
-        (rc = uv_listen((uv_stream_t *)&st.server, 16, on_connection)) < 0) {
+    /* The socket is born 0660: a chmod after bind would leave a moment in
+     * which any local user could connect. umask is process-wide, and no
+     * other thread creates files yet (the threadpool and curl start
+     * later). */
+    mode_t mask = umask(0117);
+    rc = uv_pipe_bind(&st.server, path);
+    umask(mask);
+    if (rc < 0 || (rc = uv_listen((uv_stream_t *)&st.server, 16, on_connection)) < 0) {
         snprintf(err, n, "stats socket %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&st.server, NULL);
         return rc;
     }
-    chmod(path, 0660);
     if (!(st.path = strdup(path))) {
         snprintf(err, n, "out of memory");
         uv_close((uv_handle_t *)&st.server, NULL);

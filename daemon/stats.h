@@ -77,17 +77,22 @@ void stats_latency(uint64_t delay_ms, uint64_t rows, uint64_t now_ms);
 struct json_t;
 struct json_t *stats_snapshot(void);
 
-/* Start the stats socket at path (mode 0660) writing a line every
- * interval_ms. A socket file nobody answers on (left by a crashed run) is
- * replaced; one a running daemon answers on is left alone (-EADDRINUSE).
- * path NULL or "": counters only, no socket. Returns 0, or a negative errno
- * (libuv's codes are the same) with a message in err (size n). */
-int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms, char *err,
-                size_t n);
+/* Start the stats socket at path, created with mode 0660 (never wider,
+ * not even for a moment), writing a line every interval_ms to at most
+ * max_clients clients at once (0: 16); one more is closed as it connects,
+ * and a client that writes anything is closed. A socket file nobody
+ * answers on (left by a crashed run) is replaced; one a running daemon
+ * answers on is left alone (-EADDRINUSE), and so is anything that is not a
+ * socket (-EEXIST). path NULL or "": counters only, no socket.
+ * Returns 0, or a negative errno (libuv's codes are the same) with a
+ * message in err (size n). */
+int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
+                unsigned max_clients, char *err, size_t n);
 
 /* What stats_start checks before it binds, changing nothing: path fits a
  * socket address, its directory exists and is writable (named with the
- * real reason, which a failed bind hides), and no daemon answers on it.
+ * real reason, which a failed bind hides), no daemon answers on it, and
+ * nothing that is not a socket is there.
  * Returns 0 or a negative errno with a message in err (size n). */
 int stats_check_socket(const char *path, char *err, size_t n);
 /* Send a last line to clients, close them and the socket, unlink it. */

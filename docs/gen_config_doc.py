@@ -13,7 +13,7 @@ The option table in daemon/config.c is the one place an option is declared;
   docs/man/birdfeederd.8  the OPTIONS entries between the roff comments
                           .\\" BEGIN GENERATED OPTIONS and .\\" END GENERATED OPTIONS
   daemon/birdfeeder.json  the whole file: every option at its default (not
-                          the token, which belongs in /etc/birdfeeder/env, nor
+                          the token, which belongs in /etc/birdfeeder/token, nor
                           the options whose default depends on where the
                           daemon runs: "default (by context)" in --help)
 
@@ -41,7 +41,7 @@ CONFIG_JSON = os.path.join(REPO, "daemon", "birdfeeder.json")
 MD_BEGIN, MD_END = "<!-- BEGIN GENERATED OPTIONS -->", "<!-- END GENERATED OPTIONS -->"
 MAN_BEGIN, MAN_END = '.\\" BEGIN GENERATED OPTIONS', '.\\" END GENERATED OPTIONS'
 KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer", "DURATION": "duration"}
-NOT_IN_FILE = {"token"}  # secrets go in the environment file, mode 0600
+NOT_IN_FILE = {"token"}  # the token goes in /etc/birdfeeder/token, a credential
 
 sys.path.insert(0, os.path.join(REPO, "proto"))
 import gen_doc  # noqa: E402  (reads fields.def and reasons.def)

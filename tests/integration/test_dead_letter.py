@@ -98,6 +98,7 @@ class TestDeadLetter(BirdfeederTestCase):
         cfg = self.tmpdir() / 'bf.json'
         cfg.write_text(json.dumps({'token': tb.token, 'tinybird-url': tb.url,
                                    'spool-dir': str(spool)}))
+        cfg.chmod(0o600)  # a config file holding a token must be private
         p = dead_letter(['replay', '--config', str(cfg)])
         self.assertEqual(p.returncode, 1, p.stderr)
         kept = self.batches(spool / 'dead-letter.ndjson')

@@ -288,9 +288,20 @@ class TestCheckConfig(FirstContactCase):
     def test_key_file_too_short(self):
         d = self.tmpdir()
         (d / 'k').write_text('short\n')
+        (d / 'k').chmod(0o600)
         self.assert_check_and_start_fail(
             ['--ip-hash-key-file', str(d / 'k'), '--stats-socket', ''], {'HOME': d},
             'ip_hash_key', 'needs at least 16 bytes')
+
+    def test_key_file_others_may_read(self):
+        """Issue 11, finding 8: whoever reads the key can reverse ip_hash;
+        --check-config and a start refuse it alike, naming mode and fix."""
+        d = self.tmpdir()
+        (d / 'k').write_text('0123456789abcdef0123456789abcdef\n')
+        (d / 'k').chmod(0o644)
+        self.assert_check_and_start_fail(
+            ['--ip-hash-key-file', str(d / 'k'), '--stats-socket', ''], {'HOME': d},
+            'ip_hash_key', 'mode 0644', 'chmod go-rwx')
 
     def test_bad_catalog(self):
         d = self.tmpdir()

@@ -51,6 +51,7 @@ class RefusalCase(BirdfeederTestCase):
     def config(self, d, token, **more):
         path = d / 'birdfeeder.json'
         path.write_text(json.dumps({'token': token, **more}))
+        path.chmod(0o600)  # a config file holding a token must be private
         return path
 
     def assert_exactly(self, tb, evs):

@@ -166,7 +166,10 @@ class TestUnits(SystemdTestCase):
         self.assertEqual(one['Type'], 'notify')
         self.assertEqual(one['Restart'], 'on-failure')
         self.assertTrue(one['WatchdogSec'])
-        self.assertEqual(one['EnvironmentFile'], '-/etc/birdfeeder/env')
+        # The token comes as a systemd credential (issue 11): not from an
+        # environment file, whose values any process of the unit inherits.
+        self.assertEqual(one['LoadCredential'], 'tinybird-token:/etc/birdfeeder/token')
+        self.assertNotIn('EnvironmentFile', one)
         self.assertEqual(one['StateDirectory'], 'birdfeeder')
         self.assertEqual(one['RuntimeDirectory'], 'birdfeeder')
         self.assertEqual(one['DynamicUser'], 'yes')
@@ -244,9 +247,10 @@ class TestUnits(SystemdTestCase):
     def test_default_config_file_has_every_option_and_is_valid(self):
         """daemon/birdfeeder.json (installed as /etc/birdfeeder/birdfeeder.json)
         sets every option of --help to its default, except the token, which
-        belongs in /etc/birdfeeder/env, and the paths whose default depends
-        on where the daemon runs (a fixed one there would override systemd's
-        directories); --check-config accepts it."""
+        belongs in /etc/birdfeeder/token, token-file, which has no default,
+        and the paths whose default depends on where the daemon runs (a
+        fixed one there would override systemd's directories); --check-config
+        accepts it."""
         out, _ = help_options()
         defaults = help_defaults(out)
         by_context = help_defaults(out, by_context=True)
@@ -255,15 +259,15 @@ class TestUnits(SystemdTestCase):
         conf = json.loads(DEFAULT_CONFIG.read_text())
         names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|DURATION|N)$', out, re.M)
         for name in names:
-            if name == 'token':
-                self.assertNotIn('token', conf, 'the token goes in /etc/birdfeeder/env')
+            if name in ('token', 'token-file'):
+                self.assertNotIn(name, conf, 'the token goes in /etc/birdfeeder/token')
                 continue
             if name in by_context:
                 self.assertNotIn(name, conf, f'{name} depends on the context')
                 continue
             self.assertIn(name, conf, f'{name} missing from {DEFAULT_CONFIG}')
             self.assertEqual(str(conf[name]), defaults[name], name)
-        self.assertEqual(set(conf), set(names) - {'token'} - set(by_context))
+        self.assertEqual(set(conf), set(names) - {'token', 'token-file'} - set(by_context))
         p = subprocess.run([str(DAEMON_BIN), '--config', str(DEFAULT_CONFIG),
                             '--catalog', str(REPO_CATALOG), '--check-config'],
                            capture_output=True, text=True, timeout=10, env=clean_env())
@@ -711,17 +715,116 @@ class TestTokenNeverLogged(SystemdTestCase):
         d = self.tmpdir()
         bad = d / 'bad.json'
         bad.write_text(json.dumps({"token": SECRET, "flush-bytes": "lots"}))
+        bad.chmod(0o600)  # private, so the bad value is what fails
+        tok = d / 'token'
+        tok.write_text(SECRET + '\n')
+        tok.chmod(0o644)  # refused: others may read it
         runs = [
             ['--token', SECRET, '--flush-bytes', 'lots'],
             ['--token', SECRET, '--no-such-option'],
             ['--config', str(bad)],
             ['--token', SECRET, '--check-config', '--catalog', str(REPO_CATALOG)],
+            ['--token-file', str(tok)],
+            ['--tinybird-url', 'http://api.tinybird.co', '--check-config'],
         ]
         for args in runs:
             with self.subTest(args=args):
                 p = subprocess.run([str(DAEMON_BIN), *args], capture_output=True, text=True,
                                    timeout=10, env=clean_env({'TINYBIRD_API_KEY': SECRET}))
                 self.assert_no_secret(p.stdout + p.stderr, f'birdfeederd {args}')
+
+
+class TestTokenSources(SystemdTestCase):
+    """Issue 11, finding 2: the token reaches the daemon without passing
+    through its command line (every local user reads /proc/PID/cmdline) or,
+    under systemd, its environment; finding 9: never in clear to a remote
+    host."""
+
+    EVENT = {"dataset": "image_events", "model": "flux", "id": "tok-1"}
+
+    def assert_not_in_proc(self, d):
+        for what in ('cmdline', 'environ'):
+            data = Path(f'/proc/{d.proc.pid}/{what}').read_bytes()
+            self.assertNotIn(SECRET.encode(), data, f'the token is in /proc/PID/{what}')
+
+    def sink_line(self, d):
+        recs = d.log_records('sink')
+        self.assertTrue(recs, d.log())
+        return recs[0]
+
+    def deliver_one(self, tb, d):
+        send_json_lines([self.EVENT], d.port)
+        wait_until(lambda: tb.row_count('image_events') >= 1, msg='row delivered')
+        self.assertEqual(d.stats()['dropped']['http_rejected'], 0)
+
+    def test_token_file(self):
+        tb = self.fake(token=SECRET)
+        tok = self.tmpdir() / 'token'
+        tok.write_text(SECRET + '\n')
+        tok.chmod(0o600)
+        d = self.daemon(FAST + ['--tinybird-url', tb.url, '--token-file', str(tok)])
+        self.deliver_one(tb, d)
+        self.assert_not_in_proc(d)
+        self.assertEqual(self.sink_line(d)['token_from'], '--token-file')
+        self.assertNotIn('token_on_command_line', d.log())
+        self.assertEqual(d.stop(), 0)
+        self.assertNotIn(SECRET, d.log())
+
+    def test_systemd_credential(self):
+        """What LoadCredential=tinybird-token:/etc/birdfeeder/token gives the
+        service: $CREDENTIALS_DIRECTORY/tinybird-token, read by the daemon
+        with no option at all."""
+        tb = self.fake(token=SECRET)
+        creds = self.tmpdir()
+        (creds / 'tinybird-token').write_text(SECRET + '\n')
+        (creds / 'tinybird-token').chmod(0o400)
+        d = self.daemon(FAST + ['--tinybird-url', tb.url],
+                        env={'CREDENTIALS_DIRECTORY': str(creds)})
+        self.deliver_one(tb, d)
+        self.assert_not_in_proc(d)
+        self.assertEqual(self.sink_line(d)['token_from'], 'credential')
+        self.assertEqual(d.stop(), 0)
+        self.assertNotIn(SECRET, d.log())
+
+    def test_token_flag_still_works_with_a_warning(self):
+        tb = self.fake(token=SECRET)
+        d = self.daemon(FAST + ['--tinybird-url', tb.url, '--token', SECRET])
+        self.deliver_one(tb, d)
+        warn = d.log_records('token_on_command_line')
+        self.assertEqual(len(warn), 1, d.log())
+        self.assertEqual(warn[0]['level'], 'warn')
+        self.assertIn('/proc/PID/cmdline', warn[0]['hint'])
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.log().count(SECRET), 0)
+
+    def test_token_file_others_may_read_is_refused(self):
+        _require(DAEMON_BIN)
+        tok = self.tmpdir() / 'token'
+        tok.write_text(SECRET + '\n')
+        for mode in (0o644, 0o640, 0o604):
+            with self.subTest(mode=oct(mode)):
+                tok.chmod(mode)
+                p = subprocess.run([str(DAEMON_BIN), '--token-file', str(tok), '--check-config',
+                                    '--catalog', str(REPO_CATALOG)],
+                                   capture_output=True, text=True, timeout=10, env=clean_env())
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(f'mode {mode:04o}', p.stderr)
+                self.assertIn(str(tok), p.stderr)
+                self.assertNotIn(SECRET, p.stdout + p.stderr)
+
+    def test_plain_http_only_to_loopback(self):
+        _require(DAEMON_BIN)
+        for url, ok in (('http://api.tinybird.co', False), ('http://10.1.2.3:8001', False),
+                        ('http://127.0.0.1:8001', True), ('http://[::1]:8001', True),
+                        ('https://api.tinybird.co', True)):
+            with self.subTest(url=url):
+                p = subprocess.run([str(DAEMON_BIN), '--tinybird-url', url, '--check-config',
+                                    '--catalog', str(REPO_CATALOG)],
+                                   capture_output=True, text=True, timeout=10,
+                                   env=clean_env({'TINYBIRD_API_KEY': SECRET}))
+                self.assertEqual(p.returncode, 0 if ok else 2, p.stderr)
+                if not ok:
+                    self.assertIn('loopback', p.stderr)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -58,9 +59,17 @@ static void config_teardown(void)
     tu_rmtree(tmpdir);
 }
 
+/* Mode 0600: a config file holding a token must be private. */
 static void write_config(const char *text)
 {
-    tu_write_file(file_path, text, strlen(text));
+    tu_write_private(file_path, text, strlen(text));
+}
+
+/* A private file under tmpdir named name holding text; its path in out. */
+static void write_secret(char *out, size_t n, const char *name, const char *text)
+{
+    snprintf(out, n, "%s/%s", tmpdir, name);
+    tu_write_private(out, text, strlen(text));
 }
 
 /* config_load with argv = birdfeederd followed by the NULL-terminated
@@ -741,6 +750,311 @@ START_TEST(test_config_version)
 }
 END_TEST
 
+/* ---- issue 11: the token off the command line, files kept private ---- */
+
+/* --token-file: the first line, its newline (LF or CRLF) left out. */
+static const struct {
+    const char *text, *want;
+} token_files[] = {
+    {"p.tok-1\n", "p.tok-1"},
+    {"p.tok-2", "p.tok-2"},
+    {"p.tok-3\r\n", "p.tok-3"},
+    {"p.tok-4\nsecond line ignored\n", "p.tok-4"},
+};
+
+START_TEST(test_config_token_file)
+{
+    bf_config cfg;
+    char err[512], path[160], flag[200];
+    write_secret(path, sizeof(path), "token", token_files[_i].text);
+    snprintf(flag, sizeof(flag), "--token-file=%s", path);
+    LOAD_OK(&cfg, err, flag, NULL);
+    ck_assert_str_eq(cfg.token, token_files[_i].want);
+    ck_assert_str_eq(cfg.token_file, path);
+    ck_assert_str_eq(cfg.token_source, "--token-file");
+    config_free(&cfg);
+}
+END_TEST
+
+/* A token file that is empty, unreadable, not private, or not one line of
+ * a header-safe token is refused, naming the file and what is wrong. */
+START_TEST(test_config_token_file_refused)
+{
+    char path[160], flag[200];
+    snprintf(flag, sizeof(flag), "--token-file=%s/missing", tmpdir);
+    must_fail("missing", "No such file", flag, NULL);
+    static const struct {
+        const char *name, *text, *why;
+    } bad[] = {
+        {"empty", "", "empty"},
+        {"blank", "\nsecond\n", "empty"},
+        {"space", "p.tok en\n", "not a Tinybird token"},
+        {"ctl", "p.tok\x01\n", "not a Tinybird token"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_secret(path, sizeof(path), bad[i].name, bad[i].text);
+        snprintf(flag, sizeof(flag), "--token-file=%s", path);
+        must_fail(path, bad[i].why, flag, NULL);
+    }
+    char big[5000];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    write_secret(path, sizeof(path), "big", big);
+    snprintf(flag, sizeof(flag), "--token-file=%s", path);
+    must_fail(path, "longer than", flag, NULL);
+    /* Readable by group or others: refused with the mode, as ssh does. */
+    static const unsigned modes[] = {0644, 0640, 0604, 0660, 0602};
+    write_secret(path, sizeof(path), "open", "p.tok\n");
+    snprintf(flag, sizeof(flag), "--token-file=%s", path);
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char want[16];
+        ck_assert_int_eq(chmod(path, modes[i]), 0);
+        snprintf(want, sizeof(want), "mode %04o", modes[i]);
+        must_fail(path, want, flag, NULL);
+    }
+    ck_assert_int_eq(chmod(path, 0400), 0);
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, flag, NULL);
+    ck_assert_str_eq(cfg.token, "p.tok");
+    config_free(&cfg);
+    /* A directory is not a token file. */
+    snprintf(flag, sizeof(flag), "--token-file=%s", tmpdir);
+    must_fail(tmpdir, "not a regular file", flag, NULL);
+    /* Both flags: say which to keep. */
+    snprintf(flag, sizeof(flag), "--token-file=%s", path);
+    must_fail("--token-file", "--token", flag, "--token=x", NULL);
+}
+END_TEST
+
+/* Which source gives the token, highest first: --token-file, --token,
+ * BIRDFEEDER_TOKEN_FILE, the systemd credential, the environment's token,
+ * the config file's token-file, its token. */
+enum { S_FLAG_FILE = 1, S_FLAG = 2, S_ENV_FILE = 4, S_CRED = 8, S_ENV = 16,
+       S_CONF_FILE = 32, S_CONF = 64 };
+static const struct {
+    unsigned sources;
+    const char *want, *source;
+} token_order[] = {
+    {S_FLAG_FILE | S_ENV_FILE | S_CRED | S_ENV | S_CONF_FILE | S_CONF, "t-flag-file",
+     "--token-file"},
+    {S_FLAG | S_ENV_FILE | S_CRED | S_ENV | S_CONF_FILE | S_CONF, "t-flag", "--token"},
+    {S_ENV_FILE | S_CRED | S_ENV | S_CONF_FILE | S_CONF, "t-env-file",
+     "BIRDFEEDER_TOKEN_FILE"},
+    {S_CRED | S_ENV | S_CONF_FILE | S_CONF, "t-cred", "credential"},
+    {S_ENV | S_CONF_FILE | S_CONF, "t-env", "environment"},
+    {S_CONF_FILE | S_CONF, "t-conf-file", "file token-file"},
+    {S_CONF, "t-conf", "file"},
+    {0, NULL, NULL},
+};
+
+START_TEST(test_config_token_precedence)
+{
+    unsigned src = token_order[_i].sources;
+    char err[512], p[160], flag_file[200], flag[64], conf[512], cred_dir[160];
+    write_secret(p, sizeof(p), "flag-file", "t-flag-file\n");
+    snprintf(flag_file, sizeof(flag_file), "--token-file=%s", p);
+    snprintf(flag, sizeof(flag), "--token=t-flag");
+    if (src & S_ENV_FILE) {
+        write_secret(p, sizeof(p), "env-file", "t-env-file\n");
+        setenv("BIRDFEEDER_TOKEN_FILE", p, 1);
+    }
+    snprintf(cred_dir, sizeof(cred_dir), "%s/creds", tmpdir);
+    ck_assert_int_eq(mkdir(cred_dir, 0700), 0);
+    setenv("CREDENTIALS_DIRECTORY", cred_dir, 1);
+    if (src & S_CRED)
+        write_secret(p, sizeof(p), "creds/tinybird-token", "t-cred\n");
+    if (src & S_ENV)
+        setenv("TINYBIRD_API_KEY", "t-env", 1);
+    write_secret(p, sizeof(p), "conf-file", "t-conf-file\n");
+    snprintf(conf, sizeof(conf), "{%s%s%s%s%s}",
+             src & S_CONF_FILE ? "\"token-file\": \"" : "",
+             src & S_CONF_FILE ? p : "", src & S_CONF_FILE ? "\"" : "",
+             (src & S_CONF_FILE) && (src & S_CONF) ? ", " : "",
+             src & S_CONF ? "\"token\": \"t-conf\"" : "");
+    write_config(conf);
+    bf_config cfg;
+    const char *a1 = src & S_FLAG_FILE ? flag_file : src & S_FLAG ? flag : "--config";
+    const char *a2 = a1[2] == 'c' ? file_path : "--config";
+    const char *a3 = a1[2] == 'c' ? NULL : file_path;
+    LOAD_OK(&cfg, err, a1, a2, a3, NULL);
+    if (token_order[_i].want) {
+        ck_assert_msg(cfg.token && strcmp(cfg.token, token_order[_i].want) == 0,
+                      "case %d: token %s", _i, cfg.token ? cfg.token : "(null)");
+        ck_assert_str_eq(cfg.token_source, token_order[_i].source);
+    } else {
+        ck_assert_ptr_null(cfg.token);
+    }
+    config_free(&cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
+/* The systemd credential is private by construction (its directory is the
+ * service's alone) and may show an ACL's mask as group bits: its mode is
+ * not checked. A CREDENTIALS_DIRECTORY without tinybird-token is no
+ * source; an empty tinybird-token means no token (and hides those below:
+ * the operator chose the file sink). */
+START_TEST(test_config_token_credential)
+{
+    bf_config cfg;
+    char err[512], p[160];
+    setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_ptr_null(cfg.token);
+    config_free(&cfg);
+    /* An empty credential: no token (the unit loads it either way). */
+    write_secret(p, sizeof(p), "tinybird-token", "");
+    setenv("TINYBIRD_API_KEY", "t-env", 1);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_ptr_null(cfg.token);
+    config_free(&cfg);
+    unsetenv("TINYBIRD_API_KEY");
+    write_secret(p, sizeof(p), "tinybird-token", "p.cred\n");
+    ck_assert_int_eq(chmod(p, 0440), 0);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_str_eq(cfg.token, "p.cred");
+    ck_assert_str_eq(cfg.token_file, p);
+    ck_assert_str_eq(cfg.token_source, "credential");
+    config_free(&cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
+/* A reload runs config_load again: a changed token file is read again. */
+START_TEST(test_config_token_file_reread)
+{
+    bf_config cfg;
+    char err[512], p[160], flag[200];
+    write_secret(p, sizeof(p), "token", "p.first\n");
+    snprintf(flag, sizeof(flag), "--token-file=%s", p);
+    LOAD_OK(&cfg, err, flag, NULL);
+    ck_assert_str_eq(cfg.token, "p.first");
+    config_free(&cfg);
+    write_secret(p, sizeof(p), "token", "p.second\n");
+    LOAD_OK(&cfg, err, flag, NULL);
+    ck_assert_str_eq(cfg.token, "p.second");
+    config_free(&cfg);
+}
+END_TEST
+
+/* --token still works, with a warning that names the risk; the warning
+ * never holds the token. */
+START_TEST(test_config_token_flag_warns)
+{
+    char log_path[160];
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    int saved = tu_stderr_to(log_path);
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--token=p.visible-secret", NULL);
+    ck_assert_str_eq(cfg.token, "p.visible-secret");
+    ck_assert_str_eq(cfg.token_source, "--token");
+    config_free(&cfg);
+    setenv("TINYBIRD_API_KEY", "p.env-secret", 1);
+    LOAD_OK(&cfg, err, NULL);
+    config_free(&cfg);
+    tu_stderr_restore(saved, log_path);
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg(strstr(log, "level=warn event=token_on_command_line") &&
+                      strstr(log, "/proc/PID/cmdline"), "log: %s", log);
+    ck_assert_msg(!strstr(log, "visible-secret") && !strstr(log, "env-secret"), "log: %s",
+                  log);
+    /* Once: the environment's token is not warned about. */
+    ck_assert_ptr_null(strstr(strstr(log, "token_on_command_line") + 1,
+                              "token_on_command_line"));
+    free(log);
+}
+END_TEST
+
+/* The config file: one others may write (they could point tinybird-url
+ * at their own server and receive the token), one owned by someone else,
+ * and one holding a token that group or others may read, are refused; one
+ * the group may write is said in the log. */
+START_TEST(test_config_file_mode)
+{
+    bf_config cfg;
+    char err[512], want[64];
+    write_config("{\"max_inflight\": 3}");
+    ck_assert_int_eq(chmod(file_path, 0644), 0);
+    LOAD_OK(&cfg, err, "--config", file_path, NULL); /* no token: may be read */
+    ck_assert_uint_eq(cfg.max_inflight, 3);
+    config_free(&cfg);
+    static const unsigned writable[] = {0666, 0646, 0602};
+    for (size_t i = 0; i < sizeof(writable) / sizeof(writable[0]); i++) {
+        ck_assert_int_eq(chmod(file_path, writable[i]), 0);
+        snprintf(want, sizeof(want), "mode %04o lets others write", writable[i]);
+        must_fail(file_path, want, "--config", file_path, NULL);
+    }
+    /* Group write: warned, not refused (a group per user is common). */
+    char log_path[160];
+    snprintf(log_path, sizeof(log_path), "%s/log", tmpdir);
+    int saved = tu_stderr_to(log_path);
+    ck_assert_int_eq(chmod(file_path, 0664), 0);
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    config_free(&cfg);
+    tu_stderr_restore(saved, log_path);
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_msg(log && strstr(log, "level=warn event=file_group_writable") &&
+                      strstr(log, "mode=0664"), "log: %s", log ? log : "");
+    free(log);
+    write_config("{\"token\": \"p.in-file\"}");
+    static const unsigned readable[] = {0644, 0640, 0604};
+    for (size_t i = 0; i < sizeof(readable) / sizeof(readable[0]); i++) {
+        ck_assert_int_eq(chmod(file_path, readable[i]), 0);
+        snprintf(want, sizeof(want), "mode %04o lets group or others read", readable[i]);
+        must_fail("config file holding a token", want, "--config", file_path, NULL);
+    }
+    ck_assert_int_eq(chmod(file_path, 0600), 0);
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_str_eq(cfg.token, "p.in-file");
+    config_free(&cfg);
+}
+END_TEST
+
+/* Issue 11, finding 9: http:// sends the token in clear, so only to a
+ * loopback host (a local test server); anything else needs https://. */
+static const struct {
+    const char *url;
+    int ok;
+} urls[] = {
+    {"https://api.tinybird.co", 1},
+    {"https://api.us-east.aws.tinybird.co/", 1},
+    {"http://127.0.0.1:8001", 1},
+    {"http://127.0.0.1", 1},
+    {"http://127.9.8.7:1/", 1},
+    {"http://localhost:8001", 1},
+    {"http://LOCALHOST", 1},
+    {"http://[::1]:8001", 1},
+    {"http://[0:0:0:0:0:0:0:1]/", 1},
+    {"http://api.tinybird.co", 0},
+    {"http://api.tinybird.co:80/", 0},
+    {"http://10.0.0.1:8001", 0},
+    {"http://128.0.0.1", 0},
+    {"http://[::2]:8001", 0},
+    {"http://[::ffff:127.0.0.1]", 1},  /* IPv4-mapped: 127.0.0.1 */
+    {"http://127.0.0.1.evil.example", 0},
+    {"http://localhost.evil.example", 0},
+    {"http://127.0.0.1@evil.example", 0},
+    {"http://evil.example#@127.0.0.1", 0},
+    {"http://[::1", 0},
+    {"http://", 0},
+};
+
+START_TEST(test_config_tinybird_url_loopback_only)
+{
+    if (!urls[_i].ok) {
+        must_fail("'tinybird-url'", "loopback", "--tinybird-url", urls[_i].url, NULL);
+        return;
+    }
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--tinybird-url", urls[_i].url, NULL);
+    config_free(&cfg);
+}
+END_TEST
+
 Suite *config_suite(void)
 {
     TCase *tc;
@@ -766,5 +1080,13 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_diff);
     tcase_add_test(tc, test_config_help);
     tcase_add_test(tc, test_config_version);
+    tcase_add_loop_test(tc, test_config_token_file, 0, N(token_files));
+    tcase_add_test(tc, test_config_token_file_refused);
+    tcase_add_loop_test(tc, test_config_token_precedence, 0, N(token_order));
+    tcase_add_test(tc, test_config_token_credential);
+    tcase_add_test(tc, test_config_token_file_reread);
+    tcase_add_test(tc, test_config_token_flag_warns);
+    tcase_add_test(tc, test_config_file_mode);
+    tcase_add_loop_test(tc, test_config_tinybird_url_loopback_only, 0, N(urls));
     return s;
 }

@@ -478,7 +478,7 @@ START_TEST(test_enrich_ip_hash_properties)
     /* Another key: another hash for the same address. */
     char err[256], other[128];
     snprintf(other, sizeof(other), "%s/other.key", tmpdir);
-    tu_write_file(other, "fedcba9876543210fedcba9876543210", 32);
+    tu_write_private(other, "fedcba9876543210fedcba9876543210", 32);
     enrich_ctx *c2;
     ck_assert_msg(enrich_new(other, &c2, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(enrich_ip(c2, "1.2.3.4", 7, out, h3), 0);
@@ -535,22 +535,78 @@ START_TEST(test_enrich_key_too_short)
     char err[256], path[160];
     enrich_ctx *none;
     snprintf(path, sizeof(path), "%s/short.key", tmpdir);
-    tu_write_file(path, "0123456789abcde\n", 16); /* 15 bytes of key */
+    tu_write_private(path, "0123456789abcde\n", 16); /* 15 bytes of key */
     err[0] = '\0';
     ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
     ck_assert_ptr_null(none);
     ck_assert_msg(strstr(err, path) && strstr(err, "16 bytes"), "err: %s", err);
-    tu_write_file(path, "", 0);
+    tu_write_private(path, "", 0);
     ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
     ck_assert_ptr_null(none);
-    tu_write_file(path, "\n\n\r\n", 4);
+    tu_write_private(path, "\n\n\r\n", 4);
     ck_assert_int_eq(enrich_new(path, &none, err, sizeof(err)), -EINVAL);
     ck_assert_ptr_null(none);
     /* 16 bytes is enough. */
-    tu_write_file(path, "0123456789abcdef\n", 17);
+    tu_write_private(path, "0123456789abcdef\n", 17);
     enrich_ctx *c;
     ck_assert_msg(enrich_new(path, &c, err, sizeof(err)) == 0, "%s", err);
     enrich_free(c);
+}
+END_TEST
+
+/* Issue 11, finding 8: whoever reads the key can reverse ip_hash for any
+ * address they guess. A key group or others may read is refused, naming
+ * the file, its mode and the fix, as ssh does with keys. */
+static const struct {
+    unsigned mode;
+    int ok;
+} key_modes[] = {
+    {0600, 1}, {0400, 1}, {0644, 0}, {0640, 0}, {0604, 0}, {0660, 0}, {0620, 0},
+};
+
+START_TEST(test_enrich_key_mode_refused)
+{
+    char err[256], path[160], mode[16];
+    enrich_ctx *c = NULL;
+    snprintf(path, sizeof(path), "%s/mode.key", tmpdir);
+    tu_write_file(path, TEST_KEY "\n", strlen(TEST_KEY) + 1);
+    ck_assert_int_eq(chmod(path, key_modes[_i].mode), 0);
+    err[0] = '\0';
+    int rc = enrich_new(path, &c, err, sizeof(err));
+    if (key_modes[_i].ok) {
+        ck_assert_msg(rc == 0, "mode %o: %s", key_modes[_i].mode, err);
+        enrich_free(c);
+        return;
+    }
+    ck_assert_int_eq(rc, -EPERM);
+    ck_assert_ptr_null(c);
+    snprintf(mode, sizeof(mode), "mode %04o", key_modes[_i].mode);
+    ck_assert_msg(strstr(err, path) && strstr(err, mode) && strstr(err, "chmod"),
+                  "err: %s", err);
+}
+END_TEST
+
+/* Issue 11, finding 8: the key was first written to "<key>.tmp.<pid>",
+ * opened without O_EXCL, so a symlink planted at that guessable name made
+ * the daemon write its new key into a file of the planter's choosing. Now
+ * the temporary name is random and made with O_EXCL: the planted link and
+ * its target are left as they were. */
+START_TEST(test_enrich_key_temp_not_followed)
+{
+    char err[256], path[160], tmp[200], target[160];
+    snprintf(path, sizeof(path), "%s/planted.key", tmpdir);
+    snprintf(target, sizeof(target), "%s/target", tmpdir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    tu_write_file(target, "", 0);
+    ck_assert_int_eq(symlink(target, tmp), 0);
+    enrich_ctx *c;
+    ck_assert_msg(enrich_new(path, &c, err, sizeof(err)) == 0, "%s", err);
+    enrich_free(c);
+    ck_assert_int_eq(tu_file_size(target), 0);
+    ck_assert_int_eq(tu_file_size(path), 65);
+    struct stat st;
+    ck_assert_int_eq(lstat(tmp, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
 }
 END_TEST
 
@@ -1035,6 +1091,8 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_ip_hash_properties);
     tcase_add_test(tc, test_enrich_key_created_0600);
     tcase_add_test(tc, test_enrich_key_too_short);
+    tcase_add_loop_test(tc, test_enrich_key_mode_refused, 0, N(key_modes));
+    tcase_add_test(tc, test_enrich_key_temp_not_followed);
     tcase_add_test(tc, test_enrich_key_unwritable);
     tcase_add_test(tc, test_enrich_event_defaults);
     tcase_add_test(tc, test_enrich_row_keeps_no_raw_ip);

@@ -10,8 +10,10 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,7 @@ static int refreshes;
 
 static void stats_setup(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as main.c: a client gone is EPIPE, not death */
     memset(&stats, 0, sizeof(stats));
     stats_on_refresh(NULL, NULL);
     tu_mkdtemp(tmpdir, sizeof(tmpdir), "stats");
@@ -400,7 +403,7 @@ START_TEST(test_stats_socket_lines)
     stats.received = 42;
     stats_on_refresh(on_refresh, (void *)(uintptr_t)1000);
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 30, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 30, 16, err, sizeof(err)), 0);
     ck_assert_uint_ge(stats.start_ms, wall_ms() - 60000);
     struct stat st;
     ck_assert_int_eq(stat(sock_path, &st), 0);
@@ -450,7 +453,7 @@ START_TEST(test_stats_socket_first_line_at_once)
 {
     stats.received = 7;
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 3600000, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 3600000, 16, err, sizeof(err)), 0);
     uint64_t t0 = wall_ms();
     client c;
     client_connect(&c);
@@ -467,7 +470,7 @@ END_TEST
 START_TEST(test_stats_socket_two_clients_and_hangup)
 {
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 20, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 20, 16, err, sizeof(err)), 0);
     client a, b;
     client_connect(&a);
     client_connect(&b);
@@ -489,27 +492,145 @@ START_TEST(test_stats_socket_two_clients_and_hangup)
 }
 END_TEST
 
+/* A socket left by a crashed run is replaced. */
 START_TEST(test_stats_socket_replaces_stale_path)
 {
-    FILE *f = fopen(sock_path, "w"); /* left over from a crashed run */
-    ck_assert_ptr_nonnull(f);
-    fclose(f);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd); /* the path stays, as after a crash */
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, 16, err, sizeof(err)), 0);
     struct stat st;
     ck_assert_int_eq(stat(sock_path, &st), 0);
     ck_assert(S_ISSOCK(st.st_mode));
+    client c;
+    client_connect(&c);
+    json_t *o = client_line(&c);
+    ck_assert_ptr_nonnull(o);
+    json_decref(o);
+    close(c.fd);
     stop_and_close();
     ck_assert_int_eq(access(sock_path, F_OK), -1);
+}
+END_TEST
+
+/* Anything but a socket at the path is not the daemon's to delete (as
+ * root, --stats-socket /etc/shadow would have deleted that file): the
+ * start fails naming it, and the file stays. */
+START_TEST(test_stats_socket_keeps_other_files)
+{
+    tu_write_file(sock_path, "precious", 8);
+    loop_open();
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, 16, err, sizeof(err)), -EEXIST);
+    ck_assert_msg(strstr(err, sock_path) && strstr(err, "not a socket"), "%s", err);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    loop_close();
+    ck_assert_int_eq(tu_file_size(sock_path), 8);
+}
+END_TEST
+
+/* Issue 11, finding 8: the socket was chmod-ed to 0660 after bind, which
+ * left it open to every local user (mode 0777 less the umask) until then;
+ * and had the chmod failed, for good. It is now born 0660 (a umask around
+ * bind): with chmod made a no-op here and the process umask 0, it is still
+ * 0660, and the umask is given back. */
+static int chmod_off;
+int chmod(const char *path, mode_t mode)
+{
+    if (chmod_off)
+        return 0;
+    return fchmodat(AT_FDCWD, path, mode, 0);
+}
+
+START_TEST(test_stats_socket_born_0660)
+{
+    chmod_off = 1;
+    mode_t saved = umask(0);
+    loop_open();
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, 16, err, sizeof(err)), 0);
+    mode_t now = umask(saved);
+    chmod_off = 0;
+    ck_assert_uint_eq(now, 0);
+    struct stat st;
+    ck_assert_int_eq(stat(sock_path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_msg((st.st_mode & 0777) == 0660, "mode %o", (unsigned)(st.st_mode & 0777));
+    stop_and_close();
+}
+END_TEST
+
+/* Issue 11, finding 12: at most --stats-max-clients at once. One more is
+ * closed as it connects (EOF, no line); once one leaves there is room. */
+START_TEST(test_stats_socket_max_clients)
+{
+    enum { MAX = 3 };
+    loop_open();
+    ck_assert_int_eq(stats_start(&loop, sock_path, 20, MAX, err, sizeof(err)), 0);
+    client c[MAX + 1];
+    for (int i = 0; i < MAX; i++) {
+        client_connect(&c[i]);
+        json_t *o = client_line(&c[i]);
+        ck_assert_ptr_nonnull(o);
+        json_decref(o);
+    }
+    client_connect(&c[MAX]);
+    ck_assert_ptr_null(client_line(&c[MAX])); /* EOF, no line */
+    ck_assert(c[MAX].eof);
+    close(c[MAX].fd);
+    for (int i = 0; i < MAX; i++) { /* the others go on */
+        json_t *o = client_line(&c[i]);
+        ck_assert_ptr_nonnull(o);
+        json_decref(o);
+    }
+    close(c[0].fd);
+    for (int i = 0; i < 5; i++) /* the daemon notices the hangup */
+        uv_run(&loop, UV_RUN_NOWAIT), usleep(2000);
+    client_connect(&c[0]);
+    json_t *o = client_line(&c[0]);
+    ck_assert_ptr_nonnull(o);
+    json_decref(o);
+    for (int i = 0; i < MAX; i++)
+        close(c[i].fd);
+    stop_and_close();
+}
+END_TEST
+
+/* Issue 11, finding 12: a client that writes anything is closed; the
+ * others keep their lines. */
+START_TEST(test_stats_socket_writer_closed)
+{
+    loop_open();
+    ck_assert_int_eq(stats_start(&loop, sock_path, 20, 16, err, sizeof(err)), 0);
+    client w, r;
+    client_connect(&w);
+    client_connect(&r);
+    json_t *o = client_line(&w);
+    ck_assert_ptr_nonnull(o);
+    json_decref(o);
+    ck_assert_int_eq(write(w.fd, "GET / HTTP/1.0\r\n", 16), 16);
+    while ((o = client_line(&w))) /* lines already sent, then EOF */
+        json_decref(o);
+    ck_assert(w.eof);
+    for (int i = 0; i < 3; i++) {
+        o = client_line(&r);
+        ck_assert_ptr_nonnull(o);
+        json_decref(o);
+    }
+    close(w.fd);
+    close(r.fd);
+    stop_and_close();
 }
 END_TEST
 
 START_TEST(test_stats_socket_none)
 {
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, NULL, 1000, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, NULL, 1000, 16, err, sizeof(err)), 0);
     ck_assert_uint_ge(stats.start_ms, wall_ms() - 60000);
-    ck_assert_int_eq(stats_start(&loop, "", 1000, err, sizeof(err)), 0);
+    ck_assert_int_eq(stats_start(&loop, "", 1000, 16, err, sizeof(err)), 0);
     stats_stop(); /* nothing started: no-op */
     ck_assert_int_eq(uv_run(&loop, UV_RUN_NOWAIT), 0);
     loop_close();
@@ -524,7 +645,7 @@ START_TEST(test_stats_socket_bad_path)
     snprintf(dir, sizeof(dir), "%s/no/such/dir", tmpdir);
     snprintf(path, sizeof(path), "%s/stats.sock", dir);
     loop_open();
-    int rc = stats_start(&loop, path, 1000, err, sizeof(err));
+    int rc = stats_start(&loop, path, 1000, 16, err, sizeof(err));
     ck_assert_msg(rc == -ENOENT, "rc %d (%s)", rc, uv_strerror(rc));
     ck_assert_msg(strstr(err, "No such file or directory") && strstr(err, dir), "%s", err);
     ck_assert_msg(!strstr(err, "ermission"), "%s", err);
@@ -547,7 +668,7 @@ START_TEST(test_stats_socket_live_is_kept)
     ck_assert_int_eq(stat(sock_path, &before), 0);
     ck_assert_int_eq(stats_check_socket(sock_path, err, sizeof(err)), -EADDRINUSE);
     loop_open();
-    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, err, sizeof(err)), -EADDRINUSE);
+    ck_assert_int_eq(stats_start(&loop, sock_path, 1000, 16, err, sizeof(err)), -EADDRINUSE);
     ck_assert_msg(strstr(err, "a running daemon answers on it"), "%s", err);
     ck_assert_int_eq(stat(sock_path, &after), 0);
     ck_assert_uint_eq(before.st_ino, after.st_ino);
@@ -575,6 +696,10 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_stats_socket_first_line_at_once);
     tcase_add_test(tc, test_stats_socket_two_clients_and_hangup);
     tcase_add_test(tc, test_stats_socket_replaces_stale_path);
+    tcase_add_test(tc, test_stats_socket_keeps_other_files);
+    tcase_add_test(tc, test_stats_socket_born_0660);
+    tcase_add_test(tc, test_stats_socket_max_clients);
+    tcase_add_test(tc, test_stats_socket_writer_closed);
     tcase_add_test(tc, test_stats_socket_none);
     tcase_add_test(tc, test_stats_socket_bad_path);
     tcase_add_test(tc, test_stats_socket_live_is_kept);
