@@ -246,5 +246,22 @@ class TestPkgConfigSender(InstallTestCase):
                    timeout=10, msg='the event in the daemon output')
 
 
+
+class TestDebianCopyright(unittest.TestCase):
+    def test_copyright_is_the_license(self):
+        """debian/copyright states LICENSE: the same holder and years, the
+        same MIT text (word for word; the file format indents it)."""
+        lic = (REPO / 'LICENSE').read_text()
+        deb = (REPO / 'debian' / 'copyright').read_text()
+        holder = re.search(r'^Copyright \(c\) (.+)$', lic, re.M).group(1)
+        self.assertIn(f'Copyright: {holder}\n', deb)
+        self.assertRegex(lic, r'^MIT License')
+        self.assertIn('License: MIT\n', deb)
+        body = lic[lic.index('Permission is hereby granted'):].split()
+        text = deb[deb.index('Permission is hereby granted'):]
+        text = [w for w in text.split() if w != '.']
+        self.assertEqual(text, body)
+
+
 if __name__ == '__main__':
     unittest.main()
