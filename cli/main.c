@@ -13,8 +13,8 @@
  * watch the daemon's stats socket. Events are read and written as the JSON
  * objects of proto/PROTOCOL.md. Each subcommand is one entry in `commands`
  * below and lives in a file of its own: send.c, codec.c (encode, decode),
- * stats.c (with stats_view.c, and daemon/stats_prom.c for --prom),
- * dead_letter.c.
+ * stats.c (with stats_view.c, stats_term.c for the live view's terminal,
+ * and daemon/stats_prom.c for --prom), dead_letter.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,7 +57,8 @@ const char cli_usage[] =
     "  stats [--socket PATH] [--once] [--json | --prom]\n"
     "        Watch the daemon's stats socket: a view redrawn at every line\n"
     "        the daemon writes (each --stats-interval-ms), with rates per\n"
-    "        second; it reconnects when the daemon restarts.\n"
+    "        second and the last minute's event rate as a sparkline; it\n"
+    "        reconnects when the daemon restarts. On a terminal q quits.\n"
     "          --socket PATH   the daemon's --stats-socket (default\n"
     "                          $BIRDFEEDER_STATS_SOCKET, else the daemon's\n"
     "                          default for this user: /run/birdfeeder/stats.sock\n"

@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,12 +114,10 @@ static int stats_read_line(stats_conn *c, int timeout_ms, char **line)
             c->buf = b;
             c->cap = cap;
         }
-        int wait = -1;
+        int wait = -1; /* past the deadline: one look without waiting */
         if (deadline >= 0) {
             int64_t left = deadline - mono_ms();
-            if (left <= 0)
-                return 0;
-            wait = (int)left;
+            wait = left > 0 ? (int)left : 0;
         }
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         int r = poll(&p, 1, wait);
@@ -224,52 +224,105 @@ static int stats_json(stats_conn *c, const char *path, int once)
     return 0; /* the daemon stopped */
 }
 
-/* The live view: a frame per line, redrawn in place on a terminal. When the
- * daemon goes away the view says so and reconnects. */
+/* Wait until the socket (fd; -1: none) has bytes or, on a terminal, a
+ * key was pressed, or timeout_ms (-1: no limit) passed, or a signal came
+ * (a resize). Returns 'q' to quit, else 0. */
+static int live_wait(int fd, int keys, int timeout_ms)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = STDIN_FILENO, .events = POLLIN}};
+    if (poll(p, keys ? 2 : 1, timeout_ms) <= 0 || !keys || !(p[1].revents & (POLLIN | POLLHUP)))
+        return 0;
+    int ch = term_key();
+    return ch == 'q' || ch == 'Q' || ch < 0 ? 'q' : 0; /* stdin closed: quit too */
+}
+
+/* Show one frame: on a terminal cut to its window (header first), else
+ * written whole with a blank line after it. */
+static int live_show(int tty, const char *text, size_t len)
+{
+    if (!tty) {
+        fwrite(text, 1, len, stdout);
+        fputc('\n', stdout);
+        return fflush(stdout) == 0 ? 0 : -1;
+    }
+    unsigned cols, rows;
+    term_size(&cols, &rows);
+    term_draw(text, len, cols, rows);
+    return 0;
+}
+
+/* The live view: a frame per line. On a terminal (stats_term.c) it holds
+ * the screen: `q` quits at once, a frame is cut to the window so a small
+ * one keeps the header, and the event rate of the last minute is drawn as
+ * a sparkline. When the daemon goes away the view says so and reconnects. */
 static int stats_live(stats_conn *c, const char *path)
 {
-    int tty = isatty(STDOUT_FILENO);
+    int term = term_take(), tty = term != 0, keys = term == TERM_KEYS;
+    setlocale(LC_CTYPE, "");
+    int utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+    rate_history rates = {.newest = -1};
     json_t *prev = NULL;
+    char *frame = NULL;
+    size_t frame_len = 0;
+    int rc = 0;
     for (;;) {
+        if (tty && term_redraw_pending() && frame)
+            live_show(tty, frame, frame_len);
         char *line;
-        int r = stats_read_line(c, -1, &line);
+        int r = stats_read_line(c, 0, &line);
+        if (r == 0) {
+            if (live_wait(c->fd, keys, -1) == 'q')
+                break;
+            continue;
+        }
         json_t *cur = r > 0 ? stats_parse(line) : NULL;
         if (!cur) {
             json_decref(prev);
             prev = NULL;
+            rates = (rate_history){.newest = -1};
             stats_disconnect(c);
-            if (tty)
-                fputs("\033[H\033[2J", stdout);
-            printf("birdfeederd %s: connection closed, reconnecting...\n", path);
-            fflush(stdout);
-            while (stats_connect(c, path) < 0)
-                sleep(1);
+            static const char gone[] = "birdfeederd %s: connection closed, reconnecting...\n";
+            char text[512];
+            int n = snprintf(text, sizeof(text), gone, path);
+            live_show(tty, text, n > 0 && (size_t)n < sizeof(text) ? (size_t)n : 0);
+            int quit = 0;
+            while (!quit && stats_connect(c, path) < 0)
+                quit = live_wait(-1, keys, 1000) == 'q';
+            if (quit)
+                break;
             continue;
         }
-        stats_view v = {.cur = cur, .prev = prev};
+        stats_view v = {.cur = cur, .prev = prev, .rates = &rates, .utf8 = utf8};
         int keep_prev = 0;
         if (prev) {
             v.dt = (jnum(cur, "ts_ms") - jnum(prev, "ts_ms")) / 1000;
             if (jnum(cur, "uptime_ms") < jnum(prev, "uptime_ms")) {
                 v.prev = NULL; /* another daemon */
+                rates = (rate_history){.newest = -1};
             } else if (v.dt * 1000 < STATS_MIN_SPAN_MS) {
                 /* The line sent on connect and the first tick can be a few
                  * ms apart: no rates from that, wait for a longer span. */
                 v.prev = NULL;
                 keep_prev = 1;
+            } else {
+                rate_history_add(&rates, prev, cur);
             }
         }
+        unsigned rows;
         if (tty)
-            fputs("\033[H\033[2J", stdout); /* home, clear */
-        view_print(&v, stdout, path);
-        if (tty)
-            fputs("(Ctrl-C quits)\n", stdout);
-        else
-            fputc('\n', stdout);
-        if (fflush(stdout) != 0) {
+            term_size(&v.cols, &rows);
+        free(frame);
+        frame = NULL;
+        FILE *out = open_memstream(&frame, &frame_len);
+        if (out) {
+            view_print(&v, out, path);
+            if (tty)
+                fputs(keys ? "(q quits)\n" : "(Ctrl-C quits)\n", out);
+        }
+        if (!out || fclose(out) != 0 || live_show(tty, frame, frame_len) < 0) {
             json_decref(cur);
-            json_decref(prev);
-            return 2;
+            rc = 2;
+            break;
         }
         if (keep_prev) {
             json_decref(cur);
@@ -278,6 +331,11 @@ static int stats_live(stats_conn *c, const char *path)
             prev = cur;
         }
     }
+    json_decref(prev);
+    free(frame);
+    if (tty)
+        term_give_back();
+    return rc;
 }
 
 int cmd_stats(int argc, char **argv)

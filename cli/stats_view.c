@@ -79,6 +79,89 @@ static char *fmt_duration(char *buf, size_t n, double ms)
     return buf;
 }
 
+void rate_history_add(rate_history *h, const json_t *prev, const json_t *cur)
+{
+    double t0 = jnum(prev, "ts_ms"), t1 = jnum(cur, "ts_ms");
+    double events = jnum(cur, "received") - jnum(prev, "received");
+    if (t1 <= t0 || events < 0)
+        return;
+    long long s0 = (long long)(t0 / 1000), s1 = (long long)((t1 - 1) / 1000);
+    if (h->newest < 0)
+        h->first = s0;
+    /* Spread the events over the seconds the span covers, by overlap (only
+     * the last minute of a long span is kept). */
+    for (long long s = s0 > s1 - RATE_SECONDS ? s0 : s1 - RATE_SECONDS; s <= s1; s++) {
+        if (s > h->newest) {
+            long long k = h->newest < 0 || s - h->newest > RATE_SECONDS ? s - RATE_SECONDS + 1
+                                                                         : h->newest + 1;
+            for (; k <= s; k++)
+                h->events[((k % RATE_SECONDS) + RATE_SECONDS) % RATE_SECONDS] = 0;
+            h->newest = s;
+        }
+        if (s <= h->newest - RATE_SECONDS)
+            continue; /* older than the minute kept */
+        double a = (double)s * 1000 > t0 ? (double)s * 1000 : t0;
+        double b = (double)(s + 1) * 1000 < t1 ? (double)(s + 1) * 1000 : t1;
+        h->events[s % RATE_SECONDS] += events * (b - a) / (t1 - t0);
+    }
+}
+
+/* The rate (events/s) in second s, or -1 when not measured. */
+static double rate_at(const rate_history *h, long long s)
+{
+    if (h->newest < 0 || s < h->first || s > h->newest || s <= h->newest - RATE_SECONDS)
+        return -1;
+    return h->events[s % RATE_SECONDS];
+}
+
+/* "rate 1m", one character per second of the last minute (per two or more
+ * when the window is narrow), the last complete second at the right, then
+ * the latest rate and the minute's highest: a drop shows at a glance.
+ * Blocks in a UTF-8 terminal, else ASCII. */
+static void view_sparkline(const stats_view *v, FILE *out)
+{
+    static const char *const blocks[] = {" ", "\u2581", "\u2582", "\u2583", "\u2584",
+                                         "\u2585", "\u2586", "\u2587", "\u2588"};
+    static const char ascii[] = " .:-=+*#@";
+    const rate_history *h = v->rates;
+    if (!h || h->newest < 0)
+        return;
+    unsigned room = v->cols > 13 + 26 ? v->cols - 13 - 26 : v->cols ? 10 : RATE_SECONDS;
+    unsigned per = (RATE_SECONDS + room - 1) / room; /* seconds per character */
+    unsigned chars = (RATE_SECONDS + per - 1) / per;
+    long long last = (long long)(jnum(v->cur, "ts_ms") / 1000) - 1; /* complete */
+    if (last > h->newest)
+        last = h->newest;
+    double avg[RATE_SECONDS], max = 0, now = rate_at(h, last);
+    for (unsigned c = 0; c < chars; c++) {
+        double sum = 0;
+        unsigned n = 0;
+        for (unsigned k = 0; k < per; k++) {
+            double r = rate_at(h, last - (long long)((chars - 1 - c) * per + k));
+            if (r >= 0) {
+                sum += r;
+                n++;
+            }
+        }
+        avg[c] = n ? sum / n : -1;
+        max = avg[c] > max ? avg[c] : max;
+    }
+    fprintf(out, "%-12s ", "rate 1m");
+    for (unsigned c = 0; c < chars; c++) {
+        unsigned level = 0;
+        if (avg[c] > 0 && max > 0) {
+            level = (unsigned)(avg[c] / max * 8 + 0.999);
+            level = level > 8 ? 8 : level;
+        }
+        if (v->utf8)
+            fputs(blocks[level], out);
+        else
+            fputc(ascii[level], out);
+    }
+    char a[32], b[32];
+    fprintf(out, " %s/s, max %s/s\n", fmt_rate(a, sizeof(a), now), fmt_rate(b, sizeof(b), max));
+}
+
 /* "name  total  rate/s" and the start of the detail column. */
 static void view_row(const stats_view *v, FILE *out, const char *name,
                      double total, double before)
@@ -184,6 +267,7 @@ void view_print(const stats_view *v, FILE *out, const char *path)
     else
         fprintf(out, "  totals only\n");
     fprintf(out, "%-12s %12s %12s\n", "", "total", "rate");
+    view_sparkline(v, out);
 
     double rb = jnum(c, "received_bytes");
     view_row(v, out, "received", jnum(c, "received"), v->prev ? jnum(v->prev, "received") : 0);

@@ -6,14 +6,18 @@ not do on demand: odd lines, unknown keys, a restart mid-view.
 """
 import json
 import os
+import fcntl
 import pty
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
+import struct
 import sys
 import tempfile
+import termios
 import threading
 import time
 import unittest
@@ -375,14 +379,16 @@ class TestAgainstScriptedSocket(StatsCliTestCase):
         second = [snapshot(50_000 + 100 * k, 100 * k, received=k) for k in range(3)]
         with FakeStatsSocket([first, second], interval=0.1) as fake:
             master, slave = pty.openpty()
+            # stdin is not a terminal: frames redrawn in place, no keys.
             proc = subprocess.Popen([str(CLI_BIN), 'stats', '--socket', fake.path],
-                                    stdout=slave, stderr=subprocess.DEVNULL, env=clean_env())
+                                    stdin=subprocess.DEVNULL, stdout=slave,
+                                    stderr=subprocess.DEVNULL, env=clean_env())
             os.close(slave)
             out = b''
             deadline = time.monotonic() + 15
             try:
                 # 3 frames, the reconnect notice, 3 frames.
-                while out.count(b'\x1b[H\x1b[2J') < 7 and time.monotonic() < deadline:
+                while out.count(b'\x1b[H') < 7 and time.monotonic() < deadline:
                     r, _, _ = select.select([master], [], [], 0.2)
                     if r:
                         try:
@@ -395,7 +401,9 @@ class TestAgainstScriptedSocket(StatsCliTestCase):
                 os.close(master)
         text = out.decode(errors='replace')
         self.assertGreaterEqual(fake.connections, 2, text)
-        self.assertIn('\x1b[H\x1b[2J', text)             # home + clear per frame
+        self.assertIn('\x1b[?1049h', text)               # the alternate screen
+        self.assertIn('\x1b[H', text)                    # home, per frame
+        self.assertIn('(Ctrl-C quits)', text)            # no keys without a terminal
         self.assertIn('rates over 0.1s', text)
         self.assertRegex(text, r'received\s+20\s+100/s')  # 10 per 100 ms
         self.assertIn('connection closed, reconnecting', text)
@@ -423,6 +431,159 @@ class TestAgainstScriptedSocket(StatsCliTestCase):
         self.assertIn(b'totals only', frames[0])
         self.assertIn(b'rates over 0.1s', frames[2])
 
+
+
+ESC_RE = re.compile(r'\x1b\[[?0-9;]*[A-Za-z]')
+
+
+def screen_frames(out):
+    """The complete frames of a live view's output on a terminal: the text
+    from each cursor-home to its clear-below, as lists of lines without
+    escape codes."""
+    text = out.decode('utf-8', errors='replace')
+    frames = []
+    for part in text.split('\x1b[H')[1:]:
+        if '\x1b[J' not in part:
+            continue  # not all read yet
+        part = part.split('\x1b[J', 1)[0]
+        lines = ESC_RE.sub('', part).replace('\r', '').split('\n')
+        frames.append(lines)
+    return frames
+
+
+class LiveTerminal:
+    """`birdfeeder stats` on a pseudo-terminal of cols x rows, as a person
+    runs it: stdin, stdout and stderr on the terminal, in a session of its
+    own (so the terminal is its controlling one)."""
+
+    def __init__(self, path, cols=80, rows=24, env=None):
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
+        self.before = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen([str(CLI_BIN), 'stats', '--socket', path],
+                                     stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                     env=clean_env(env), start_new_session=True)
+        self.out = b''
+
+    def read_until(self, pred, timeout=15):
+        deadline = time.monotonic() + timeout
+        while not pred(self.out) and time.monotonic() < deadline:
+            r, _, _ = select.select([self.master], [], [], 0.1)
+            if r:
+                try:
+                    self.out += os.read(self.master, 65536)
+                except OSError:
+                    break
+        return pred(self.out)
+
+    def wait(self, timeout=10):
+        """Wait for the exit, reading what it writes; the exit code."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.read_until(lambda o: False, timeout=0.1)
+        self.read_until(lambda o: False, timeout=0.2)
+        return self.proc.wait(timeout=1)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+class TestLiveTerminal(StatsCliTestCase):
+    """The live view on a terminal: q quits, the terminal is given back on
+    every way out, a small window keeps the header and cuts lines, and the
+    event rate of the last minute is a sparkline."""
+
+    def live(self, path, **kw):
+        t = LiveTerminal(path, **kw)
+        self.addCleanup(t.close)
+        return t
+
+    @staticmethod
+    def steady_then_drop(n=40, step_ms=1000, rate=1000, drop_at=30):
+        """One line per step_ms of daemon time: rate events/s, then none."""
+        lines, received = [], 0
+        for k in range(n):
+            if k and k < drop_at:
+                received += rate * step_ms // 1000
+            lines.append(snapshot(1_000_000 + step_ms * k, 60_000 + step_ms * k,
+                                  received=received))
+        return lines
+
+    def test_q_quits_and_the_terminal_is_as_before(self):
+        with FakeStatsSocket([self.steady_then_drop(5)], interval=0.02, hold=True) as fake:
+            t = self.live(fake.path)
+            self.assertTrue(t.read_until(lambda o: b'(q quits)' in o), t.out)
+            self.assertEqual(termios.tcgetattr(t.slave)[3] & (termios.ICANON | termios.ECHO), 0,
+                             'cbreak while running')
+            os.write(t.master, b'q')
+            self.assertEqual(t.wait(timeout=5), 0)
+        self.assertEqual(termios.tcgetattr(t.slave), t.before)
+        self.assertTrue(t.out.endswith(b'\x1b[?7h\x1b[?25h\x1b[?1049l'), t.out[-60:])
+
+    def test_a_signal_gives_the_terminal_back_first(self):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            with self.subTest(signal=sig.name), \
+                    FakeStatsSocket([self.steady_then_drop(3)], interval=0.02, hold=True) as f:
+                t = self.live(f.path)
+                self.assertTrue(t.read_until(lambda o: b'(q quits)' in o), t.out)
+                t.proc.send_signal(sig)
+                self.assertEqual(t.wait(timeout=5), -sig)
+                self.assertEqual(termios.tcgetattr(t.slave), t.before)
+                self.assertIn(b'\x1b[?1049l', t.out)
+
+    def test_q_while_waiting_to_reconnect(self):
+        with FakeStatsSocket([self.steady_then_drop(2)], interval=0.02) as fake:
+            t = self.live(fake.path)
+            self.assertTrue(t.read_until(lambda o: b'reconnecting' in o), t.out)
+            fake.close()  # nobody will answer again
+            os.write(t.master, b'q')
+            self.assertEqual(t.wait(timeout=5), 0)
+        self.assertEqual(termios.tcgetattr(t.slave), t.before)
+
+    def test_small_terminals_keep_the_header_and_cut_lines(self):
+        for cols, rows in ((80, 24), (60, 12), (40, 8)):
+            with self.subTest(size=f'{cols}x{rows}'), \
+                    FakeStatsSocket([self.steady_then_drop(6)], interval=0.02, hold=True) as f:
+                t = self.live(f.path, cols=cols, rows=rows, env={'LC_ALL': 'C.UTF-8'})
+                self.assertTrue(t.read_until(lambda o: len(screen_frames(o)) >= 6), t.out)
+                self.assertIn(b'\x1b[?7l', t.out)  # no autowrap either
+                for lines in screen_frames(t.out):
+                    self.assertLessEqual(len(lines), rows, lines)
+                    self.assertTrue(lines[0].startswith('birdfeederd '), lines)
+                    for line in lines:
+                        self.assertLessEqual(len(line), cols, line)
+                last = screen_frames(t.out)[-1]
+                if rows >= 24:  # everything fits: the frame ends with the key
+                    self.assertEqual(last[-1], '(q quits)')
+                else:           # the bottom is cut, the top kept
+                    self.assertEqual(len(last), rows)
+                    self.assertEqual(last[1].split(), ['total', 'rate'])
+
+    def sparkline(self, env):
+        with FakeStatsSocket([self.steady_then_drop(40)], interval=0.01, hold=True) as f:
+            t = self.live(f.path, cols=120, rows=30, env=env)
+            self.assertTrue(t.read_until(lambda o: len(screen_frames(o)) >= 40), t.out)
+        line = [x for x in screen_frames(t.out)[-1] if x.startswith('rate 1m')][0]
+        m = re.fullmatch(r'rate 1m\s{6}(.{60}) (\S+)/s, max (\S+)/s', line)
+        self.assertTrue(m, line)
+        return m.group(1), m.group(2), m.group(3)
+
+    def test_sparkline_of_the_last_minute_shows_the_drop(self):
+        bars, now, top = self.sparkline({'LC_ALL': 'C.UTF-8'})
+        # 39 s of lines: the first 20 s empty, 29 s at 1000/s, then none.
+        self.assertEqual((now, top), ('0', '1000'))
+        self.assertEqual(bars[:21].strip(), '')
+        self.assertEqual(set(bars[22:49]), {'\u2588'})
+        self.assertEqual(bars[-9:], ' ' * 9)
+
+    def test_sparkline_in_ascii_without_utf8(self):
+        bars, _, _ = self.sparkline({'LC_ALL': 'C'})
+        self.assertEqual(set(bars[22:49]), {'@'})
+        self.assertTrue(all(ord(c) < 128 for c in bars))
 
 if __name__ == '__main__':
     unittest.main()
