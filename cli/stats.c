@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <jansson.h>
 #include <langinfo.h>
 #include <locale.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,8 +160,17 @@ static void stats_connect_error(const char *path, int err)
     fprintf(stderr, PROG " stats: cannot connect to %s: %s", path, strerror(-err));
     if (err == -ENOENT || err == -ECONNREFUSED)
         fprintf(stderr, " (is birdfeederd running, with --stats-socket %s?)", path);
-    else if (err == -EACCES)
-        fprintf(stderr, " (the socket is mode 0660: run as root or its group)");
+    else if (err == -EACCES) {
+        /* Name the socket's group: joining it is the way without sudo. */
+        struct stat st;
+        struct group *g = stat(path, &st) == 0 ? getgrgid(st.st_gid) : NULL;
+        if (g)
+            fprintf(stderr, " (the socket is mode 0660, group %s: run as root, or join "
+                            "the group: sudo usermod -aG %s $USER, then log in again)",
+                    g->gr_name, g->gr_name);
+        else
+            fprintf(stderr, " (the socket is mode 0660: run as root or as its group)");
+    }
     fputc('\n', stderr);
 }
 

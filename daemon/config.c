@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +44,8 @@ typedef struct option_def {
 #define STATE_DEF "<state>/"
 #define RUNTIME_DEF "<runtime>/"
 #define CATALOG_DEF "<installed or built-in>"
+#define GROUP_DEF "<birdfeeder if it exists>"
+#define OPERATORS_GROUP "birdfeeder"
 #define INSTALLED_CATALOG BF_DATADIR "/catalog.json"
 
 static int by_context(const option_def *o)
@@ -77,6 +80,10 @@ static const option_def options[] = {
      "refused when group or others may read it"},
     {"stats-socket", OPT_STR, OFF(stats_socket), RUNTIME_DEF "stats.sock", 0, 0, NULL,
      "Unix socket streaming one JSON stats line per interval ('' off)"},
+    {"stats-socket-group", OPT_STR, OFF(stats_socket_group), GROUP_DEF, 0, 0, NULL,
+     "group given the stats socket (mode 0660), so that its members read "
+     "stats without root: a name or a number ('' none: the daemon's own "
+     "group)"},
     {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0, NULL,
      "HOST:PORT to serve GET /metrics (Prometheus) and GET /health on over "
      "HTTP, for example 127.0.0.1:9190; loopback only ('' off)"},
@@ -377,6 +384,9 @@ void config_usage(void)
         if (o->def && strcmp(o->def, CATALOG_DEF) == 0)
             printf("      default (by context): %s when installed, else the built-in "
                    "catalog\n", INSTALLED_CATALOG);
+        else if (o->def && strcmp(o->def, GROUP_DEF) == 0)
+            printf("      default (by context): %s when that group exists, else none\n",
+                   OPERATORS_GROUP);
         else if (by_context(o))
             printf("      default (by context): %s\n", o->def);
         else if (o->def)
@@ -672,6 +682,30 @@ const char *config_source_name(enum config_source src)
                ? source_names[src] : "default";
 }
 
+/* cfg->stats_socket_gid from the group's name or number; an unknown group
+ * given explicitly is an error (a typo would leave operators locked out). */
+static int resolve_group(bf_config *cfg, char *err, size_t n)
+{
+    const char *g = cfg->stats_socket_group;
+    cfg->stats_socket_gid = -1;
+    if (!g || !*g)
+        return 0;
+    struct group *gr = getgrnam(g);
+    char *end;
+    errno = 0;
+    unsigned long num = strtoul(g, &end, 10);
+    if (gr)
+        cfg->stats_socket_gid = (long)gr->gr_gid;
+    else if (isdigit((unsigned char)*g) && !*end && !errno && num < 0x7fffffffUL)
+        cfg->stats_socket_gid = (long)num;
+    else {
+        errf(err, n, "option 'stats-socket-group': no group '%s' on this host (groupadd "
+                     "it, or '' for none)", g);
+        return -1;
+    }
+    return 0;
+}
+
 /* The defaults that depend on the context (paths.h), for the options no
  * source set: DIR/name under the state or runtime directory, and the
  * installed catalog when there is one (else NULL: the built-in one). */
@@ -690,7 +724,11 @@ static int derive_defaults(bf_config *cfg, char *err, size_t n)
         if (!by_context(o) || cfg->source[k] != CONFIG_SRC_DEFAULT)
             continue;
         char val[PATHS_MAX + 64];
-        if (strcmp(o->def, CATALOG_DEF) == 0) {
+        if (strcmp(o->def, GROUP_DEF) == 0) {
+            if (!getgrnam(OPERATORS_GROUP))
+                continue; /* none: the socket keeps the daemon's group */
+            snprintf(val, sizeof(val), "%s", OPERATORS_GROUP);
+        } else if (strcmp(o->def, CATALOG_DEF) == 0) {
             if (access(INSTALLED_CATALOG, F_OK) < 0)
                 continue; /* the built-in catalog */
             snprintf(val, sizeof(val), "%s", INSTALLED_CATALOG);
@@ -884,7 +922,7 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
         errf(err, n, "option 'log-format': '%s' is not text or json", cfg->log_format);
         return CONFIG_ERROR;
     }
-    if (derive_defaults(cfg, err, n) < 0)
+    if (derive_defaults(cfg, err, n) < 0 || resolve_group(cfg, err, n) < 0)
         return CONFIG_ERROR;
     return CONFIG_OK;
 }

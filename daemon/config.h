@@ -36,6 +36,8 @@ typedef struct bf_config {
     char *out;               /* NDJSON output without a token; "-" stdout */
     char *ip_hash_key_file;  /* secret for ip_hash; created 0600 if missing */
     char *stats_socket;      /* Unix socket path; "" disables */
+    char *stats_socket_group; /* group given the stats socket; NULL or "": none */
+    long stats_socket_gid;   /* its gid, resolved by config_load; -1: none */
     char *metrics_listen;    /* HOST:PORT for GET /metrics, /health; "" off */
     char *log_level;
     char *log_format;        /* text or json */

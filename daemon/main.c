@@ -445,6 +445,10 @@ int main(int argc, char **argv)
         context_hint(cfg, "stats-socket", err, sizeof(err));
         log_error("stats_socket_failed", "path=%s error=\"%s\" note=\"running without "
                                          "the stats socket\"", cfg->stats_socket, err);
+    } else if (stats_socket_group(cfg->stats_socket_gid, cfg->stats_socket_group, err,
+                                  sizeof(err)) < 0) {
+        log_error("stats_socket_group_failed", "error=\"%s\" note=\"readable by the "
+                                               "daemon's own group only\"", err);
     }
     stats_on_refresh(refresh_gauges, NULL);
     if (cfg->metrics_listen && *cfg->metrics_listen &&
@@ -459,11 +463,13 @@ int main(int argc, char **argv)
         return fail(cfg->token ? "spool" : "sink", err);
     }
     log_info("paths", "context=%s state=%s runtime=%s catalog=%s models=%zu "
-                      "ip_hash_key_file=%s spool_dir=%s stats_socket=%s",
+                      "ip_hash_key_file=%s spool_dir=%s stats_socket=%s "
+                      "stats_socket_group=%s",
              cfg->state_from, cfg->state_dir, cfg->runtime_dir, catalog_name(cfg->catalog),
              catalog_size(app.cat), cfg->ip_hash_key_file,
              cfg->token ? cfg->spool_dir : "-",
-             *cfg->stats_socket ? cfg->stats_socket : "-");
+             *cfg->stats_socket ? cfg->stats_socket : "-",
+             cfg->stats_socket_gid >= 0 ? cfg->stats_socket_group : "-");
     if (cfg->token)
         log_info("sink", "mode=tinybird url=%s token_from=\"%s\"", cfg->tinybird_url,
                  cfg->token_source);

@@ -485,6 +485,20 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
     return 0;
 }
 
+int stats_socket_group(long gid, const char *name, char *err, size_t n)
+{
+    if (!st.started || gid < 0)
+        return 0;
+    if (chown(st.path, (uid_t)-1, (gid_t)gid) < 0 || chmod(st.path, 0660) < 0) {
+        int e = errno;
+        snprintf(err, n, "stats socket %s: giving it to group %s: %s%s", st.path, name,
+                 strerror(e), e == EPERM ? " (the daemon's user is not in that group: "
+                                           "Group= or SupplementaryGroups= in the unit)" : "");
+        return -e;
+    }
+    return 0;
+}
+
 void stats_stop(void)
 {
     if (!st.started)

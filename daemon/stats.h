@@ -95,6 +95,13 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
  * nothing that is not a socket is there.
  * Returns 0 or a negative errno with a message in err (size n). */
 int stats_check_socket(const char *path, char *err, size_t n);
+/* Give the stats socket to group gid, mode 0660, so that the group's
+ * members connect without root (an operators' group); name is for the
+ * message. gid < 0, or no socket: nothing. Called after stats_start, and
+ * again by a reload. Returns 0, or a negative errno with a message in err
+ * (size n): the daemon's user must be root or in the group. */
+int stats_socket_group(long gid, const char *name, char *err, size_t n);
+
 /* Send a last line to clients, close them and the socket, unlink it. */
 void stats_stop(void);
 

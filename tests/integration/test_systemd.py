@@ -255,7 +255,8 @@ class TestUnits(SystemdTestCase):
         defaults = help_defaults(out)
         by_context = help_defaults(out, by_context=True)
         self.assertEqual(set(by_context),
-                         {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir'})
+                         {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir',
+                          'stats-socket-group'})
         conf = json.loads(DEFAULT_CONFIG.read_text())
         names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|DURATION|N)$', out, re.M)
         for name in names:

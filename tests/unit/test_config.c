@@ -8,6 +8,7 @@
  * CK_FORK=no. Config files go to a temporary directory.
  */
 #include <check.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -609,6 +610,35 @@ START_TEST(test_config_bad_short_flag_names_it)
 }
 END_TEST
 
+/* --stats-socket-group: a name or a number, resolved at load; '' none; an
+ * unknown name an error; by default birdfeeder when that group exists. */
+START_TEST(test_config_stats_socket_group)
+{
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--stats-socket-group", "root", NULL);
+    ck_assert_int_eq(cfg.stats_socket_gid, 0);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--stats-socket-group", "4242", NULL);
+    ck_assert_int_eq(cfg.stats_socket_gid, 4242);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--stats-socket-group", "", NULL);
+    ck_assert_int_eq(cfg.stats_socket_gid, -1);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, NULL);
+    struct group *bf = getgrnam("birdfeeder");
+    ck_assert_int_eq(cfg.stats_socket_gid, bf ? (long)bf->gr_gid : -1);
+    if (bf)
+        ck_assert_str_eq(cfg.stats_socket_group, "birdfeeder");
+    else
+        ck_assert_ptr_null(cfg.stats_socket_group);
+    config_free(&cfg);
+    must_fail("'stats-socket-group'", "no group 'no-such-group-x'", "--stats-socket-group",
+              "no-such-group-x", NULL);
+    must_fail("'stats-socket-group'", NULL, "--stats-socket-group", "12x", NULL);
+}
+END_TEST
+
 START_TEST(test_config_cross_checks)
 {
     must_fail("'tinybird-url'", "ftp://api.tinybird.co", "--tinybird-url",
@@ -1076,6 +1106,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_bad_flags);
     tcase_add_test(tc, test_config_bad_short_flag_names_it);
     tcase_add_test(tc, test_config_cross_checks);
+    tcase_add_test(tc, test_config_stats_socket_group);
     tcase_add_test(tc, test_config_flag_forms);
     tcase_add_test(tc, test_config_diff);
     tcase_add_test(tc, test_config_help);
