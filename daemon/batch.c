@@ -119,6 +119,14 @@ void batch_flush(unsigned dataset)
         slot_flush(&bt.slots[dataset]);
 }
 
+void batch_reconfigure(const batch_opts *opts)
+{
+    if (opts->flush_bytes != bt.o.flush_bytes || opts->row_max != bt.o.row_max)
+        batch_flush_all();
+    bt.o.flush_bytes = opts->flush_bytes;
+    bt.o.row_max = opts->row_max;
+}
+
 void batch_flush_all(void)
 {
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)

@@ -38,6 +38,12 @@ typedef struct batch_opts {
 /* Returns 0 or a negative libuv error. */
 int batch_init(uv_loop_t *loop, const batch_opts *opts);
 
+/* New sizes, from a reload: flush_bytes and row_max (the rest of opts is
+ * not changed; the interval comes from the policy, batch_set_interval).
+ * An open batch was sized for flush_bytes plus one largest row: when
+ * either changes, each is closed first and goes out as it is. */
+void batch_reconfigure(const batch_opts *opts);
+
 /* Format row into its dataset's batch; may close the batch (on_flush runs
  * before this returns). Returns 0, or UV_ENOMEM when no buffer could be
  * allocated (the row is lost and counted as dropped.no_memory). */

@@ -439,17 +439,19 @@ void config_print(const bf_config *cfg)
     json_decref(o);
 }
 
-void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
+/* The options whose values differ between a and b, among those named in
+ * list (among) or all but those (!among). */
+static void diff(const bf_config *a, const bf_config *b, const char *const *list, int among,
                  char *out, size_t n)
 {
     size_t used = 0;
     out[0] = '\0';
     for (size_t k = 0; k < N_OPTIONS; k++) {
         const option_def *o = &options[k];
-        int skipped = 0;
-        for (const char *const *sk = skip; sk && *sk; sk++)
-            skipped |= strcmp(*sk, o->name) == 0;
-        if (skipped)
+        int listed = 0;
+        for (const char *const *l = list; l && *l; l++)
+            listed |= strcmp(*l, o->name) == 0;
+        if (listed != among)
             continue;
         const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
         int same;
@@ -630,6 +632,18 @@ static int resolve_token(bf_config *cfg, token_level lv[3], char *err, size_t n)
         return 0;
     }
     return 0;
+}
+
+void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
+                 char *out, size_t n)
+{
+    diff(a, b, skip, 0, out, n);
+}
+
+void config_diff_among(const bf_config *a, const bf_config *b, const char *const *names,
+                       char *out, size_t n)
+{
+    diff(a, b, names, 1, out, n);
 }
 
 void config_free(bf_config *cfg)

@@ -110,6 +110,9 @@ void config_print(const bf_config *cfg);
  * (size n); "" when none. For a reload's log line. */
 void config_diff(const bf_config *a, const bf_config *b, const char *const *skip,
                  char *out, size_t n);
+/* The same among the options named in names only. */
+void config_diff_among(const bf_config *a, const bf_config *b, const char *const *names,
+                       char *out, size_t n);
 
 /* Move the values (and sources) of the options named in names
  * (NULL-terminated, as in --help) from src into dst, and dst's old ones

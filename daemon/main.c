@@ -214,43 +214,108 @@ static const char *token_note(const bf_config *now, const bf_config *fresh)
     return "unchanged";
 }
 
+/* batch's and receive's options from cfg: the one mapping start and reload
+ * share, as sink_options is the sink's. */
+static batch_opts batch_options(const bf_config *cfg)
+{
+    return (batch_opts){.flush_bytes = cfg->flush_bytes,
+                        .flush_interval_ms = cfg->flush_interval_ms,
+                        .phase_jitter = 1,
+                        .row_max = row_max_bytes(cfg->max_datagram),
+                        .on_flush = on_flush};
+}
+
+static receive_opts receive_options(const bf_config *cfg)
+{
+    return (receive_opts){.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
+                          .max_datagram = cfg->max_datagram, .cb = on_datagram};
+}
+
+/* The stats socket's group for cfg; none: the daemon's own (as a socket
+ * it makes gets, and as a reload from a group back to none must restore). */
+static void stats_group_apply(const bf_config *cfg, int at_start)
+{
+    char err[512];
+    long gid = cfg->stats_socket_gid;
+    const char *name = cfg->stats_socket_group;
+    if (gid < 0 && at_start)
+        return;
+    if (gid < 0) {
+        gid = (long)getegid();
+        name = "(the daemon's own)";
+    }
+    if (stats_socket_group(gid, name, err, sizeof(err)) < 0)
+        log_error("stats_socket_group_failed", "error=\"%s\" note=\"readable by the "
+                                               "daemon's own group only\"", err);
+}
+
+/* What a reload applies, by the module that takes it through its own
+ * x_reconfigure; the sink's set only when sink_reconfigure took it. What
+ * is in neither list binds a socket or names a path or a key (listen,
+ * stats-socket, metrics-listen, spool-dir, ip-hash-key-file): the log line
+ * names it for a restart. */
+static const char *const reload_always[] = {
+    "catalog", "max-event-age", "max-event-skew",       /* enrich */
+    "log-level", "log-format",                          /* log */
+    "max-memory",                                       /* memory */
+    "flush-bytes", "max-datagram",                      /* batch, receive */
+    "rcvbuf",                                           /* receive */
+    "stats-interval-ms", "stats-max-clients", "stats-socket-group", /* stats */
+    "shutdown-timeout-ms",                              /* main, at SIGTERM */
+    NULL};
+static const char *const reload_sink[] = {
+    "token", "token-file", "tinybird-url", "http-timeout-ms", "out", /* the backend */
+    "max-inflight", "backoff-min-ms", "backoff-max-ms", /* the policy, */
+    "pacing", "flush-interval-ms", "max-flush-interval-ms", /* and its pacing */
+    "max-spool-bytes", "spool-segment-bytes", "max-dead-letter-bytes", /* spool */
+    NULL};
+
 /* The one place a fresh configuration meets the running daemon (SIGHUP):
- * the catalog, the log level, the event time window and the sink's live
- * options (a new token or region host reaches the backend, and held
- * datasets probe at once) apply now; what shapes sockets, buffers and the spool is named for a restart
- * rather than half-applied. fresh gives up what applied. */
+ * each module takes what it owns (x_reconfigure), so the batch thresholds,
+ * the memory and spool caps, the backoff, the token and region host, the
+ * log level and format, the catalog and the event time window change with
+ * no restart and no event lost; held datasets probe at once. What shapes a
+ * socket or a path is named for a restart rather than half-applied. fresh
+ * gives up what applied. */
 static void apply_config(bf_config *fresh, catalog *cat)
 {
-    static const char *const always[] = {"catalog", "log-level", "log-format",
-                                         "max-event-age", "max-event-skew", NULL};
-    static const char *const with_sink[] = {"catalog", "log-level", "log-format",
-                                            "max-event-age", "max-event-skew", "token",
-                                            "token-file", "tinybird-url",
-                                            "http-timeout-ms", "max-inflight",
-                                            "backoff-min-ms", "backoff-max-ms", "pacing",
-                                            "flush-interval-ms", "max-flush-interval-ms",
-                                            NULL};
     enrich_set_catalog(app.enrich, cat);
     enrich_set_time_window(app.enrich, fresh->max_event_age_ms, fresh->max_event_skew_ms);
     catalog_free(app.cat);
     app.cat = cat;
     log_apply(fresh);
-    char err[512] = "", changed[512];
+    memory_set_cap(fresh->max_memory);
+    batch_opts bo = batch_options(fresh);
+    batch_reconfigure(&bo);
+    receive_opts ro = receive_options(fresh);
+    receive_reconfigure(&ro);
+    stats_reconfigure((unsigned)fresh->stats_interval_ms, (unsigned)fresh->stats_max_clients);
+    stats_group_apply(fresh, 0);
+    char err[512] = "", changed[512], restart[512];
     sink_config sc;
     int sink_ok = sink_reconfigure(sink_options(fresh, &sc), err, sizeof(err)) == 0;
-    const char *const *applied = sink_ok ? with_sink : always;
+
+    const char *applied[sizeof(reload_always) / sizeof(*reload_always) +
+                         sizeof(reload_sink) / sizeof(*reload_sink)];
+    size_t k = 0;
+    for (const char *const *nm = reload_always; *nm; nm++)
+        applied[k++] = *nm;
+    for (const char *const *nm = reload_sink; sink_ok && *nm; nm++)
+        applied[k++] = *nm;
+    applied[k] = NULL;
     const char *token = token_note(&app.cfg, fresh);
-    config_diff(&app.cfg, fresh, applied, changed, sizeof(changed));
+    config_diff_among(&app.cfg, fresh, applied, changed, sizeof(changed));
+    config_diff(&app.cfg, fresh, applied, restart, sizeof(restart));
     config_take(&app.cfg, fresh, applied);
     if (sink_ok)
         app.cfg.token_source = fresh->token_source; /* static text */
-    log_info("reloaded", "catalog=%s models=%zu token=\"%s\" token_from=\"%s\" "
+    log_info("reloaded", "changed=%s catalog=%s models=%zu token=\"%s\" token_from=\"%s\" "
                          "sink=\"%s%s\" restart_needed=%s",
-             catalog_name(app.cfg.catalog), catalog_size(cat), token,
-             app.cfg.token_source ? app.cfg.token_source
-                                  : config_source_name(config_source(&app.cfg, "token")),
+             *changed ? changed : "none", catalog_name(app.cfg.catalog), catalog_size(cat),
+             token, app.cfg.token_source ? app.cfg.token_source
+                                         : config_source_name(config_source(&app.cfg, "token")),
              sink_ok ? "reconfigured" : "kept: ", sink_ok ? "" : err,
-             *changed ? changed : "none");
+             *restart ? restart : "none");
 }
 
 static void reload(void)
@@ -445,10 +510,8 @@ int main(int argc, char **argv)
         context_hint(cfg, "stats-socket", err, sizeof(err));
         log_error("stats_socket_failed", "path=%s error=\"%s\" note=\"running without "
                                          "the stats socket\"", cfg->stats_socket, err);
-    } else if (stats_socket_group(cfg->stats_socket_gid, cfg->stats_socket_group, err,
-                                  sizeof(err)) < 0) {
-        log_error("stats_socket_group_failed", "error=\"%s\" note=\"readable by the "
-                                               "daemon's own group only\"", err);
+    } else {
+        stats_group_apply(cfg, 1);
     }
     stats_on_refresh(refresh_gauges, NULL);
     if (cfg->metrics_listen && *cfg->metrics_listen &&
@@ -478,17 +541,12 @@ int main(int argc, char **argv)
                          "NDJSON locally, nothing is sent to Tinybird\"",
                  cfg->out);
 
-    batch_opts bo = {.flush_bytes = cfg->flush_bytes,
-                     .flush_interval_ms = cfg->flush_interval_ms,
-                     .phase_jitter = 1,
-                     .row_max = row_max_bytes(cfg->max_datagram),
-                     .on_flush = on_flush};
+    batch_opts bo = batch_options(cfg);
     if ((rc = batch_init(app.loop, &bo)) < 0)
         return fail("batch", uv_strerror(rc));
     sink_set_pacing(&sc.so.pacing); /* batch hears each dataset's interval */
 
-    receive_opts ro = {.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
-                       .max_datagram = cfg->max_datagram, .cb = on_datagram};
+    receive_opts ro = receive_options(cfg);
     if (receive_start(app.loop, &ro, err, sizeof(err)) < 0)
         return fail("listen", err);
 

@@ -33,6 +33,7 @@ static struct {
     char addr[64];
     int open;
     int reading;            /* recv started on the loop, not yet stopped */
+    int activated;          /* the socket is systemd's (LISTEN_FDS) */
     /* Gauges, read by stats through the receive_* readers. */
     uint64_t rcvbuf_bytes;  /* SO_RCVBUF granted */
     uint64_t queue_bytes;   /* receive queue at the last refresh */
@@ -104,9 +105,11 @@ static void set_rcvbuf(uv_os_fd_t fd, uint64_t want)
     socklen_t gl = sizeof(got);
     /* A socket systemd passed may already have a larger buffer
      * (ReceiveBuffer=) than we could set without CAP_NET_ADMIN: keep it.
-     * Otherwise SO_RCVBUFFORCE passes net.core.rmem_max when we may;
-     * SO_RCVBUF is capped by it. The kernel reports double. */
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) < 0 || (uint64_t)got / 2 < want) {
+     * Ours gets what is asked, larger or smaller (a reload). Otherwise
+     * SO_RCVBUFFORCE passes net.core.rmem_max when we may; SO_RCVBUF is
+     * capped by it. The kernel reports double. */
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) < 0 || (uint64_t)got / 2 < want ||
+        !rc.activated) {
         if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) < 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
         gl = sizeof(got);
@@ -160,6 +163,7 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
     }
     uv_os_fd_t ufd;
     uv_fileno((uv_handle_t *)&rc.udp, &ufd);
+    rc.activated = fd >= 0;
     set_rcvbuf(ufd, opts->rcvbuf);
 
     struct sockaddr_storage bound;
@@ -186,6 +190,16 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
              rc.addr, fd >= 0 ? "yes" : "no", (unsigned long long)rc.rcvbuf_bytes,
              opts->max_datagram);
     return 0;
+}
+
+void receive_reconfigure(const receive_opts *opts)
+{
+    rc.o.max_datagram = opts->max_datagram;
+    uv_os_fd_t fd;
+    if (rc.open && opts->rcvbuf != rc.o.rcvbuf &&
+        uv_fileno((uv_handle_t *)&rc.udp, &fd) == 0)
+        set_rcvbuf(fd, opts->rcvbuf);
+    rc.o.rcvbuf = opts->rcvbuf;
 }
 
 const char *receive_address(void) { return rc.addr; }

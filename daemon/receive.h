@@ -42,6 +42,11 @@ int receive_check_listen(const char *listen, char *err, size_t n);
  * receive_stop_and_drain. For the health check. */
 int receive_reading(void);
 
+/* New options from a reload, on the socket as it is (never rebound): the
+ * receive buffer asked for (SO_RCVBUF; the granted size is the gauge) and
+ * the largest datagram accepted. listen and cb are not changed. */
+void receive_reconfigure(const receive_opts *opts);
+
 /* The bound address as "HOST:PORT" (for logs and tests). */
 const char *receive_address(void);
 

@@ -728,16 +728,23 @@ int sink_reconfigure(const sink_opts *opts, char *err, size_t n)
         return rc;
     set_policy(opts);
     tell_all(); /* new pacing limits hold at once */
+    if (sk.spool)
+        spool_reconfigure(opts->spool); /* its caps; the directory stays */
     sk.generation++;
     /* What a person just fixed (a token, a region host) is tried at once;
      * a probe still out with the old options is sent again when it comes
-     * back refused (see hold). */
+     * back refused (see hold). A wait longer than the new backoff ceiling
+     * is cut to it. */
     for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
         ds_state *d = &sk.ds[id];
         if (d->held && d->paused) {
             uv_timer_stop(&d->timer);
             d->paused = 0;
+        } else if (d->paused && uv_timer_get_due_in(&d->timer) > sk.o.backoff_max_ms) {
+            uv_timer_start(&d->timer, on_resume, sk.o.backoff_max_ms, 0);
         }
+        if (d->backoff_ms > sk.o.backoff_max_ms)
+            d->backoff_ms = sk.o.backoff_max_ms;
     }
     pump();
     return 0;

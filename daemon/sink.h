@@ -109,8 +109,9 @@ unsigned sink_pending(void);
 
 /* Apply fresh options to the running policy and backend (a reload): the
  * backend's own (through its reconfigure: jobs from now on use them), the
- * in-flight limit and the backoff bounds; held datasets probe at once. The
- * backend and the spool themselves change at a restart only: -EINVAL, or
+ * in-flight limit, the backoff bounds and the spool's caps (spool.h);
+ * held datasets probe at once. The backend, the spool's use and its
+ * directory change at a restart only: -EINVAL, or
  * -ENOTSUP for a backend without reconfigure, with the reason in err (size
  * n) and nothing changed. */
 int sink_reconfigure(const sink_opts *opts, char *err, size_t n);

@@ -12,6 +12,8 @@
 static struct {
     uv_loop_t *loop;
     uv_file fd;            /* -1: not open */
+    uv_file next_fd;       /* a reload's new file, taken once no write is in
+                              progress; -1: none */
     uv_fs_t req;
     sink_job *cur;         /* the one write in progress */
     size_t off;            /* bytes of cur written so far */
@@ -20,6 +22,24 @@ static struct {
 static log_limit write_limit;
 
 static int write_rest(void);
+
+static void close_fd(uv_file fd)
+{
+    if (fd > STDOUT_FILENO)
+        close(fd);
+    else if (fd == STDOUT_FILENO)
+        fsync(STDOUT_FILENO);
+}
+
+/* A reload's new file takes over between writes, never inside one. */
+static void take_next_fd(void)
+{
+    if (fs.next_fd < 0 || fs.cur)
+        return;
+    close_fd(fs.fd);
+    fs.fd = fs.next_fd;
+    fs.next_fd = -1;
+}
 
 static void on_written(uv_fs_t *req)
 {
@@ -34,6 +54,7 @@ static void on_written(uv_fs_t *req)
         n = rc;
     }
     fs.cur = NULL;
+    take_next_fd();
     sink_answer a = {.cls = SINK_DONE, .rows_ok = j->b->rows, .wait_ms = -1};
     if (n < 0) {
         log_limited(&write_limit, LOG_ERROR, "out_write_failed", "error=\"%s\" rows=%llu",
@@ -65,26 +86,46 @@ static int file_submit(sink_job *j)
     return rc;
 }
 
+/* The file at path ("-": stdout) opened for appending, or a negative
+ * errno with a message in err (size n). */
+static int open_out(const char *path, char *err, size_t n)
+{
+    if (strcmp(path, "-") == 0)
+        return STDOUT_FILENO;
+    /* O_NOFOLLOW: rows are appended to the file named, never through a
+     * symlink someone left there to a file of their choosing. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, n, "opening --out %s: %s", path,
+                 e == ELOOP ? "it is a symbolic link (not followed)" : strerror(e));
+        return -e;
+    }
+    return fd;
+}
+
 static int file_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
 {
     const sink_file_opts *o = opts;
     memset(&fs, 0, sizeof(fs));
     fs.loop = loop;
-    fs.fd = -1;
-    if (strcmp(o->path, "-") == 0) {
-        fs.fd = STDOUT_FILENO;
-        return 0;
-    }
-    /* O_NOFOLLOW: rows are appended to the file named, never through a
-     * symlink someone left there to a file of their choosing. */
-    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, n, "opening --out %s: %s", o->path,
-                 e == ELOOP ? "it is a symbolic link (not followed)" : strerror(e));
-        return -e;
-    }
-    fs.fd = fd;
+    fs.next_fd = -1;
+    fs.fd = open_out(o->path, err, n);
+    return fs.fd < 0 ? fs.fd : 0;
+}
+
+/* A reload: --out is opened again (a new path, or the same one moved away
+ * by a log rotation); batches from now on go there. */
+static int file_reconfigure(const void *opts, char *err, size_t n)
+{
+    const sink_file_opts *o = opts;
+    int fd = open_out(o->path, err, n);
+    if (fd < 0)
+        return fd;
+    if (fs.next_fd >= 0)
+        close_fd(fs.next_fd);
+    fs.next_fd = fd;
+    take_next_fd();
     return 0;
 }
 
@@ -100,11 +141,10 @@ static void file_abort(void)
 
 static void file_close(void)
 {
-    if (fs.fd > STDOUT_FILENO)
-        close(fs.fd);
-    else if (fs.fd == STDOUT_FILENO)
-        fsync(STDOUT_FILENO);
-    fs.fd = -1;
+    close_fd(fs.fd);
+    if (fs.next_fd >= 0)
+        close_fd(fs.next_fd);
+    fs.fd = fs.next_fd = -1;
 }
 
 const sink_backend sink_file = {
@@ -115,4 +155,5 @@ const sink_backend sink_file = {
     .forget = file_forget,
     .abort = file_abort,
     .close = file_close,
+    .reconfigure = file_reconfigure,
 };

@@ -5,7 +5,10 @@
  *
  * One write at a time (max_inflight 1), so the policy hands over the
  * oldest batch of any dataset first and the file reads in order. A failed
- * write is a reject counted as dropped.out_write; nothing is retried.
+ * write is a reject counted as dropped.out_write; nothing is retried. A
+ * reload opens the path again (a new one, or the same after a log
+ * rotation moved the file) and the next write goes there; a path that
+ * cannot be opened leaves the old file in use.
  */
 #ifndef BF_SINK_FILE_H
 #define BF_SINK_FILE_H

@@ -549,16 +549,10 @@ static uint64_t live_bytes(void)
     return t;
 }
 
-void spool_append(batch_buf *b)
+/* Make room for need more bytes under max_bytes by dropping whole
+ * segments, oldest first; their unread rows are counted exactly. */
+static void make_room(uint64_t need)
 {
-    uint64_t need = HDR_LEN + b->len;
-    if (!sp.open || need > sp.o.max_bytes) {
-        stats_drop(sp.open ? DROP_spool_full : DROP_spool_write, b->dataset, b->rows);
-        batch_buf_free(b);
-        return;
-    }
-    /* Make room by dropping whole segments, oldest first; their unread
-     * rows are counted exactly. */
     for (segment *old = sp.segs; old && live_bytes() + need > sp.o.max_bytes;) {
         segment *next = old->next;
         if (!old->doomed) {
@@ -574,6 +568,27 @@ void spool_append(batch_buf *b)
         }
         old = next;
     }
+}
+
+void spool_reconfigure(const spool_opts *opts)
+{
+    if (!sp.open)
+        return;
+    sp.o.max_bytes = opts->max_bytes;
+    sp.o.segment_bytes = opts->segment_bytes;
+    sp.o.dead_letter_max = opts->dead_letter_max;
+    make_room(0); /* a lower cap applies now, not at the next append */
+}
+
+void spool_append(batch_buf *b)
+{
+    uint64_t need = HDR_LEN + b->len;
+    if (!sp.open || need > sp.o.max_bytes) {
+        stats_drop(sp.open ? DROP_spool_full : DROP_spool_write, b->dataset, b->rows);
+        batch_buf_free(b);
+        return;
+    }
+    make_room(need);
     /* Rotate on what the segment will hold, queued appends included, so a
      * burst (the shutdown deadline spools every waiting batch at once) is
      * spread over segments of the configured size. */

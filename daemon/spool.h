@@ -68,6 +68,11 @@ int spool_open(uv_loop_t *loop, const spool_opts *opts, spool_replay_cb cb,
  * holds it, or another negative errno, with the reason in err. */
 int spool_check_lock(const char *dir, char *err, size_t n);
 
+/* New caps from a reload: max_bytes (a lower one drops the oldest
+ * segments now, counted as dropped.spool_full), segment_bytes (from the
+ * next rotation) and dead_letter_max; dir is not changed. */
+void spool_reconfigure(const spool_opts *opts);
+
 /* Write b as one record; the spool owns b from here. Rows that cannot be
  * written are counted (dropped.spool_write, dropped.spool_full). */
 void spool_append(batch_buf *b);

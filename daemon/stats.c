@@ -485,6 +485,13 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
     return 0;
 }
 
+void stats_reconfigure(unsigned interval_ms, unsigned max_clients)
+{
+    st.max_clients = max_clients ? max_clients : 16;
+    if (st.started && interval_ms)
+        uv_timer_start(&st.timer, on_tick, interval_ms, interval_ms);
+}
+
 int stats_socket_group(long gid, const char *name, char *err, size_t n)
 {
     if (!st.started || gid < 0)

@@ -95,6 +95,11 @@ int stats_start(uv_loop_t *loop, const char *path, unsigned interval_ms,
  * nothing that is not a socket is there.
  * Returns 0 or a negative errno with a message in err (size n). */
 int stats_check_socket(const char *path, char *err, size_t n);
+/* A reload: a new interval between lines (the next line comes one
+ * interval from now) and a new cap on clients (0: 16; clients already
+ * connected past a lower cap stay, new ones are refused). */
+void stats_reconfigure(unsigned interval_ms, unsigned max_clients);
+
 /* Give the stats socket to group gid, mode 0660, so that the group's
  * members connect without root (an operators' group); name is for the
  * message. gid < 0, or no socket: nothing. Called after stats_start, and

@@ -1,6 +1,7 @@
 /*
  * test_batch.c: daemon/batch.c: batches closed by size, by age, on demand
- * and on close; one batch per dataset; the counters.
+ * and on close; new sizes from a reload; one batch per dataset; the
+ * counters.
  *
  * Each test runs a loop of its own (uv_loop_init); at the end every handle
  * is closed and uv_loop_close() must return 0, as in libuv's own tests, so
@@ -240,6 +241,37 @@ START_TEST(test_batch_size_flush_stops_timer)
 }
 END_TEST
 
+/* A reload's sizes: a larger flush size closes the open batch first
+ * (sized for the old one: appending past it would overflow), and the next
+ * batch has room for the new size; a larger row size (max-datagram) too;
+ * the same sizes change nothing. */
+START_TEST(test_batch_reconfigure)
+{
+    const unsigned ds = BF_DATASET_llm_events;
+    start(4096, 60000);
+    append(ds, 0);
+    batch_opts o = {.flush_bytes = 4096, .flush_interval_ms = 60000,
+                    .row_max = row_max_bytes(8192), .on_flush = on_flush, .arg = &marker};
+    batch_reconfigure(&o); /* the same: the batch stays open */
+    ck_assert_int_eq(ngot, 0);
+    o.flush_bytes = 65536;
+    batch_reconfigure(&o);
+    ck_assert_int_eq(ngot, 1);
+    ck_assert_uint_eq(got[0]->rows, 1);
+    ck_assert_ptr_eq(got_arg, &marker); /* the callback is kept */
+    append(ds, 1);
+    ck_assert_uint_eq(memory_used() - got[0]->cap, 65536 + row_max_bytes(8192));
+    o.row_max = row_max_bytes(16384);
+    batch_reconfigure(&o);
+    ck_assert_int_eq(ngot, 2);
+    check_lines(got[1], 1, 1);
+    append(ds, 2);
+    ck_assert_uint_eq(memory_used() - got[0]->cap - got[1]->cap,
+                      65536 + row_max_bytes(16384));
+    finish();
+}
+END_TEST
+
 START_TEST(test_batch_per_dataset)
 {
     start(1000000, 60000);
@@ -413,6 +445,7 @@ Suite *batch_suite(void)
     tcase_add_test(tc, test_batch_set_interval);
     tcase_add_test(tc, test_batch_phase_jitter);
     tcase_add_test(tc, test_batch_size_flush_stops_timer);
+    tcase_add_test(tc, test_batch_reconfigure);
     tcase_add_test(tc, test_batch_per_dataset);
     tcase_add_test(tc, test_batch_flush_all_empty);
     tcase_add_test(tc, test_batch_close_flushes_pending);

@@ -719,6 +719,12 @@ START_TEST(test_config_diff)
     static const char *const skip[] = {"token", NULL};
     config_diff(&a, &b, skip, out, sizeof(out));
     ck_assert_str_eq(out, "listen,flush-bytes");
+    /* Among names only: what a reload applied of what changed. */
+    static const char *const among[] = {"token", "flush-bytes", "max-memory", NULL};
+    config_diff_among(&a, &b, among, out, sizeof(out));
+    ck_assert_str_eq(out, "token,flush-bytes");
+    config_diff_among(&a, &b, NULL, out, sizeof(out));
+    ck_assert_str_eq(out, "");
     /* A small buffer: whole names only, always terminated, never past n. */
     memset(out, 'X', sizeof(out));
     config_diff(&a, &b, NULL, out, 14);

@@ -499,24 +499,33 @@ END_TEST
 
 /* ---- the max_bytes bound ----------------------------------------------- */
 
-/* Past max_bytes the oldest segment goes; its unread rows are counted as
- * dropped.spool_full, exactly. */
-START_TEST(test_spool_max_bytes_drops_oldest)
+/* Open the spool with one record per segment and a cap of cap_records
+ * records, and append n records of 4 rows of tag, whose header says 1, 2,
+ * ... n rows (same size, told apart by their row counts). Returns the size
+ * of one record. */
+static uint64_t spool_of_records(int n, uint64_t cap_records, const char *tag)
 {
     size_t plen;
-    rows_text(4, "m", &plen);
+    rows_text(4, tag, &plen);
     const uint64_t rec = HDR + plen;
-    opts.segment_bytes = 1; /* one record per segment */
-    opts.max_bytes = 3 * rec;
+    opts.segment_bytes = 1;
+    opts.max_bytes = cap_records * rec;
     open_spool();
-    /* Same size, different row counts (the header's rows field). */
-    for (int i = 1; i <= 3; i++) {
-        batch_buf *b = tu_batch(BF_DATASET_llm_events, 4, "m");
+    for (int i = 1; i <= n; i++) {
+        batch_buf *b = tu_batch(BF_DATASET_llm_events, 4, tag);
         b->rows = (uint64_t)i;
         spool_append(b);
         flush_wait();
     }
-    ck_assert_int_eq(seg_count(), 3);
+    ck_assert_int_eq(seg_count(), n);
+    return rec;
+}
+
+/* Past max_bytes the oldest segment goes; its unread rows are counted as
+ * dropped.spool_full, exactly. */
+START_TEST(test_spool_max_bytes_drops_oldest)
+{
+    const uint64_t rec = spool_of_records(3, 3, "m");
     ck_assert_uint_eq(stats.dropped[DROP_spool_full], 0);
     batch_buf *b = tu_batch(BF_DATASET_llm_events, 4, "m");
     b->rows = 4;
@@ -556,6 +565,36 @@ START_TEST(test_spool_max_bytes_drops_oldest)
     replay_all(3);
     for (int i = 0; i < 3; i++)
         check_replayed(i, BF_DATASET_llm_events, 4, "m", (uint64_t)(4 + i));
+    finish();
+}
+END_TEST
+
+/* A reload's lower cap applies at once, oldest segments first, counted;
+ * a smaller segment size from the next rotation; dir is not changed. */
+START_TEST(test_spool_reconfigure)
+{
+    const uint64_t rec = spool_of_records(4, 10, "c");
+    spool_opts o = opts;
+    o.dir = "/nonexistent";
+    o.max_bytes = 2 * rec;
+    spool_reconfigure(&o);
+    ck_assert_uint_eq(stats.dropped[DROP_spool_full], 1 + 2); /* now, not later */
+    flush_wait();
+    ck_assert_int_eq(seg_size(1), -1);
+    ck_assert_int_eq(seg_size(2), -1);
+    ck_assert_uint_eq(spool_bytes(), 2 * rec);
+    ck_assert_uint_eq(spool_rows_unread(), 3 + 4);
+    /* Large segments now: the open segment (4) takes the next two. */
+    o.max_bytes = 10 * rec;
+    o.segment_bytes = 1 << 20;
+    spool_reconfigure(&o);
+    spool_append(tu_batch(BF_DATASET_llm_events, 4, "c"));
+    flush_wait();
+    spool_append(tu_batch(BF_DATASET_llm_events, 4, "c"));
+    flush_wait();
+    ck_assert_int_eq(seg_count(), 2);
+    ck_assert_int_eq(seg_size(4), (long long)(3 * rec));
+    ck_assert_uint_eq(stats.dropped[DROP_spool_full], 3);
     finish();
 }
 END_TEST
@@ -1151,6 +1190,7 @@ Suite *spool_suite(void)
     tcase_add_test(tc, test_spool_rotation_back_to_back);
     tcase_add_test(tc, test_spool_max_bytes_drops_oldest);
     tcase_add_test(tc, test_spool_max_bytes_rows_out);
+    tcase_add_test(tc, test_spool_reconfigure);
     tcase_add_test(tc, test_spool_max_bytes_back_to_back);
     tcase_add_test(tc, test_spool_append_closed);
     tcase_add_test(tc, test_spool_reopen_replays);
