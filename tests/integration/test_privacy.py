@@ -7,8 +7,9 @@ level debug. They go through every way out of the daemon: the file sink,
 the HTTP sink (tests/fake_tinybird.py), an outage that leaves them in the
 spool at shutdown, and a 400 that puts them in the dead-letter file. Then
 every byte the daemon wrote is searched: rows (as the fake got them, after
-gunzip), the --out file, the log, stats lines, spool segments, dead letters
-and whatever else is in its directories. One hit fails the test, and every
+gunzip), the --out file, the log (as text and as JSON), stats lines, GET
+/metrics and /health, spool segments, dead letters and whatever else is in
+its directories. One hit fails the test, and every
 hit is listed.
 
 The rows must also hold what docs/enrichment.md and docs/security.md
@@ -16,6 +17,7 @@ promise: an IPv4 /24 for IPv4 and for IPv6 addresses that carry one, an
 IPv6 /48 otherwise, and a referrer cut to its http(s) origin or "".
 """
 
+import http.client
 import json
 import os
 import signal
@@ -114,6 +116,21 @@ def stats_lines(d, n=3, timeout=10):
     return buf
 
 
+def http_outputs(d, name):
+    """{what: bytes} of GET /metrics and GET /health (--metrics-listen)."""
+    rec = wait_until(lambda: d.log_records('metrics_listening'), msg='metrics_listening')[0]
+    port = int(rec['addr'].rsplit(':', 1)[1])
+    out = {}
+    for path in ('/metrics', '/health'):
+        c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+        try:
+            c.request('GET', path)
+            out[f'GET {path}, {name}'] = c.getresponse().read()
+        finally:
+            c.close()
+    return out
+
+
 def files_under(*dirs):
     """{path: bytes} of every file under dirs."""
     out = {}
@@ -171,18 +188,21 @@ class TestPrivacy(BirdfeederTestCase):
     def test_file_sink_rows_log_and_stats(self):
         out_dir = self.tmpdir()
         out = out_dir / 'rows.ndjson'
-        d = self.daemon(['--out', str(out), '--log-level', 'debug', '--flush-interval-ms', '100'],
+        d = self.daemon(['--out', str(out), '--log-level', 'debug', '--flush-interval-ms', '100',
+                         '--log-format', 'json', '--metrics-listen', '127.0.0.1:0'],
                         env={'TINYBIRD_API_KEY': None})
         events, want = privacy_events('f-')
         send(events, d.port)
         wait_until(lambda: out.exists() and out.read_bytes().count(b'\n') >= len(events),
                    msg=f"{len(events)} rows in --out")
         stats = stats_lines(d)
+        web = http_outputs(d, 'file sink')
         self.assertEqual(d.stop(), 0)
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         self.assertEqual({r['id'] for r in rows}, set(want))
         blobs = files_under(d.dir, out_dir)
         blobs['stats socket'] = stats
+        blobs.update(web)
         self.assert_private(blobs, rows, want)
 
     def test_http_sink_spool_and_dead_letters(self):
@@ -190,7 +210,7 @@ class TestPrivacy(BirdfeederTestCase):
         spool = self.tmpdir() / 'spool'
         args = ['--log-level', 'debug', '--flush-interval-ms', '100', '--spool-dir', str(spool),
                 '--shutdown-timeout-ms', '1000', '--backoff-min-ms', '50',
-                '--backoff-max-ms', '200']
+                '--backoff-max-ms', '200', '--metrics-listen', '127.0.0.1:0']
         blobs, rows, want = {}, [], {}
 
         # 1. Delivered: the rows as the fake stored them, after gunzip.
@@ -213,6 +233,7 @@ class TestPrivacy(BirdfeederTestCase):
         send(events, d1.port)
         wait_until(stat_at_least(d1, 'retries', 2), msg="failed attempts")
         blobs['stats socket, first daemon'] = stats_lines(d1)
+        blobs.update(http_outputs(d1, 'during the outage'))
         self.assertEqual(d1.stop(signal.SIGTERM), 0)
         segs = files_under(spool)
         self.assertTrue(any(p.endswith('.seg') for p in segs), f"no spool segment: {segs}")
@@ -228,6 +249,7 @@ class TestPrivacy(BirdfeederTestCase):
         wait_until(stat_at_least(d2, 'rows_dead_lettered', 2 * len(events)),
                    msg="spooled and new rows dead-lettered")
         blobs['stats socket, second daemon'] = stats_lines(d2)
+        blobs.update(http_outputs(d2, 'refused'))
         self.assertEqual(d2.stop(), 0)
         dead = spool / 'dead-letter.ndjson'
         for line in dead.read_text().splitlines():
