@@ -366,9 +366,6 @@ FUZZ_SECONDS  ?= 10
 FUZZ_TARGETS  = decode json row spool config catalog
 FUZZ_SANFLAGS = -fsanitize=address,undefined,fuzzer-no-link \
                 -fno-sanitize-recover=all -fno-omit-frame-pointer
-# Checks of promises issue 11's fixes make (see the targets' headers); each
-# is switched on here once its fix is on main.
-FUZZ_DEFS     =
 FUZZ_BINS     = $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_LIB_OBJ  = $(call obj,tests/fuzz/fuzz_util.c $(DAEMON_SRC) $(PROTO_SRC))
 
@@ -391,10 +388,9 @@ fuzz-targets: $(FUZZ_BINS)
 	rm -rf $(BUILD)/seeds && $(PYTHON) tests/fuzz/gen_seeds.py $(BUILD)/seeds
 
 # BF_SRCDIR: where the targets find tinybird/datasources and the catalog.
-# In SANFLAGS, so the build's flag check rebuilds when FUZZ_DEFS change.
 fuzz: deps
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
-	  SANFLAGS="$(FUZZ_SANFLAGS) -DBF_SRCDIR='\"$(CURDIR)\"' $(FUZZ_DEFS)" fuzz-targets
+	  SANFLAGS="$(FUZZ_SANFLAGS) -DBF_SRCDIR='\"$(CURDIR)\"'" fuzz-targets
 
 # -dict: a target's dictionary when there is one. A target's own corpus
 # directory comes first: libFuzzer adds what it finds there. The whole

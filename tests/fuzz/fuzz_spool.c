@@ -8,8 +8,7 @@
  *              reaches what a corrupt-but-checksummed record does)
  *   flags & 2  hand every replayed batch to the sink policy, whose backend
  *              here answers "too large" for any batch of two rows or more,
- *              so the policy splits it (issue 11, finding 5; only with
- *              FUZZ_SPOOL_CHECKED)
+ *              so the policy splits it (issue 11, finding 5)
  *   flags & 4  write the bytes as two segments, cut in the middle
  *
  * The file is opened and replayed through the spool's own API (spool_open,
@@ -20,9 +19,8 @@
  *     file, and the rows replayed, with those of records the replay found
  *     bad (dropped.spool_corrupt), add up to the rows the index counted;
  *   - the memory account is back where it was once all is done;
- *   - with FUZZ_SPOOL_CHECKED (issue 11, finding 6), every replayed batch
- *     is rows lines of one JSON object each, and so is every half the
- *     policy makes of it.
+ *   - every replayed batch is rows lines of one JSON object each, and so
+ *     is every half the policy makes of it (issue 11, findings 5 and 6).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -37,10 +35,6 @@
 #include "sink.h"
 #include "spool.h"
 #include "stats.h"
-
-/* Findings 5 and 6 are fixed (598df26): the spool checks records' rows and
- * the policy's split counts lines, so the checks and the split mode are on. */
-#define FUZZ_SPOOL_CHECKED 1
 
 #define HDR_LEN 24
 #define REC_MAGIC 0x31534642u /* "BFS1" */
@@ -60,7 +54,6 @@ static void check_batch(const batch_buf *b, const char *where)
                b->dataset);
     FUZZ_CHECK(b->len <= b->cap && b->len <= file_size, "%s: %zu bytes (cap %zu, file %zu)",
                where, b->len, b->cap, file_size);
-#ifdef FUZZ_SPOOL_CHECKED
     uint64_t lines = 0;
     FUZZ_CHECK(b->len > 0 && b->data[b->len - 1] == '\n', "%s: not whole lines", where);
     for (size_t i = 0; i < b->len;) {
@@ -75,7 +68,6 @@ static void check_batch(const batch_buf *b, const char *where)
     }
     FUZZ_CHECK(lines == b->rows, "%s: %llu lines, %llu rows", where,
                (unsigned long long)lines, (unsigned long long)b->rows);
-#endif
 }
 
 /* ---- a backend that answers on the next loop turn ---- */
@@ -191,11 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(file, data + 1, file_size);
     if (flags & 1)
         fix_crcs(file, file_size);
-#ifdef FUZZ_SPOOL_CHECKED
     split_mode = (flags & 2) != 0;
-#else
-    split_mode = 0; /* finding 5: the split over-reads on main */
-#endif
 
     char path[4300], err[256];
     uv_fs_t req;

@@ -2,8 +2,8 @@
 
 Events carry distinctive client addresses (IPv4, IPv6, IPv4-mapped, 6to4,
 NAT64, Teredo, IPv4-compatible) and referrers with credentials, paths,
-queries and fragments; the daemon runs with a distinctive token and at log
-level debug. They go through every way out of the daemon: the file sink,
+queries and fragments; the daemon runs with a distinctive token (from the
+environment, then from --token-file) and at log level debug. They go through every way out of the daemon: the file sink,
 the HTTP sink (tests/fake_tinybird.py), an outage that leaves them in the
 spool at shutdown, and a 400 that puts them in the dead-letter file. Then
 every byte the daemon wrote is searched: rows (as the fake got them, after
@@ -240,9 +240,14 @@ class TestPrivacy(BirdfeederTestCase):
         blobs.update({f'{p} (at shutdown)': b for p, b in segs.items()})
 
         # 3. Refused with 400: the spooled batches and new ones are kept as
-        # dead letters.
+        # dead letters. This daemon reads the token from --token-file.
         tb.faults(refuse=False, status=400)
-        d2 = self.daemon(args, tinybird=tb)
+        token_file = self.tmpdir() / 'token'
+        token_file.write_text(TOKEN + '\n')
+        token_file.chmod(0o600)
+        d2 = self.daemon(args + ['--token-file', str(token_file)], tinybird=tb,
+                         env={'TINYBIRD_API_KEY': None})
+        self.assertTrue(d2.log_records('sink'), d2.log())
         events, w = privacy_events('d-')
         want.update(w)
         send(events, d2.port)
@@ -257,7 +262,7 @@ class TestPrivacy(BirdfeederTestCase):
             if 'dead_letter' not in obj:
                 rows.append(obj)
         self.assertEqual({r['id'] for r in rows}, set(want), "rows missing from the outputs")
-        blobs.update(files_under(d1.dir, d2.dir, spool))
+        blobs.update(files_under(d1.dir, d2.dir, spool))  # not the token file's dir
         self.assert_private(blobs, rows, want)
 
 
