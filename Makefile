@@ -36,7 +36,7 @@ PYTHON  ?= python3
 DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
            libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
            systemd socat valgrind man-db groff-base libmicrohttpd-dev \
-           clang libclang-rt-14-dev
+           clang libclang-rt-14-dev strace libisal-dev libdeflate-dev
 PKGS     = libuv libcurl jansson zlib libcrypto libsystemd libmicrohttpd
 # CI only (make deps-ci): promtool, from Debian's prometheus (19 MB), checks
 # GET /metrics in tests/integration/test_metrics.py, which skips without it.
@@ -154,6 +154,17 @@ BENCH_SENDER = $(BUILD)/bench-sender
 $(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
 
+# make bench's own programs: the payload file, the sendmmsg load generator,
+# the bare recvmmsg receiver and the C shim's cost (tests/bench/).
+BENCH_TOOLS = $(BUILD)/bench-payload $(BUILD)/bench-loadgen $(BUILD)/bench-receiver \
+              $(BUILD)/bench-shim $(BUILD)/bench-gzip
+# The compression lever: zlib, libdeflate and igzip side by side.
+$(BUILD)/bench-gzip: $(BUILD)/obj/tests/bench/gzip.o
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libisal libdeflate zlib 2>/dev/null)
+.PRECIOUS: $(BUILD)/obj/tests/bench/%.o
+$(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(SHIM_LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
+
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
@@ -201,7 +212,7 @@ demo: deps
 	sh tests/demo.sh $(BUILD)
 
 bench: deps
-	$(MAKE) all $(BENCH_SENDER)
+	$(MAKE) all $(BENCH_SENDER) $(BENCH_TOOLS)
 	$(PYTHON) tests/bench/bench.py --build $(BUILD)
 	node tests/bench/node_bench.mjs --build $(BUILD)
 	@echo "bench: a fleet against one shared rate limit is make fleet-sim (docs/scale.md)"

@@ -1,0 +1,84 @@
+/*
+ * tests/bench/payload.c: the payload file of `make bench`, events like the
+ * services send, so that the bare receiver and birdfeederd are fed the very
+ * same datagrams by tests/bench/loadgen.c.
+ *
+ *   bench-payload --format binary|json [--count N] [--clients N] > FILE
+ *
+ * The mix is tests/bench/mix.h. The binary form cuts image prompts to 120
+ * characters with the C shim's encoder (bf_client_encode); a JSON sender
+ * has no shim and sends them whole (400 bytes), and the daemon cuts them.
+ * --clients N draws client addresses from N (default 1000); --clients 0
+ * gives every event an address of its own.
+ *
+ * File format: for each datagram a 2-byte little-endian length, then the
+ * bytes. Deterministic: the same arguments give the same file.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_client.h"
+#include "mix.h"
+
+/* JSON text of one event (plain ASCII values: nothing to escape). */
+static size_t json_event(char *out, size_t cap, const bf_event *ev)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(out + o, cap - o, "{\"dataset\":\"%s\"", bf_dataset_name(ev->dataset));
+    for (unsigned tag = 1; tag < BF_F_MAX; tag++) {
+        const bf_field_info *f = &bf_fields[tag];
+        if (!f->name || !((ev->present >> tag) & 1u))
+            continue;
+        const char *slot = (const char *)ev + f->offset;
+        if (f->type == BF_TYPE_STR) {
+            const bf_str *s = (const bf_str *)slot;
+            o += (size_t)snprintf(out + o, cap - o, ",\"%s\":\"%.*s\"", f->name, (int)s->len,
+                                  s->ptr);
+        } else if (f->type == BF_TYPE_BOOL) {
+            o += (size_t)snprintf(out + o, cap - o, ",\"%s\":%s", f->name,
+                                  *(const uint64_t *)slot ? "true" : "false");
+        } else {
+            o += (size_t)snprintf(out + o, cap - o, ",\"%s\":%llu", f->name,
+                                  (unsigned long long)*(const uint64_t *)slot);
+        }
+    }
+    o += (size_t)snprintf(out + o, cap - o, "}");
+    return o;
+}
+
+int main(int argc, char **argv)
+{
+    int json = 0;
+    unsigned count = 4096, clients = 1000;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--format"))
+            json = !strcmp(argv[i + 1], "json");
+        else if (!strcmp(argv[i], "--count"))
+            count = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--clients"))
+            clients = (unsigned)atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "usage: %s --format binary|json [--count N] [--clients N]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    for (unsigned i = 0; i < count; i++) {
+        bf_event ev;
+        mix_bufs m;
+        mix_event(i, clients, &ev, &m);
+        uint8_t out[8192];
+        size_t n = json ? json_event((char *)out, sizeof(out), &ev)
+                        : bf_client_encode(&ev, out, sizeof(out));
+        if (!n || n > 65535) {
+            fprintf(stderr, "bench-payload: event %u does not encode\n", i);
+            return 1;
+        }
+        uint8_t len[2] = {(uint8_t)n, (uint8_t)(n >> 8)};
+        fwrite(len, 1, 2, stdout);
+        fwrite(out, 1, n, stdout);
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}

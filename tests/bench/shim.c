@@ -1,0 +1,59 @@
+/*
+ * tests/bench/shim.c: what the C client shim costs a service per event.
+ * Sends --count events of the bench mix (tests/bench/mix.h) with
+ * bf_client_send to --to, then prints
+ *   {"events":N,"cpu_us_per_event":X,"sent":N,"dropped":N}
+ * where CPU is this process's user+system time over the send loop only.
+ * `make bench` runs it under strace -c as well, with --count 0 and N, to
+ * count the system calls per event.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "bf_client.h"
+#include "mix.h"
+
+#define VARIANTS 1024
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+    const char *to = NULL;
+    unsigned long count = 200000;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--to"))
+            to = argv[i + 1];
+        else if (!strcmp(argv[i], "--count"))
+            count = strtoul(argv[i + 1], NULL, 10);
+    }
+    int err;
+    bf_client *c = bf_client_open(to, &err);
+    if (!c) {
+        fprintf(stderr, "bench-shim: cannot open %s (%d)\n", to ? to : "default", err);
+        return 1;
+    }
+    static bf_event evs[VARIANTS];
+    static mix_bufs bufs[VARIANTS];
+    for (unsigned i = 0; i < VARIANTS; i++)
+        mix_event(i, 1000, &evs[i], &bufs[i]);
+    double c0 = cpu_s();
+    for (unsigned long i = 0; i < count; i++)
+        bf_client_send(c, &evs[i % VARIANTS]);
+    double cpu = cpu_s() - c0;
+    struct bf_client_stats st;
+    bf_client_stats(c, &st);
+    printf("{\"events\":%lu,\"cpu_us_per_event\":%.3f,\"sent\":%llu,\"dropped\":%llu}\n",
+           count, count ? 1e6 * cpu / (double)count : 0.0, (unsigned long long)st.sent,
+           (unsigned long long)st.dropped);
+    bf_client_close(c);
+    return 0;
+}
