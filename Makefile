@@ -37,7 +37,7 @@ DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
            libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
            systemd socat valgrind man-db groff-base libmicrohttpd-dev \
            clang libclang-rt-14-dev strace libisal-dev libdeflate-dev
-PKGS     = libuv libcurl jansson zlib libcrypto libsystemd libmicrohttpd
+PKGS     = libuv libcurl jansson zlib libisal libcrypto libsystemd libmicrohttpd
 # CI only (make deps-ci): promtool, from Debian's prometheus (19 MB), checks
 # GET /metrics in tests/integration/test_metrics.py, which skips without it.
 # Not in DEB_PKGS: the package also installs and enables a Prometheus server.

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <zlib.h>
 
+#include "compress.h"
 #include "http.h"
 #include "log.h"
 #include "memory.h"
@@ -18,8 +18,8 @@
 typedef struct tb_body {
     uv_work_t work;
     sink_job *job;
-    unsigned char *gz;     /* NULL: not compressed (yet, or gzip failed) */
-    size_t gz_len, gz_cap; /* gz_cap is what memory.h counts */
+    gz_body gz;            /* data NULL: not compressed (yet, or gzip failed) */
+    int gz_rc;             /* gz_run's result */
 } tb_body;
 
 static struct {
@@ -32,12 +32,11 @@ static struct {
 
 static log_limit gzip_limit, reject_limit, quarantine_limit;
 
-/* Threadpool: gzip the batch. Level 1: on a loaded 2-core host the CPU
- * matters more than the last 10% of size. Leaves gz NULL on failure. */
+/* Threadpool: gzip the batch (compress.h: igzip level 1; on a loaded
+ * 2-core host the CPU matters more than the last 10% of size). */
 static void compress_work(uv_work_t *w)
 {
     tb_body *t = w->data;
-    const batch_buf *b = t->job->b;
     /* Receiving comes first: a worker that shares a core with the loop
      * thread must not halve its share and let the socket buffer overflow.
      * At nice 10 the loop keeps ~90% of a contended core; gzip catches up
@@ -47,29 +46,7 @@ static void compress_work(uv_work_t *w)
         niced = 1;
         setpriority(PRIO_PROCESS, 0, 10);
     }
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return;
-    size_t cap = deflateBound(&z, b->len);
-    unsigned char *out = malloc(cap);
-    if (!out) {
-        deflateEnd(&z);
-        return;
-    }
-    z.next_in = (unsigned char *)b->data;
-    z.avail_in = (uInt)b->len;
-    z.next_out = out;
-    z.avail_out = (uInt)cap;
-    if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
-        deflateEnd(&z);
-        free(out);
-        return;
-    }
-    t->gz = out;
-    t->gz_len = z.total_out;
-    t->gz_cap = cap;
-    deflateEnd(&z);
+    t->gz_rc = gz_run(&t->gz, t->job->b->data, t->job->b->len);
 }
 
 static void on_posted(const http_result *res, void *arg);
@@ -78,9 +55,9 @@ static void on_posted(const http_result *res, void *arg);
 static int post(sink_job *j)
 {
     tb_body *t = j->priv;
-    const char *body = t->gz ? (const char *)t->gz : j->b->data;
-    size_t len = t->gz ? t->gz_len : j->b->len;
-    int rc = http_post(tb.url[j->b->dataset], body, len, t->gz ? "gzip" : NULL,
+    const char *body = t->gz.data ? (const char *)t->gz.data : j->b->data;
+    size_t len = t->gz.data ? t->gz.len : j->b->len;
+    int rc = http_post(tb.url[j->b->dataset], body, len, t->gz.data ? "gzip" : NULL,
                        on_posted, j);
     if (rc < 0) {
         stats.http[0]++; /* no response: counted as a transport error */
@@ -101,14 +78,10 @@ static void compress_done(uv_work_t *w, int status)
     tb_body *t = w->data;
     sink_job *j = t->job;
     (void)status;
-    if (t->gz) {
-        memory_reserve(t->gz_cap);
-    } else {
-        /* The plain body is still valid, only larger. */
+    if (t->gz_rc < 0) /* the plain body is still valid, only larger */
         log_limited(&gzip_limit, LOG_WARN, "gzip_failed",
-                    "dataset=%s bytes=%zu note=\"sending uncompressed\"",
-                    bf_dataset_name(j->b->dataset), j->b->len);
-    }
+                    "dataset=%s bytes=%zu error=\"%s\" note=\"sending uncompressed\"",
+                    bf_dataset_name(j->b->dataset), j->b->len, strerror(-t->gz_rc));
     if (tb.aborting) { /* the deadline passed while it was compressing */
         answer_retry(j, "aborted");
         return;
@@ -121,27 +94,25 @@ static void compress_done(uv_work_t *w, int status)
 static int tb_submit(sink_job *j)
 {
     tb_body *t = j->priv;
-    if (t && t->gz)
-        return post(j); /* a retry: compressed already */
-    if (!t) {
-        if (!(t = calloc(1, sizeof(*t))))
-            return -ENOMEM;
-        t->job = j;
-        j->priv = t;
-    }
+    if (t)
+        return post(j); /* a retry: compressed already (or sent plain) */
+    if (!(t = calloc(1, sizeof(*t))))
+        return -ENOMEM;
+    t->job = j;
+    j->priv = t;
     t->work.data = t;
-    if (uv_queue_work(tb.loop, &t->work, compress_work, compress_done) < 0)
+    if (gz_begin(&t->gz, j->b->len) < 0 ||
+        uv_queue_work(tb.loop, &t->work, compress_work, compress_done) < 0) {
+        gz_free(&t->gz);
         return post(j);
+    }
     return 0;
 }
 
 static void tb_forget(sink_job *j)
 {
     tb_body *t = j->priv;
-    if (t->gz) {
-        memory_release(t->gz_cap);
-        free(t->gz);
-    }
+    gz_free(&t->gz);
     free(t);
     j->priv = NULL;
 }
