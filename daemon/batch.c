@@ -2,8 +2,11 @@
 #include "batch.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "jitter.h"
+#include "log.h"
+#include "memory.h"
 #include "row.h"
 #include "stats.h"
 
@@ -20,8 +23,11 @@ static struct {
     uv_loop_t *loop;
     batch_opts o;
     batch_slot slots[BF_DATASET_MAX];
+    char *scratch;   /* one row, for the last rows of a buffer */
     int closed;
 } bt;
+
+static log_limit full_limit;
 
 static void slot_flush(batch_slot *s)
 {
@@ -30,6 +36,7 @@ static void slot_flush(batch_slot *s)
         return;
     s->buf = NULL;
     b->close_ms = uv_now(bt.loop);
+    batch_buf_seal(b);
     uv_timer_stop(&s->timer);
     stats.batches[b->dataset]++;
     bt.o.on_flush(b, bt.o.arg);
@@ -75,6 +82,9 @@ int batch_init(uv_loop_t *loop, const batch_opts *opts)
     bt.loop = loop;
     bt.o = *opts;
     bt.closed = 0;
+    free(bt.scratch);
+    if (!(bt.scratch = malloc(opts->row_max)))
+        return UV_ENOMEM;
     for (unsigned id = 1; id < BF_DATASET_MAX; id++) {
         batch_slot *s = &bt.slots[id];
         s->dataset = id;
@@ -90,20 +100,49 @@ int batch_init(uv_loop_t *loop, const batch_opts *opts)
     return 0;
 }
 
+/* A new open buffer for s of cap bytes, or NULL with the row counted as
+ * dropped (no room under the cap, or no memory). */
+static batch_buf *slot_open(batch_slot *s, size_t cap)
+{
+    batch_buf *b = batch_buf_open(s->dataset, cap);
+    if (!b) {
+        /* Refused: memory is full of batches waiting for the sink or for
+         * the spool's writes; the policy spools what arrives, so room
+         * comes back as soon as the disk catches up. */
+        int full = memory_room() < 0 || memory_used() + cap > memory_cap();
+        stats_drop(full ? DROP_memory_full : DROP_no_memory, s->dataset, 1);
+        log_limited(&full_limit, LOG_ERROR, full ? "memory_full" : "no_memory",
+                    "dataset=%s used=%llu cap=%llu", bf_dataset_name(s->dataset),
+                    (unsigned long long)memory_used(), (unsigned long long)memory_cap());
+        return NULL;
+    }
+    b->first_ms = uv_now(bt.loop);
+    s->buf = b;
+    arm(s);
+    return b;
+}
+
 int batch_append(const bf_row *row)
 {
     batch_slot *s = &bt.slots[row->dataset];
-    if (!s->buf) {
-        s->buf = batch_buf_new(s->dataset, bt.o.flush_bytes + bt.o.row_max);
-        if (!s->buf) {
-            stats_drop(DROP_no_memory, s->dataset, 1);
-            return UV_ENOMEM;
-        }
-        s->buf->first_ms = uv_now(bt.loop);
-        arm(s);
-    }
     batch_buf *b = s->buf;
-    size_t n = row_format(b->data + b->len, row);
+    size_t n;
+    if (b && b->cap - b->len >= bt.o.row_max) {
+        /* The usual case: room for any row, format in place. */
+        n = row_format(b->data + b->len, row);
+    } else {
+        /* Near the end of a buffer (or none open): format aside, close the
+         * batch if the row does not fit, then copy. Buffers are exactly
+         * flush_bytes, so the memory account holds what the cap allows. */
+        n = row_format(bt.scratch, row);
+        if (b && b->cap - b->len < n) {
+            slot_flush(s);
+            b = NULL;
+        }
+        if (!b && !(b = slot_open(s, n > bt.o.flush_bytes ? n : bt.o.flush_bytes)))
+            return UV_ENOMEM;
+        memcpy(b->data + b->len, bt.scratch, n);
+    }
     b->len += n;
     b->rows++;
     stats.rows_batched[s->dataset]++;
@@ -141,4 +180,6 @@ void batch_close(void)
     batch_flush_all();
     for (unsigned id = 1; id < BF_DATASET_MAX; id++)
         uv_close((uv_handle_t *)&bt.slots[id].timer, NULL);
+    free(bt.scratch);
+    bt.scratch = NULL;
 }

@@ -1,12 +1,15 @@
 /*
  * batch.h: per-dataset NDJSON batches and the thresholds that close them.
  *
- * A batch is one buffer, allocated when its first row arrives with room for
- * flush_bytes plus one largest row, so appending a row never allocates. It
- * is closed when it reaches flush_bytes or its dataset's interval after its
- * first row, and handed whole to the flush callback, which owns it from
- * then on. The interval is flush_interval_ms until the delivery policy
- * says otherwise (batch_set_interval: the policy decides, batch applies).
+ * A batch is one buffer of flush_bytes (an open buffer in memory.h),
+ * allocated when its first row arrives; rows are formatted straight into
+ * it while it has room for a largest row, and the last few aside and
+ * copied, so a batch never passes flush_bytes (a single row larger than
+ * that gets a buffer of its own size). It is closed when the next row does
+ * not fit, when it is full, or its dataset's interval after its first row,
+ * and handed whole to the flush callback, which owns it from then on. The
+ * interval is flush_interval_ms until the delivery policy says otherwise
+ * (batch_set_interval: the policy decides, batch applies).
  */
 #ifndef BF_BATCH_H
 #define BF_BATCH_H
@@ -46,7 +49,9 @@ void batch_reconfigure(const batch_opts *opts);
 
 /* Format row into its dataset's batch; may close the batch (on_flush runs
  * before this returns). Returns 0, or UV_ENOMEM when no buffer could be
- * allocated (the row is lost and counted as dropped.no_memory). */
+ * had: the row is lost and counted as dropped.memory_full (the memory
+ * account refused: --max-memory is full of batches waiting for the sink or
+ * the spool's writes) or dropped.no_memory (malloc failed). */
 int batch_append(const bf_row *row);
 
 /* From now on, batches of dataset close interval_ms after their first row,

@@ -33,7 +33,16 @@ int gz_begin(gz_body *z, size_t len)
 {
     memset(z, 0, sizeof(*z));
     size_t cap = first_cap(len);
-    memory_reserve(sizeof(gz_work) + cap);
+    uint64_t mc = memory_cap();
+    /* A --max-memory this small would hold the state only now and then:
+     * it must fit in half of what is left beside the open buffers'
+     * headroom, or a batch could wait for it while the rest is held by
+     * batches that wait too. */
+    uint64_t hr = memory_headroom();
+    if (mc && (hr >= mc || sizeof(gz_work) + cap > (mc - hr) / 2))
+        return -E2BIG;
+    if (memory_reserve(sizeof(gz_work) + cap) < 0)
+        return -ENOMEM;
     z->work = malloc(sizeof(gz_work));
     z->data = malloc(cap);
     if (!z->work || !z->data) {
@@ -87,7 +96,10 @@ int gz_run(gz_body *z, const void *in, size_t len)
             rc = -EIO;
             break;
         }
-        memory_reserve(cap - z->cap);
+        if (memory_reserve(cap - z->cap) < 0) {
+            rc = -ENOMEM; /* the caller sends the rows uncompressed */
+            break;
+        }
         unsigned char *d = realloc(z->data, cap);
         if (!d) {
             memory_release(cap - z->cap);

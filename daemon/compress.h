@@ -27,9 +27,13 @@ typedef struct gz_body {
     size_t work_bytes;     /* counted for work */
 } gz_body;
 
-/* Reserve and allocate the state and a first output buffer for
- * compressing len bytes into *z. Returns 0, or -ENOMEM (nothing is held
- * then). Safe on any thread. */
+/* Reserve and allocate the state (about 360 KiB) and a first output
+ * buffer for compressing len bytes into *z. Returns 0, -ENOMEM when the
+ * account refused (now; later there may be room) or malloc failed, or
+ * -E2BIG when it would take more than half of the cap less the open
+ * buffers' headroom (a small --max-memory, where a batch could wait for it
+ * forever: send the rows uncompressed); nothing is held on failure. Safe
+ * on any thread. */
 int gz_begin(gz_body *z, size_t len);
 
 /* Compress in (len bytes, as given to gz_begin) into z->data. Returns 0,

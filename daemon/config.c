@@ -122,7 +122,7 @@ static const option_def options[] = {
      "requests in flight per dataset"},
     {"max-memory", OPT_SIZE, OFF(max_memory), "64MiB", 65536, 68719476736ull,
      NULL, "memory for batches waiting and in flight; past it new batches "
-     "go to the spool (flush-bytes is lowered to a quarter of it)"},
+     "go to the spool (flush-bytes is lowered to an eighth of it)"},
     {"max-spool-bytes", OPT_SIZE, OFF(max_spool_bytes), "1GiB", 65536,
      1099511627776ull, NULL,
      "disk for the spool; past it the oldest segment is deleted (counted)"},
@@ -901,11 +901,12 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
                      "the token would cross the network in clear)", cfg->tinybird_url);
         return CONFIG_ERROR;
     }
-    /* The open batches count against the memory cap: two datasets' worth
-     * of open buffers must leave room for batches in flight. */
-    if (cfg->flush_bytes > cfg->max_memory / 4) {
+    /* The memory cap is a hard bound (memory.h): every dataset's open
+     * buffer, and one closed batch of each on its way to the spool, must
+     * leave room for batches in flight: at most an eighth each. */
+    if (cfg->flush_bytes > cfg->max_memory / 8) {
         cfg->flush_bytes_asked = cfg->flush_bytes;
-        cfg->flush_bytes = cfg->max_memory / 4;
+        cfg->flush_bytes = cfg->max_memory / 8;
     }
     if (strcmp(cfg->pacing, "on") != 0 && strcmp(cfg->pacing, "off") != 0) {
         errf(err, n, "option 'pacing': '%s' is not on or off", cfg->pacing);

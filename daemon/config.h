@@ -65,8 +65,8 @@ typedef struct bf_config {
     uint64_t max_dead_letter_bytes;
     uint64_t backoff_min_ms, backoff_max_ms;
     uint64_t max_event_age_ms, max_event_skew_ms; /* 0: no bound */
-    uint64_t flush_bytes_asked; /* flush-bytes as set, when lowered to a
-                                   quarter of max-memory; else 0 (main logs
+    uint64_t flush_bytes_asked; /* flush-bytes as set, when lowered to an
+                                   eighth of max-memory; else 0 (main logs
                                    it once the log format is known) */
     int check_only;          /* --check-config: validate and exit */
     unsigned char source[CONFIG_OPTIONS_MAX]; /* enum config_source, by option */

@@ -15,7 +15,8 @@ health_state health_read(uint64_t now_ms)
     health_state s = {.receiving = receive_reading(),
                       .sink_state = sink_state(), .sink_hint = sink_state_hint(),
                       .spool_bytes = spool_bytes(), .spool_cap = spool_cap(),
-                      .memory_bytes = memory_used(), .memory_cap = memory_cap()};
+                      .memory_bytes = memory_used(), .memory_cap = memory_cap(),
+                      .memory_full = memory_room() < 0};
     s.failing_ms = sink_failing_ms(now_ms, &s.failing_dataset);
     return s;
 }
@@ -57,7 +58,7 @@ json_t *health_answer(const health_state *s, int *healthy)
         add_reason(reasons, "spool_nearly_full",
                    json_pack("{s:I, s:I}", "spool_bytes", I(s->spool_bytes),
                              "max_spool_bytes", I(s->spool_cap)));
-    if (s->memory_cap && s->memory_bytes >= s->memory_cap)
+    if (s->memory_full || (s->memory_cap && s->memory_bytes >= s->memory_cap))
         add_reason(reasons, "memory_at_cap",
                    json_pack("{s:I, s:I}", "memory_bytes", I(s->memory_bytes),
                              "max_memory", I(s->memory_cap)));

@@ -15,8 +15,10 @@
  *                      for more than HEALTH_BACKOFF_MS without a success
  *   spool_nearly_full  the spool holds more than HEALTH_SPOOL_PERCENT of
  *                      --max-spool-bytes: past the cap the oldest rows go
- *   memory_at_cap      batch memory reached --max-memory: new batches go
- *                      to the spool instead of the queue
+ *   memory_at_cap      batch memory is full: no room is left beside the
+ *                      open batches' headroom (memory.h), so new batches
+ *                      go to the spool instead of the queue (the hard
+ *                      bound keeps memory_bytes itself under the cap)
  */
 #ifndef BF_HEALTH_H
 #define BF_HEALTH_H
@@ -36,6 +38,7 @@ typedef struct health_state {
     unsigned failing_dataset;  /* its dataset */
     uint64_t spool_bytes, spool_cap;   /* cap 0: no spool */
     uint64_t memory_bytes, memory_cap; /* cap 0: no cap */
+    int memory_full;         /* memory_room() < 0: closed batches are spooled */
 } health_state;
 
 /* The state now, read from receive, sink, spool and memory on the loop

@@ -50,9 +50,13 @@ static struct {
     unsigned generation;   /* bumped by sink_reconfigure */
 } sk;
 
-static log_limit retry_limit, large_limit, start_limit, hold_limit, pacing_limit;
+static log_limit retry_limit, large_limit, start_limit, hold_limit, pacing_limit,
+    memwait_limit;
 
 static const char *const hold_names[] = {"not_found", "unauthorized"};
+
+/* How long a job waits when memory it needs was refused (memory.h). */
+#define MEMORY_WAIT_MS 20
 
 static void pump(void);
 static void pump_spool(void);
@@ -268,6 +272,45 @@ static void resume(ds_state *d)
     d->hint[0] = '\0';
 }
 
+/* The memory account refused what j needs next (a split half, or the
+ * backend's compressed body): back to the front of its queue, and its
+ * dataset waits a moment for in-flight batches and spool writes to free
+ * room. Not a failure of the destination: no retry is counted and the
+ * backoff is untouched. */
+static void wait_for_memory(ds_state *d, sink_job *j, const char *what)
+{
+    push_front(d, j);
+    pause_for(d, MEMORY_WAIT_MS);
+    /* Room comes back as answers arrive and spool writes finish. When the
+     * account is full of batches that merely wait, nothing would free it:
+     * the newest waiting live batch goes to the spool, one per wait. */
+    sink_job *newest = NULL, *prev_of = NULL;
+    ds_state *from = NULL;
+    for (unsigned id = 1; sk.spool && id < BF_DATASET_MAX; id++) {
+        sink_job *prev = NULL;
+        for (sink_job *q = sk.ds[id].head; q; prev = q, q = q->next)
+            if (q != j && !q->spool_ref &&
+                (!newest || q->b->first_ms > newest->b->first_ms)) {
+                newest = q;
+                prev_of = prev;
+                from = &sk.ds[id];
+            }
+    }
+    if (newest) {
+        if (prev_of)
+            prev_of->next = newest->next;
+        else
+            from->head = newest->next;
+        if (from->tail == newest)
+            from->tail = prev_of;
+        newest->next = NULL;
+        job_to_spool(newest);
+    }
+    log_limited(&memwait_limit, LOG_INFO, "memory_wait",
+                "dataset=%s what=%s used=%llu cap=%llu", bf_dataset_name(d->dataset), what,
+                (unsigned long long)memory_used(), (unsigned long long)memory_cap());
+}
+
 /* ---- splitting ---- */
 
 static uint64_t count_newlines(const char *p, size_t len)
@@ -282,7 +325,8 @@ static uint64_t count_newlines(const char *p, size_t len)
  * at the front in order. Returns -EINVAL when j holds fewer than two rows,
  * counted by its newlines, not by b->rows: the halves' counts come from
  * the bytes, so a batch whose count is wrong (a damaged spool record) can
- * neither send the cut before its buffer nor make a count wrap. */
+ * neither send the cut before its buffer nor make a count wrap. Returns
+ * -ENOMEM when the second half's buffer was refused (j is untouched then). */
 static int split_job(ds_state *d, sink_job *j)
 {
     batch_buf *b = j->b;
@@ -474,7 +518,10 @@ void sink_job_done(sink_job *j, const sink_answer *a)
         job_to_spool(j);
     } else if (a->cls == SINK_TOO_LARGE) {
         job_forget(j); /* what the backend derived no longer matches */
-        if (split_job(d, j) < 0) {
+        int rc = split_job(d, j);
+        if (rc == -ENOMEM) {
+            wait_for_memory(d, j, "split");
+        } else if (rc < 0) {
             log_limited(&large_limit, LOG_ERROR, "row_too_large", "dataset=%s bytes=%zu",
                         bf_dataset_name(d->dataset), j->b->len);
             stats_drop(DROP_too_large, j->b->dataset, j->b->rows);
@@ -527,6 +574,11 @@ static void pump(void)
         j->attempts++;
         j->generation = sk.generation;
         int rc = sk.be->submit(j);
+        if (rc == -ENOMEM) { /* the backend's memory was refused: not a failure */
+            j->attempts--;
+            wait_for_memory(best, j, "backend");
+            continue;
+        }
         if (rc < 0) { /* could not even start: a transport failure */
             log_limited(&start_limit, LOG_WARN, "send_not_started",
                         "backend=%s dataset=%s error=\"%s\"", sk.be->name,
@@ -560,9 +612,11 @@ static void submit(batch_buf *b, uint64_t ref)
 
 void sink_submit(batch_buf *b)
 {
-    /* Over the memory cap, a whole new batch waits on disk instead; the
-     * ones already queued keep their place. */
-    if (sk.spool && memory_over_cap()) {
+    /* A closed batch waits in memory only while the account keeps room
+     * for a fresh open buffer of every dataset (memory.h); otherwise it
+     * waits on disk, and its memory is freed once the spool has written
+     * it. The ones already queued keep their place. */
+    if (sk.spool && memory_room() < 0) {
         spool_append(b);
         return;
     }

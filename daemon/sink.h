@@ -26,9 +26,13 @@
  *               once, and sink_reconfigure (new options: a new token)
  *               probes at once.
  *
- * Memory: batch buffers count against the cap in memory.h; with a spool, a
- * batch submitted while the account is over the cap goes to the spool
- * instead of the queue. The policy owns the spool (spool.h): it opens it,
+ * Memory: batch buffers count against the hard cap in memory.h. With a
+ * spool, a closed batch waits in memory only while memory_room() is not
+ * negative (room is left for every dataset's next open buffer), and goes to
+ * the spool otherwise. When the account refuses what a job needs next (the
+ * backend's compressed body, a split half), the job goes back to the front
+ * of its queue and its dataset waits MEMORY_WAIT_MS for room; no retry is
+ * counted. The policy owns the spool (spool.h): it opens it,
  * replays it oldest first while the destination is healthy (no dataset
  * backing off, nothing waiting, memory under half the cap) and closes it.
  * At shutdown whatever is not acknowledged by the deadline is spooled, or,

@@ -42,10 +42,14 @@
  *     through sink_job_done(), on the loop thread, and never from inside
  *     submit() itself;
  *   - return a negative errno from submit() when it cannot start, and then
- *     never answer that job (the policy retries it after a backoff);
+ *     never answer that job (the policy retries it after a backoff), or
+ *     -ENOMEM when memory.h refused what it needs for the job (the policy
+ *     then waits for room, without counting a retry);
+ *   - reserve in memory.h before it allocates anything it derives from a
+ *     batch, and take a refusal as above;
  *   - treat job->b as read-only and borrowed: valid until it answers;
  *   - keep what it derives from a batch (a compressed body) in job->priv
- *     only, accounted in memory.h, and free it in forget();
+ *     only, and free it (releasing its reservation) in forget();
  *   - count its own protocol's figures (bytes_sent, http statuses) and log
  *     its own protocol's details (a refused batch's answer, quarantined
  *     rows), rate-limited; a hold's hint goes in the answer, and the policy

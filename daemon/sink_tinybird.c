@@ -98,11 +98,24 @@ static int tb_submit(sink_job *j)
         return post(j); /* a retry: compressed already (or sent plain) */
     if (!(t = calloc(1, sizeof(*t))))
         return -ENOMEM;
+    /* The compressor's memory is reserved before any work is queued: when
+     * the account refuses, the policy waits for room (sink_backend.h). */
+    int rc = gz_begin(&t->gz, j->b->len);
+    if (rc == -ENOMEM) {
+        free(t);
+        return -ENOMEM;
+    }
     t->job = j;
     j->priv = t;
     t->work.data = t;
-    if (gz_begin(&t->gz, j->b->len) < 0 ||
-        uv_queue_work(tb.loop, &t->work, compress_work, compress_done) < 0) {
+    if (rc < 0) { /* a cap too small for the compressor: plain rows */
+        log_limited(&gzip_limit, LOG_WARN, "gzip_skipped",
+                    "dataset=%s bytes=%zu note=\"--max-memory too small for the "
+                    "compressor; sending uncompressed\"", bf_dataset_name(j->b->dataset),
+                    j->b->len);
+        return post(j);
+    }
+    if (uv_queue_work(tb.loop, &t->work, compress_work, compress_done) < 0) {
         gz_free(&t->gz);
         return post(j);
     }

@@ -2,11 +2,14 @@
  * sink_tinybird.h: the backend that POSTs batches to Tinybird's Events API
  * (sink_backend.h has the contract it keeps).
  *
- * Each batch is gzipped on the libuv threadpool (off the loop; level 1, the
- * workers at nice 10 so they never take the loop's core) and POSTed through
- * http.c to {url}/v0/events?name=<dataset>&wait=true. The compressed body
- * is kept in the job, counted in memory.h, so a retry does not compress
- * again. The answer is classified:
+ * Each batch is gzipped on the libuv threadpool (compress.h: ISA-L igzip
+ * level 1, off the loop, the workers at nice 10 so they never take the
+ * loop's core) and POSTed through http.c to
+ * {url}/v0/events?name=<dataset>&wait=true. The compressed body is kept in
+ * the job, counted in memory.h, so a retry does not compress again. When
+ * the account refuses the compressor's memory, submit returns -ENOMEM (the
+ * policy waits for room); when the rows compress so badly that the body
+ * must grow and that is refused, they are sent uncompressed. The answer is classified:
  *
  *   2xx                       done; successful_rows and quarantined_rows
  *                             from the response body

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "file_check.h"
 #include "log.h"
+#include "memory.h"
 #include "paths.h"
 #include "stats.h"
 
@@ -236,9 +237,13 @@ static enum rec_status read_record(int fd, uint64_t off, uint64_t size, int json
     int64_t plen = read_header(fd, off, size, hdr);
     if (plen < 0)
         return REC_TORN;
+    /* Known before the buffer: a refusal (ENOMEM) says how large it was. */
+    r->len = HDR_LEN + (uint64_t)plen;
+    r->rows = get64(hdr + 16);
+    r->dataset = hdr[12];
     batch_buf *b = batch_buf_new(hdr[12], plen ? (size_t)plen : 1);
     if (!b) {
-        r->err = ENOMEM;
+        r->err = ENOMEM; /* malloc, or the memory account refused */
         return REC_ERR;
     }
     ssize_t got = pread(fd, b->data, (size_t)plen, (off_t)(off + HDR_LEN));
@@ -246,9 +251,6 @@ static enum rec_status read_record(int fd, uint64_t off, uint64_t size, int json
         batch_buf_free(b);
         return REC_TORN;
     }
-    r->len = HDR_LEN + (uint64_t)plen;
-    r->rows = get64(hdr + 16);
-    r->dataset = hdr[12];
     r->why = rows_check(b->data, (size_t)plen, r->rows, json, &r->lines, &r->framing);
     if (r->why) {
         batch_buf_free(b);
@@ -349,6 +351,29 @@ static void op_work(uv_work_t *w)
 
 static void seg_settle(segment *s);
 
+/* A record of len bytes that this configuration can never hold in memory
+ * (left by a run with a larger --flush-bytes): its buffer would not fit
+ * beside the open batches' headroom even with nothing else in memory. */
+static int never_fits(uint64_t len)
+{
+    uint64_t cap = memory_cap();
+    return cap && len - HDR_LEN + memory_headroom() > cap;
+}
+
+/* Skip such a record at off of s and count its rows, rather than block
+ * every later record behind it. */
+static void skip_too_large(segment *s, uint64_t off, const rec *r)
+{
+    log_limited(&torn_limit, LOG_ERROR, "spool_record_too_large",
+                "segment=%016llx offset=%llu bytes=%llu max_memory=%llu",
+                (unsigned long long)s->seq, (unsigned long long)off,
+                (unsigned long long)r->len, (unsigned long long)memory_cap());
+    uint64_t n = r->rows < s->rows_unread ? r->rows : s->rows_unread;
+    s->read_off += r->len;
+    s->rows_unread -= n;
+    stats_drop(DROP_memory_full, r->dataset, n);
+}
+
 static void op_after(uv_work_t *w, int status)
 {
     spool_op *op = w->data;
@@ -398,6 +423,13 @@ static void op_after(uv_work_t *w, int status)
                         op->r.why);
             seg_settle(s);
             spool_read_next(); /* the read asked for goes on to the next record */
+        } else if (op->st == REC_ERR && op->err == ENOMEM && !never_fits(op->r.len)) {
+            /* The account refused its buffer: read it again once there is
+             * room (the policy asks again; nothing moved). */
+            seg_settle(op->seg);
+        } else if (op->st == REC_ERR && op->err == ENOMEM) {
+            skip_too_large(op->seg, op->off, &op->r);
+            seg_settle(op->seg);
         } else if (op->b) {
             op->seg->read_off += op->r.len;
             op->seg->rows_unread -= op->b->rows <= op->seg->rows_unread
@@ -732,6 +764,12 @@ static int index_segment(uint64_t seq)
     while (off < size) {
         rec r;
         enum rec_status rs = read_record(fd, off, size, 0, &r);
+        if (rs == REC_ERR && r.err == ENOMEM && never_fits(r.len)) {
+            /* Indexed, not read: replay skips it and counts its rows. */
+            rows += r.rows;
+            off += r.len;
+            continue;
+        }
         if (rs == REC_BAD) {
             stats_drop(DROP_spool_corrupt, r.dataset, r.lines);
             log_warn("spool_corrupt", "segment=%016llx offset=%llu why=\"%s\" "

@@ -165,25 +165,27 @@ START_TEST(test_batch_flush_by_size)
     batch_buf *b = got[0];
     ck_assert_ptr_eq(got_arg, &marker);
     ck_assert_uint_eq(b->dataset, ds);
-    ck_assert_uint_eq(b->rows, (uint64_t)n);
-    ck_assert_uint_eq(b->len, total);
-    ck_assert_uint_ge(b->len, fb);
-    ck_assert_uint_lt(b->len - last, fb); /* closed by the row that crossed */
-    ck_assert_uint_eq(b->cap, fb + row_max_bytes(8192));
-    check_lines(b, 0, n - 1);
+    /* Closed by the row that did not fit: that row opened the next batch,
+     * and the closed one never passes flush_bytes. */
+    ck_assert_uint_eq(b->rows, (uint64_t)n - 1);
+    ck_assert_uint_eq(b->len, total - last);
+    ck_assert_uint_le(b->len, fb);
+    ck_assert_uint_gt(b->len + last, fb);
+    ck_assert_uint_eq(b->cap, fb); /* exactly flush_bytes: what memory.h counts */
+    check_lines(b, 0, n - 2);
     ck_assert_uint_eq(stats.rows_batched[ds], (uint64_t)n);
     ck_assert_uint_eq(stats.bytes_batched[ds], total);
     ck_assert_uint_eq(stats.batches[ds], 1);
     ck_assert_uint_eq(stats.rows_batched[BF_DATASET_image_events], 0);
-    ck_assert_uint_eq(memory_used(), b->cap); /* the callee holds it */
+    ck_assert_uint_eq(memory_used(), b->cap + fb); /* the callee's and the open one */
 
-    /* The next row opens a new batch. */
+    /* The next row joins the open batch. */
     total += append(ds, n++);
     ck_assert_int_eq(ngot, 1);
     batch_flush_all();
     ck_assert_int_eq(ngot, 2);
-    ck_assert_uint_eq(got[1]->rows, 1);
-    check_lines(got[1], n - 1, n - 1);
+    ck_assert_uint_eq(got[1]->rows, 2);
+    check_lines(got[1], n - 2, n - 1);
     ck_assert_uint_eq(stats.batches[ds], 2);
     ck_assert_uint_eq(stats.bytes_batched[ds], total);
     finish();
@@ -221,30 +223,33 @@ START_TEST(test_batch_flush_by_age)
 }
 END_TEST
 
-/* A batch closed by size stops its timer: nothing fires later. */
+/* A batch closed by size stops its timer: the next batch (opened by the
+ * row that did not fit) lives its whole interval, not the rest of the
+ * closed one's. */
 START_TEST(test_batch_size_flush_stops_timer)
 {
     start(4096, 20);
     int n = 0;
     while (ngot == 0)
         append(BF_DATASET_llm_events, n++);
-    ck_assert_int_eq(uv_loop_alive(&loop), 0); /* the timer is stopped */
-    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ck_assert_int_eq(ngot, 1);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0); /* the new batch's timer */
+    ck_assert_int_eq(ngot, 2);
+    ck_assert_uint_eq(got[1]->rows, 1);
+    ck_assert_uint_ge(got[1]->close_ms - got[1]->first_ms, 20);
+    ck_assert_int_eq(uv_loop_alive(&loop), 0);
     /* The same after batch_flush_all. */
     append(BF_DATASET_image_events, 0);
     ck_assert_int_ne(uv_loop_alive(&loop), 0);
     batch_flush_all();
     ck_assert_int_eq(uv_loop_alive(&loop), 0);
-    ck_assert_int_eq(ngot, 2);
     finish();
 }
 END_TEST
 
 /* A reload's sizes: a larger flush size closes the open batch first
  * (sized for the old one: appending past it would overflow), and the next
- * batch has room for the new size; a larger row size (max-datagram) too;
- * the same sizes change nothing. */
+ * batch has room for the new size; a larger row size (max-datagram) too,
+ * and the scratch row grows with it; the same sizes change nothing. */
 START_TEST(test_batch_reconfigure)
 {
     const unsigned ds = BF_DATASET_llm_events;
@@ -260,14 +265,14 @@ START_TEST(test_batch_reconfigure)
     ck_assert_uint_eq(got[0]->rows, 1);
     ck_assert_ptr_eq(got_arg, &marker); /* the callback is kept */
     append(ds, 1);
-    ck_assert_uint_eq(memory_used() - got[0]->cap, 65536 + row_max_bytes(8192));
+    ck_assert_uint_eq(memory_used() - got[0]->cap, 65536); /* exactly flush_bytes */
     o.row_max = row_max_bytes(16384);
     batch_reconfigure(&o);
     ck_assert_int_eq(ngot, 2);
     check_lines(got[1], 1, 1);
     append(ds, 2);
-    ck_assert_uint_eq(memory_used() - got[0]->cap - got[1]->cap,
-                      65536 + row_max_bytes(16384));
+    /* The scratch row grew with row_max; buffers stay flush_bytes. */
+    ck_assert_uint_eq(memory_used() - got[0]->cap - got[1]->cap, 65536);
     finish();
 }
 END_TEST

@@ -467,7 +467,11 @@ START_TEST(test_config_size_suffix)
     bf_config cfg;
     char err[512], flag[96];
     snprintf(flag, sizeof(flag), "--%s=%s", sizes[_i].opt, sizes[_i].value);
-    LOAD_OK(&cfg, err, flag, NULL);
+    /* flush-bytes is kept to an eighth of max-memory: room for 10 MB. */
+    if (!strcmp(sizes[_i].opt, "flush-bytes"))
+        LOAD_OK(&cfg, err, flag, "--max-memory=1GiB", NULL);
+    else
+        LOAD_OK(&cfg, err, flag, NULL);
     uint64_t got = *(uint64_t *)((char *)&cfg + sizes[_i].offset);
     ck_assert_msg(got == sizes[_i].want, "%s: %llu", flag, (unsigned long long)got);
     config_free(&cfg);
@@ -659,10 +663,10 @@ START_TEST(test_config_cross_checks)
     ck_assert_str_eq(cfg.pacing, "off");
     ck_assert_uint_eq(cfg.flush_bytes_asked, 0);
     config_free(&cfg);
-    /* flush-bytes past a quarter of max-memory is lowered, and what was
+    /* flush-bytes past an eighth of max-memory is lowered, and what was
      * asked is kept for main's log line. */
     LOAD_OK(&cfg, err, "--max-memory", "1MiB", "--flush-bytes", "512KiB", NULL);
-    ck_assert_uint_eq(cfg.flush_bytes, 262144);
+    ck_assert_uint_eq(cfg.flush_bytes, 131072);
     ck_assert_uint_eq(cfg.flush_bytes_asked, 524288);
     config_free(&cfg);
     /* A ceiling under the interval is raised to it: nothing to stretch. */

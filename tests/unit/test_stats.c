@@ -180,7 +180,7 @@ END_TEST
  * are in dashboards and alerts. */
 static const char *const drop_names[] = {
     "http_rejected", "shutdown", "too_large", "out_write",
-    "spool_full", "spool_write", "spool_corrupt", "no_memory",
+    "spool_full", "spool_write", "spool_corrupt", "no_memory", "memory_full",
 };
 
 START_TEST(test_stats_drop_names)
@@ -213,8 +213,8 @@ static const struct {
     {"rows_spooled", 0}, {"rows_replayed", 0}, {"rows_dead_lettered", 0},
     {"spool_torn", 0}, {"spool_bytes", 0}, {"spool_segments", 0}, {"memory_cap", 0},
     {"kernel_drops", 0}, {"socket_queue_bytes", 0}, {"rcvbuf_bytes", 0},
-    {"memory_bytes", 0}, {"inflight_requests", 0}, {"flush_interval_ms", 1},
-    {"pacing", 1}, {"last_flush_ok_ms", 0},
+    {"memory_bytes", 0}, {"memory_peak_bytes", 0}, {"inflight_requests", 0},
+    {"flush_interval_ms", 1}, {"pacing", 1}, {"last_flush_ok_ms", 0},
     {"ack_delay_ms", 1},
 };
 
