@@ -162,8 +162,22 @@ void batch_reconfigure(const batch_opts *opts)
 {
     if (opts->flush_bytes != bt.o.flush_bytes || opts->row_max != bt.o.row_max)
         batch_flush_all();
+    if (opts->row_max > bt.o.row_max) { /* a larger max-datagram */
+        char *sc = realloc(bt.scratch, opts->row_max);
+        if (!sc)
+            return; /* keep the old sizes: rows still fit the old scratch */
+        bt.scratch = sc;
+    }
     bt.o.flush_bytes = opts->flush_bytes;
     bt.o.row_max = opts->row_max;
+}
+
+int batch_must_wait(void)
+{
+    /* Room for the rows one read can bring (16 datagrams, possibly a new
+     * buffer or two for each dataset): the headroom, free. */
+    uint64_t cap = memory_cap();
+    return cap && memory_used() + memory_headroom() > cap;
 }
 
 void batch_flush_all(void)

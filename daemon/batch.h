@@ -63,6 +63,11 @@ void batch_set_interval(unsigned dataset, uint64_t interval_ms, uint64_t jitter_
  * what the dataset holds); on_flush runs before this returns. */
 void batch_flush(unsigned dataset);
 
+/* Nonzero when the open buffers' headroom is not free under --max-memory
+ * now: receiving should wait for room (completions free it) rather than
+ * read rows that would be dropped as memory_full. */
+int batch_must_wait(void);
+
 /* Close every non-empty batch now (shutdown, or a test). */
 void batch_flush_all(void);
 

@@ -82,6 +82,17 @@ static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *
     bf_decoder_release(&app.dec);
 }
 
+/* Receiving waits while new batches might not fit under --max-memory and
+ * the spool is about to free memory by writing batches out: a short wait,
+ * the kernel's buffer holding the datagrams, instead of rows dropped as
+ * memory_full. (Memory held by batches waiting for the sink frees only
+ * with the sink: then receiving goes on and closed batches go to disk.) */
+static int wait_for_room(void *arg)
+{
+    (void)arg;
+    return batch_must_wait() && spool_writing_bytes() > 0;
+}
+
 static void on_flush(batch_buf *b, void *arg)
 {
     (void)arg;
@@ -229,7 +240,8 @@ static batch_opts batch_options(const bf_config *cfg)
 static receive_opts receive_options(const bf_config *cfg)
 {
     return (receive_opts){.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
-                          .max_datagram = cfg->max_datagram, .cb = on_datagram};
+                          .max_datagram = cfg->max_datagram, .cb = on_datagram,
+                          .wait = wait_for_room};
 }
 
 /* The stats socket's group for cfg; none: the daemon's own (as a socket

@@ -59,6 +59,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     (void)h;
     (void)suggested;
+    /* No buffer while the pipeline has no room (memory full of batches on
+     * their way to the spool): libuv then stops reading until the next
+     * loop turn, which runs the completions that free memory, and the
+     * kernel's buffer holds the datagrams meanwhile. */
+    if (rc.o.wait && rc.o.wait(rc.o.arg)) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
     /* Safe to reuse: every datagram is fully processed inside on_recv. */
     *b = uv_buf_init(rc.buf, SLOTS * SLOT_SIZE);
 }
@@ -67,6 +75,8 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *b,
                     const struct sockaddr *addr, unsigned flags)
 {
     (void)u;
+    if (nread == UV_ENOBUFS && !b->base) /* on_alloc said wait */
+        return;
     if (nread < 0) {
         stats.receive_errors++;
         log_limited(&error_limit, LOG_WARN, "receive_error", "error=\"%s\"",

@@ -26,6 +26,9 @@ typedef struct receive_opts {
     size_t max_datagram;     /* larger: rejected.oversize, cb not called */
     receive_cb cb;
     void *arg;
+    /* NULL, or asked before each read: nonzero leaves the datagrams in the
+     * kernel's buffer until the next loop turn (memory is full). */
+    int (*wait)(void *arg);
 } receive_opts;
 
 /* Open (or adopt) the socket and start reading. On error returns a

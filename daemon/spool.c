@@ -117,6 +117,14 @@ uint64_t spool_cap(void)
     return sp.open ? sp.o.max_bytes : 0;
 }
 
+uint64_t spool_writing_bytes(void)
+{
+    uint64_t bytes = 0;
+    for (segment *s = sp.segs; s; s = s->next)
+        bytes += s->queued;
+    return bytes;
+}
+
 uint64_t spool_segments(void)
 {
     uint64_t count = 0;

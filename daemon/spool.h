@@ -102,6 +102,10 @@ uint64_t spool_segments(void);
 /* max_bytes (--max-spool-bytes) while the spool is open, else 0. */
 uint64_t spool_cap(void);
 
+/* Bytes of appends queued or being written: batches still in memory that
+ * the spool frees as it writes them. */
+uint64_t spool_writing_bytes(void);
+
 /* Call done once every queued write has finished. */
 void spool_flush(void (*done)(void *arg), void *arg);
 
