@@ -62,7 +62,7 @@ CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
 # libc only (the C shim holds them), then what needs jansson.
 PROTO_LIBC = proto/bf_proto.c proto/bf_addr.c
-PROTO_SRC  = $(PROTO_LIBC) proto/bf_json.c proto/bf_decoder.c
+PROTO_SRC  = $(PROTO_LIBC) proto/bf_json.c proto/bf_jsonscan.c proto/bf_decoder.c
 DAEMON_SRC = $(filter-out daemon/main.c,$(wildcard daemon/*.c)) $(GEN_SRC)
 # Generated at build time: the default catalog compiled into the daemon.
 GEN_SRC    = $(BUILD)/gen/catalog_builtin.c

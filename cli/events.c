@@ -34,13 +34,16 @@ int line_is_blank(const char *s, size_t len)
 /* Keys the protocol does not have are dropped by the decoder: a typo
  * ("widht") would vanish without a word. Each such name is named once a
  * run (the first 64 names; then none), with the line it was first on. */
-static void warn_unknown(const line_reader *lr, const bf_decoder *dec)
+static void warn_unknown(const line_reader *lr, const char *line, size_t len)
 {
     static char *seen[64];
     static size_t nseen;
     const char *key;
     json_t *v;
-    json_object_foreach(dec->doc, key, v) {
+    /* The decoder scans without a tree (proto/bf_jsonscan.h); the keys of
+     * an accepted line are read again here, where speed does not matter. */
+    json_t *doc = json_loadb(line, len, 0, NULL);
+    json_object_foreach(doc, key, v) {
         if (strcmp(key, "dataset") == 0 || bf_field_lookup(key, strlen(key)))
             continue;
         size_t i = 0;
@@ -54,6 +57,7 @@ static void warn_unknown(const line_reader *lr, const bf_decoder *dec)
         fprintf(stderr, PROG ": line %lu: unknown field \"%s\" ignored: not in the "
                         "protocol (proto/PROTOCOL.md); named once\n", lr->lineno, key);
     }
+    json_decref(doc);
 }
 
 int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
@@ -67,7 +71,7 @@ int cli_next_event(line_reader *lr, bf_decoder *dec, bf_event *ev,
         const char *key;
         bf_reason r = bf_decode_json_text(dec, line, len, ev, &key);
         if (r == BF_OK) {
-            warn_unknown(lr, dec);
+            warn_unknown(lr, line, len);
             return 1;
         }
         fprintf(stderr, PROG ": line %lu: %s: %s\n", lr->lineno, bf_reason_name(r), key);

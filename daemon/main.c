@@ -60,7 +60,6 @@ static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *
         log_limited(&reject_limits[r], LOG_WARN, "reject",
                     "reason=%s field=%s bytes=%zu", bf_reason_name(r),
                     detail ? detail : "-", len);
-        bf_decoder_release(&app.dec);
         return;
     }
     bf_row row;
@@ -74,12 +73,10 @@ static void on_datagram(const uint8_t *buf, size_t len, uint64_t recv_ms, void *
                     (unsigned long long)row.start_ms, (long long)(off / 1000),
                     row.start_ms < 100000000000ull
                         ? " hint=\"epoch seconds sent as milliseconds?\"" : "");
-        bf_decoder_release(&app.dec);
         return;
     }
     stats.accepted[ev.dataset]++;
     batch_append(&row);
-    bf_decoder_release(&app.dec);
 }
 
 /* Receiving waits while new batches might not fit under --max-memory and
@@ -601,6 +598,7 @@ int main(int argc, char **argv)
     rc = uv_loop_close(app.loop);
     if (rc < 0)
         log_error("loop_close", "error=\"%s\"", uv_strerror(rc));
+    bf_decoder_release(&app.dec); /* its scan buffer, kept between datagrams */
     enrich_free(app.enrich);
     catalog_free(app.cat);
     config_free(cfg);

@@ -2,16 +2,11 @@
  * bf_decoder.h. */
 #include "bf_decoder.h"
 
-#include <jansson.h>
-
 #include "bf_json.h"
 
 void bf_decoder_release(bf_decoder *d)
 {
-    if (d->doc) {
-        json_decref(d->doc);
-        d->doc = NULL;
-    }
+    bf_jsonscan_free(&d->scan);
 }
 
 /* Validate a decoded event; the field at fault in *detail. */
@@ -31,9 +26,8 @@ bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
 {
     bf_reason r;
     const char *key = NULL;
-    bf_decoder_release(d);
     if (len > 0 && buf[0] == '{')
-        r = bf_json_decode(buf, len, ev, &d->doc, &key);
+        r = bf_jsonscan(&d->scan, buf, len, ev, &key);
     else
         r = bf_decode(buf, len, ev);
     return validate(r, ev, key, detail);
@@ -43,7 +37,6 @@ bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,
                               bf_event *ev, const char **detail)
 {
     const char *key = NULL;
-    bf_decoder_release(d);
-    bf_reason r = bf_json_decode(text, len, ev, &d->doc, &key);
+    bf_reason r = bf_jsonscan(&d->scan, text, len, ev, &key);
     return validate(r, ev, key, detail);
 }

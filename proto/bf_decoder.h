@@ -8,9 +8,12 @@
  * golden vectors test these entry points.
  *
  * The binary form decodes in place: the event borrows the datagram. The
- * JSON form parses with jansson and the event borrows the document, which
- * the decoder holds until bf_decoder_release or its next decode. Not for
- * the C shim: it needs jansson (the shim links bf_proto.c only).
+ * JSON form is scanned without building a tree (bf_jsonscan.h, jansson's
+ * rules): the event borrows the input, and the decoder's scan buffer for
+ * strings with escapes, which it keeps for the next decode (no allocation
+ * per datagram once it has grown to the largest input) until
+ * bf_decoder_release. The C shim does not link it (it links bf_proto.c
+ * only).
  */
 #ifndef BF_DECODER_H
 #define BF_DECODER_H
@@ -18,11 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf_jsonscan.h"
 #include "bf_proto.h"
 
 /* Zero-initialise ({0}); bf_decoder_release when done with it. */
 typedef struct bf_decoder {
-    struct json_t *doc; /* the last JSON input, while its event is used */
+    bf_jsonscan_buf scan; /* JSON: decoded strings, keys; kept between decodes */
 } bf_decoder;
 
 /* Decode buf (JSON when its first byte is '{', else binary) into ev and
@@ -30,7 +34,7 @@ typedef struct bf_decoder {
  * names the field at fault ("dataset", a field name, or "(root)" for JSON
  * that does not parse) or is NULL when no field is (a binary framing
  * error). ev and *detail stay valid until the next decode or
- * bf_decoder_release on d, and, for a binary datagram, while buf lives. */
+ * bf_decoder_release on d, and while buf lives. */
 bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
                              bf_event *ev, const char **detail);
 
@@ -39,7 +43,9 @@ bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
 bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,
                               bf_event *ev, const char **detail);
 
-/* Drop the JSON document of the last decode, if any. Idempotent. */
+/* Free the decoder's scan buffer; the last event is no longer valid. The
+ * decoder may be used again. Idempotent. The daemon calls it once, at
+ * exit; a decode reuses the buffer. */
 void bf_decoder_release(bf_decoder *d);
 
 #endif /* BF_DECODER_H */

@@ -63,7 +63,7 @@ START_TEST(test_decode_binary_image)
     ck_assert_uint_gt(n, BF_HEADER_LEN);
     ck_assert_int_eq(decode_copy(buf, n, &out, &detail, &copy), BF_OK);
     ck_assert_ptr_null(detail);
-    ck_assert_ptr_null(d.doc); /* binary: nothing held */
+    ck_assert_ptr_null(d.scan.text); /* binary: nothing held */
     ck_assert_int_eq(out.dataset, BF_DATASET_image_events);
     ck_assert_uint_eq(out.present, in.present);
     ck_assert_bfstr(out.model, "flux");
@@ -123,7 +123,7 @@ START_TEST(test_decode_json)
     ck_assert_int_eq(decode_copy(text + 1, sizeof(text) - 2, &ev, &detail, &copy),
                      BF_OK);
     ck_assert_ptr_null(detail);
-    ck_assert_ptr_nonnull(d.doc); /* the event borrows the document */
+    ck_assert_ptr_nonnull(d.scan.text); /* escaped strings are decoded here */
     ck_assert_int_eq(ev.dataset, BF_DATASET_llm_events);
     ck_assert_bfstr(ev.model, "gpt-5-nano");
     ck_assert_bfstr(ev.user_id, "u\xc3\xa9");
@@ -133,13 +133,17 @@ START_TEST(test_decode_json)
     ck_assert_uint_eq(ev.cached, 0);
     ck_assert(!BF_HAS(&ev, tier)); /* null is absent */
     ck_assert_uint_eq(ev.start_time, 1700000000000ull);
-    /* The strings do not borrow the datagram: it can go first. */
+    /* No tree: a plain string borrows the datagram, as a binary one does;
+     * one with an escape borrows the decoder's scan buffer. */
+    ck_assert(ev.model.ptr >= (const char *)copy &&
+              ev.model.ptr < (const char *)copy + sizeof(text) - 2);
+    ck_assert(ev.user_id.ptr >= d.scan.text &&
+              ev.user_id.ptr < d.scan.text + d.scan.text_cap);
     free(copy);
-    ck_assert_bfstr(ev.model, "gpt-5-nano");
     bf_decoder_release(&d);
-    ck_assert_ptr_null(d.doc);
+    ck_assert_ptr_null(d.scan.text);
     bf_decoder_release(&d); /* twice is harmless */
-    ck_assert_ptr_null(d.doc);
+    ck_assert_ptr_null(d.scan.text);
 }
 END_TEST
 
@@ -248,7 +252,8 @@ START_TEST(test_decode_reject_covers_reasons)
 }
 END_TEST
 
-/* A JSON reject's detail borrows the document: valid until release. */
+/* A JSON reject's detail is a copy in the decoder: valid after the
+ * datagram is gone, until release. */
 START_TEST(test_decode_detail_lives_until_release)
 {
     static const char text[] = "{\"dataset\":\"image_events\",\"model\":\"m\","
@@ -259,15 +264,16 @@ START_TEST(test_decode_detail_lives_until_release)
     ck_assert_int_eq(decode_copy(text, sizeof(text) - 1, &ev, &detail, &copy),
                      BF_R_bad_type);
     free(copy);
-    ck_assert_ptr_nonnull(d.doc);
+    ck_assert_ptr_nonnull(d.scan.text);
     ck_assert_str_eq(detail, "width");
     bf_decoder_release(&d);
-    ck_assert_ptr_null(d.doc);
+    ck_assert_ptr_null(d.scan.text);
 }
 END_TEST
 
-/* The next decode drops the previous document; many cycles leak nothing
- * (valgrind and ASan check the frees). */
+/* The scan buffer is kept and reused from one decode to the next (no
+ * allocation per datagram once grown); release frees it; many cycles leak
+ * nothing (valgrind and ASan check the frees). */
 START_TEST(test_decode_release_frees)
 {
     bf_event ev;
@@ -282,21 +288,22 @@ START_TEST(test_decode_release_frees)
         ck_assert_int_eq(bf_decode_datagram(&d, (const uint8_t *)text, (size_t)len, &ev,
                                          NULL),
                          want);
-        ck_assert_ptr_nonnull(d.doc);
+        ck_assert_ptr_nonnull(d.scan.text);
+        const char *kept = d.scan.text;
         if (i % 5 == 0) {
-            /* A binary datagram in between also releases the document. */
+            /* A binary datagram in between leaves the buffer alone. */
             bf_event b;
             bf_event_init(&b, BF_DATASET_llm_events);
             BF_SET_STR(&b, model, "x", 1);
             size_t n = bf_encode(&b, bin, sizeof(bin));
             ck_assert_int_eq(bf_decode_datagram(&d, bin, n, &ev, NULL), BF_OK);
-            ck_assert_ptr_null(d.doc);
+            ck_assert_ptr_eq(d.scan.text, kept);
         }
         if (i % 7 == 0)
             bf_decoder_release(&d);
     }
     bf_decoder_release(&d);
-    ck_assert_ptr_null(d.doc);
+    ck_assert_ptr_null(d.scan.text);
 }
 END_TEST
 
@@ -333,8 +340,8 @@ START_TEST(test_decode_json_text)
         ck_assert_str_eq(detail, json_lines[_i].detail);
     else
         ck_assert_ptr_null(detail);
-    if (r == BF_OK)
-        ck_assert_ptr_nonnull(d.doc); /* the event borrows the document */
+    if (r == BF_OK) /* the event borrows the text */
+        ck_assert(ev.model.ptr >= text && ev.model.ptr < text + strlen(text));
 }
 END_TEST
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "bf_json.h"
+#include "bf_jsonscan.h"
 #include "bf_proto.h"
 #include "testutil.h"
 
@@ -92,17 +93,53 @@ static uint8_t *vector_bytes(json_t *v, size_t *len)
     return buf;
 }
 
+/* ev and want hold the same fields with the same values. */
+static void same_event(const bf_event *ev, const bf_event *want, const char *what)
+{
+    ck_assert_msg(ev->dataset == want->dataset && ev->present == want->present,
+                  "%s: the scanner's event differs from jansson's", what);
+    for (unsigned tag = 1; tag < BF_F_MAX; tag++) {
+        const bf_field_info *f = &bf_fields[tag];
+        if (!f->name || !((want->present >> tag) & 1u))
+            continue;
+        const char *a = (const char *)ev + f->offset, *b = (const char *)want + f->offset;
+        if (f->type == BF_TYPE_STR) {
+            const bf_str *x = (const bf_str *)a, *y = (const bf_str *)b;
+            ck_assert_msg(x->len == y->len && memcmp(x->ptr, y->ptr, x->len) == 0,
+                          "%s: %s differs", what, f->name);
+        } else {
+            ck_assert_msg(*(const uint64_t *)a == *(const uint64_t *)b, "%s: %s differs",
+                          what, f->name);
+        }
+    }
+}
+
 /* Decode and validate one datagram the way the daemon does: a first byte
- * '{' is JSON. *doc (maybe NULL) is for the caller to json_decref. */
+ * '{' is JSON, scanned by bf_jsonscan (the daemon's path) and parsed by
+ * jansson (bf_json_decode, the reference), which must agree. *doc (maybe
+ * NULL) is for the caller to json_decref. */
 static bf_reason datagram_check(const uint8_t *buf, size_t len, bf_event *ev,
                                 json_t **doc)
 {
     bf_reason r;
     *doc = NULL;
-    if (len > 0 && buf[0] == '{')
-        r = bf_json_decode(buf, len, ev, doc, NULL);
-    else
+    if (len > 0 && buf[0] == '{') {
+        static bf_jsonscan_buf sb;
+        bf_event scanned;
+        const char *k1 = NULL, *k2 = NULL;
+        r = bf_json_decode(buf, len, ev, doc, &k1);
+        bf_reason r2 = bf_jsonscan(&sb, buf, len, &scanned, &k2);
+        ck_assert_msg(r2 == r, "'%.*s': scanner %s, jansson %s", (int)len, (const char *)buf,
+                      bf_reason_name(r2), bf_reason_name(r));
+        ck_assert_msg((!k1 && !k2) || (k1 && k2 && strcmp(k1, k2) == 0),
+                      "'%.*s': scanner names %s, jansson %s", (int)len, (const char *)buf,
+                      k2 ? k2 : "-", k1 ? k1 : "-");
+        if (r == BF_OK)
+            same_event(&scanned, ev, "vector");
+        bf_jsonscan_free(&sb);
+    } else {
         r = bf_decode(buf, len, ev);
+    }
     return r == BF_OK ? bf_validate(ev) : r;
 }
 
