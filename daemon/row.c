@@ -1,6 +1,7 @@
 /* row.c: NDJSON row writer. See row.h. */
 #include "row.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -140,22 +141,40 @@ static const unsigned char plain[256] = {
 #undef R16
 };
 
-/* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. */
+/* Nonzero when one of the 8 bytes in x needs more than a copy: a control
+ * byte, '"', '\\' or a byte past ASCII (the classic has-less-than and
+ * has-zero-byte tricks: exact for "any byte", which is all we ask). */
+static inline uint64_t word_special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high;
+}
+
+/* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. Plain
+ * text is copied 8 bytes at a time (out has room for row_max_bytes). */
 static char *put_str(char *p, const char *s, size_t len, int *replaced)
 {
     const unsigned char *u = (const unsigned char *)s;
     *p++ = '"';
     for (size_t i = 0; i < len;) {
-        size_t run = i;
-        while (run < len && plain[u[run]])
-            run++;
-        if (run > i) {
-            memcpy(p, u + i, run - i);
-            p += run - i;
-            i = run;
+        while (len - i >= 8) {
+            uint64_t x;
+            memcpy(&x, u + i, 8);
+            if (word_special(x))
+                break;
+            memcpy(p, &x, 8);
+            p += 8;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        unsigned char c = u[i];
+        if (plain[c]) {
+            *p++ = (char)c;
+            i++;
             continue;
         }
-        unsigned char c = u[i];
         if (c < 0x80) {
             *p++ = '\\';
             switch (c) {
