@@ -20,13 +20,16 @@
 #include "stats.h"
 
 /* Recent addresses and their results: the same clients send many requests,
- * and an HMAC costs more than the rest of the row. Direct-mapped, so a
- * lookup is one probe; a collision just recomputes. */
+ * and an HMAC costs more than the rest of the row. Keyed by the ip field as
+ * sent, so a hit skips parsing too (another spelling of the same address
+ * is a miss that computes the same result). Two ways per set: a client
+ * whose slot another one shares is not evicted by every request of the
+ * other; a miss goes into the first way and moves the first to the second. */
 #define IP_CACHE_SLOTS 4096
 
 typedef struct ip_entry {
-    uint8_t len;              /* 4 or 16; 0: empty */
-    unsigned char addr[16];
+    uint8_t tlen;             /* bytes of text; 0: empty */
+    char text[64];            /* the ip field (fields.def: at most 64 bytes) */
     char anon[48];
     char hash[IP_HASH_HEX + 1];
 } ip_entry;
@@ -509,6 +512,14 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     /* A NUL inside would end the text early and hide trailing bytes. */
     if (len == 0 || len >= sizeof(text) || memchr(ip, '\0', len))
         return -EINVAL;
+    ip_entry *set = &ctx->ip_cache[fnv1a32(ip, len) & (IP_CACHE_SLOTS - 2)];
+    for (int w = 0; w < 2; w++) {
+        if (set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
+            memcpy(out, set[w].anon, sizeof(set[w].anon));
+            memcpy(hash, set[w].hash, sizeof(set[w].hash));
+            return 0;
+        }
+    }
     memcpy(text, ip, len);
     text[len] = '\0';
     char *s = text;
@@ -529,12 +540,6 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     } else {
         return -EINVAL;
     }
-    ip_entry *e = &ctx->ip_cache[fnv1a32(addr, alen) & (IP_CACHE_SLOTS - 1)];
-    if (e->len == alen && memcmp(e->addr, addr, alen) == 0) {
-        memcpy(out, e->anon, sizeof(e->anon));
-        memcpy(hash, e->hash, sizeof(e->hash));
-        return 0;
-    }
     /* The hash is of the full binary address, so "::ffff:1.2.3.4",
      * "2002:102:304::1" and "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
     unsigned char mac[32];
@@ -546,8 +551,6 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     for (int i = 0; i < IP_HASH_HEX / 2; i++)
         hex_byte(hash + 2 * i, mac[i]);
     hash[IP_HASH_HEX] = '\0';
-    e->len = (uint8_t)alen;
-    memcpy(e->addr, addr, alen);
     if (alen == 4) {
         addr[3] = 0;
         inet_ntop(AF_INET, addr, out, 48);
@@ -555,8 +558,11 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         memset(addr + 6, 0, 10); /* keep the /48 */
         inet_ntop(AF_INET6, addr, out, 48);
     }
-    memcpy(e->anon, out, sizeof(e->anon));
-    memcpy(e->hash, hash, sizeof(e->hash));
+    set[1] = set[0];
+    set[0].tlen = (uint8_t)len;
+    memcpy(set[0].text, ip, len);
+    memcpy(set[0].anon, out, sizeof(set[0].anon));
+    memcpy(set[0].hash, hash, sizeof(set[0].hash));
     return 0;
 }
 
