@@ -249,7 +249,11 @@ def callgrind_run(build, payload, events):
                 return st if (st['received'] >= events or st['kernel_drops']) and \
                     st['rows_delivered_total'] + st['dropped_total'] >= st['accepted_total'] \
                     else None
-            received = wait_until(settled, timeout=300, interval=1)['received']
+            st = wait_until(settled, timeout=300, interval=1)
+            received = st['received']
+            if st['rejected_total']:
+                print(f'  warning: {st["rejected_total"]} datagrams rejected: '
+                      f'{ {k: v for k, v in st["rejected"].items() if v} }', flush=True)
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=300)
         text = out.read_text()

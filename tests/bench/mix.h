@@ -4,7 +4,8 @@
  * a referrer with a path and a query on four events in five; user, tier,
  * status (one in fifty an error), times, sizes or tokens. Client addresses
  * come from `clients` addresses, a third of them IPv6, or (clients 0) one
- * per event. Deterministic. Used by bench-payload and bench-shim.
+ * per event. Deterministic but for the start times, which count from an
+ * hour before the run. Used by bench-payload and bench-shim.
  */
 #ifndef BF_BENCH_MIX_H
 #define BF_BENCH_MIX_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "bf_proto.h"
 
@@ -77,10 +79,24 @@ typedef struct mix_bufs {
     char prompt[401], ip[64], user[32], username[32];
 } mix_bufs;
 
+/* Start times count from here: the payload is made at the start of a
+ * bench run, and the daemon rejects start times older than a few days
+ * (stale_time) or in the future. */
+static uint64_t mix_t0(void)
+{
+    static uint64_t t0;
+    if (!t0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        t0 = (uint64_t)ts.tv_sec * 1000 - 3600 * 1000; /* an hour ago */
+    }
+    return t0;
+}
+
 /* Event i of the mix into ev, its strings in m. */
 static void mix_event(unsigned i, unsigned clients, bf_event *ev, mix_bufs *m)
 {
-    uint64_t t0 = 1767225600000ull; /* 2026-01-01 */
+    uint64_t t0 = mix_t0();
     unsigned c = clients ? mix_next() % clients : i;
     client_ip(m->ip, sizeof(m->ip), c);
     snprintf(m->user, sizeof(m->user), "user_%u", c * 7919 % 100000);

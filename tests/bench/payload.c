@@ -12,7 +12,8 @@
  * gives every event an address of its own.
  *
  * File format: for each datagram a 2-byte little-endian length, then the
- * bytes. Deterministic: the same arguments give the same file.
+ * bytes. The same arguments give the same file, but for the start times
+ * (an hour before the run, tests/bench/mix.h).
  */
 #include <stdint.h>
 #include <stdio.h>
