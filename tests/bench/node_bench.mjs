@@ -132,7 +132,7 @@ async function fakeRows(url, ds) {
 
 // One typical text-service event (the fields sendOpenAIResponse knows).
 function event(i) {
-  const now = 1767225600000 + i;
+  const now = Date.now() - 3600000 + i; // within the daemon's stale_time window
   return {
     id: `bench-${i}`, user_id: 'u_48213', username: 'ada', tier: 'flower', model: 'gpt-5-nano',
     start_time: now, end_time: now + 850, duration_ms: 850, status: 'success',
@@ -149,13 +149,29 @@ function cpuUs(c0) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const tick = () => new Promise((r) => setImmediate(r));
 
-async function benchShim(addr, n) {
+// One typical image-service event: a 400-byte prompt (the shim cuts it to
+// 120 characters), sizes, a referrer, an IPv6 client.
+function imageEvent(i) {
+  const now = Date.now() - 3600000 + i; // within the daemon's stale_time window
+  return {
+    id: `bench-img-${i}`, user_id: 'u_48213', username: 'ada', tier: 'seed', model: 'flux',
+    start_time: now, end_time: now + 2400, duration_ms: 2400, status: 'success',
+    prompt: 'a watercolour of a lighthouse at dusk with gulls, waves on the rocks and warm '
+      .repeat(6).slice(0, 400),
+    width: 1024, height: 1024, steps: 4, cached: false,
+    referrer: 'https://app.example.com/gallery/42?utm_source=newsletter', ip: '2001:db8:1:2::7',
+  };
+}
+
+async function benchShim(addr, n, kind = 'llm') {
   const client = createClient({ addr });
-  const events = Array.from({ length: 1024 }, (_, i) => event(i));
+  const make = kind === 'image' ? imageEvent : event;
+  const send = kind === 'image' ? (ev) => client.image(ev) : (ev) => client.llm(ev);
+  const events = Array.from({ length: 1024 }, (_, i) => make(i));
   // Warm up (JIT, socket), then measure. Sends run in chunks of 1000 with a
   // turn of the event loop between, as in a service; the time includes
   // dgram's callbacks.
-  for (let i = 0; i < 5000; i++) client.llm(events[i & 1023]);
+  for (let i = 0; i < 5000; i++) send(events[i & 1023]);
   await sleep(50);
   const before = client.stats();
   let syncNs = 0n;
@@ -167,7 +183,7 @@ async function benchShim(addr, n) {
     for (; i < end; i++) {
       const ev = events[i & 1023];
       ev.id = `bench-${i}`;
-      client.llm(ev);
+      send(ev);
     }
     syncNs += process.hrtime.bigint() - s0;
     await tick();
@@ -265,6 +281,9 @@ async function main() {
     row('shim: client.llm(), call only', a.sends, s.syncNs, null);
     row('shim: client.llm() + callbacks', a.sends, s.wallNs, s.cpuUs,
       `sent ${s.stats.sent}, dropped ${s.stats.dropped}, failed ${s.stats.failed}`);
+    const si = await benchShim(to, a.sends, 'image');
+    row('shim: client.image() + callbacks', a.sends, si.wallNs, si.cpuUs,
+      `sent ${si.stats.sent}, dropped ${si.stats.dropped}, failed ${si.stats.failed}`);
     if (ownDaemon) {
       const want = rows0 + s.warm + s.stats.sent;
       const deadline = Date.now() + 20000;
