@@ -163,12 +163,16 @@ def run_daemon(build, payload, rate, seconds):
         delivered = delivered_rows(fake) - 1
         received = st['received'] - 1
         loss = sent['sent'] - delivered
-        if sent['rate'] < 0.97 * rate:
-            limit = 'sender'
-        elif st['kernel_drops'] > 0:
+        # Which stage limited this rate: the daemon's socket overflowing
+        # (its loop thread could not keep up), then the sink (batches
+        # spooled or lost after acceptance), then the sender (it could not
+        # send the rate asked; loss-free otherwise).
+        if st['kernel_drops'] > 0:
             limit = 'receive (loop CPU)'
         elif st['rows_spooled'] > 0 or st['dropped_total'] > 0 or loss > 0:
             limit = 'sink'
+        elif rate and sent['rate'] < 0.97 * rate:
+            limit = 'sender'
         else:
             limit = '-'
         return {'sent': sent['sent'], 'sent_rate': sent['rate'], 'received': received,
