@@ -356,6 +356,23 @@ static int expect_literal(scan *sc, const char *lit, size_t n)
     return 0;
 }
 
+/* After a member of an object or array: 1 when a ',' says another one
+ * follows, 0 when close ends it, -1 otherwise. */
+static int next_member(scan *sc, char close)
+{
+    skip_ws(sc);
+    if (sc->p < sc->end && *sc->p == ',') {
+        sc->p++;
+        skip_ws(sc);
+        return 1;
+    }
+    if (sc->p < sc->end && *sc->p == (unsigned char)close) {
+        sc->p++;
+        return 0;
+    }
+    return -1;
+}
+
 /* The object at sc->p ('{'); top: the datagram's own object, whose known
  * fields are kept for the semantic pass. */
 static int scan_object(scan *sc, unsigned depth, int top)
@@ -392,17 +409,9 @@ static int scan_object(scan *sc, unsigned depth, int top)
         f->klen = kn;
         if (scan_value(sc, depth + 1, f) < 0)
             return -1;
-        skip_ws(sc);
-        if (sc->p < sc->end && *sc->p == ',') {
-            sc->p++;
-            skip_ws(sc);
-            continue;
-        }
-        if (sc->p < sc->end && *sc->p == '}') {
-            sc->p++;
-            return 0;
-        }
-        return -1;
+        int more = next_member(sc, '}');
+        if (more <= 0)
+            return more;
     }
 }
 
@@ -418,17 +427,9 @@ static int scan_array(scan *sc, unsigned depth)
         top_field tmp;
         if (scan_value(sc, depth + 1, &tmp) < 0)
             return -1;
-        skip_ws(sc);
-        if (sc->p < sc->end && *sc->p == ',') {
-            sc->p++;
-            skip_ws(sc);
-            continue;
-        }
-        if (sc->p < sc->end && *sc->p == ']') {
-            sc->p++;
-            return 0;
-        }
-        return -1;
+        int more = next_member(sc, ']');
+        if (more <= 0)
+            return more;
     }
 }
 

@@ -271,31 +271,31 @@ static inline size_t tu_rows(char *out, size_t cap, int n, const char *tag)
 }
 
 /* A batch of dataset ds holding tu_rows(n, tag), cap == len (1 when
- * empty), counted in the memory account as batch_buf_new does. */
-/* The same as batch.c closes it: an open buffer, filled, then sealed. */
-static inline batch_buf *tu_batch_closed(unsigned ds, int n, const char *tag)
+ * empty), counted in the memory account as batch_buf_new does (open:
+ * as batch.c makes one, batch_buf_open, and then seals it). */
+static inline batch_buf *tu_batch_as(unsigned ds, int n, const char *tag, int open)
 {
     char tmp[16384];
     size_t len = tu_rows(tmp, sizeof(tmp), n, tag);
-    batch_buf *b = batch_buf_open(ds, len ? len : 1);
+    batch_buf *b = open ? batch_buf_open(ds, len ? len : 1) : batch_buf_new(ds, len ? len : 1);
     ck_assert_ptr_nonnull(b);
     memcpy(b->data, tmp, len);
     b->len = len;
     b->rows = (uint64_t)n;
-    batch_buf_seal(b);
+    if (open)
+        batch_buf_seal(b);
     return b;
 }
 
 static inline batch_buf *tu_batch(unsigned ds, int n, const char *tag)
 {
-    char tmp[16384];
-    size_t len = tu_rows(tmp, sizeof(tmp), n, tag);
-    batch_buf *b = batch_buf_new(ds, len ? len : 1);
-    ck_assert_ptr_nonnull(b);
-    memcpy(b->data, tmp, len);
-    b->len = len;
-    b->rows = (uint64_t)n;
-    return b;
+    return tu_batch_as(ds, n, tag, 0);
+}
+
+/* The same as batch.c closes it: an open buffer, filled, then sealed. */
+static inline batch_buf *tu_batch_closed(unsigned ds, int n, const char *tag)
+{
+    return tu_batch_as(ds, n, tag, 1);
 }
 
 /* One spool record as docs/delivery.md describes it, written by the test
