@@ -136,6 +136,7 @@ int batch_append(const bf_row *row)
          * flush_bytes, so the memory account holds what the cap allows. */
         n = row_format(bt.scratch, row);
         if (b && b->cap - b->len < n) {
+            b->full = 1;
             slot_flush(s);
             b = NULL;
         }
@@ -147,8 +148,10 @@ int batch_append(const bf_row *row)
     b->rows++;
     stats.rows_batched[s->dataset]++;
     stats.bytes_batched[s->dataset] += n;
-    if (b->len >= bt.o.flush_bytes)
+    if (b->len >= bt.o.flush_bytes) {
+        b->full = 1;
         slot_flush(s);
+    }
     return 0;
 }
 

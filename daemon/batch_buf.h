@@ -24,6 +24,7 @@ typedef struct batch_buf {
     uint64_t first_ms;     /* loop time (uv_now) of the first row */
     uint64_t close_ms;     /* loop time the batch was closed */
     int open;              /* counted as an open buffer (memory.h) */
+    int full;              /* closed at flush_bytes, before its interval */
 } batch_buf;
 
 /* A new empty open batch (batch.c's): cap bytes (cap > 0), reserved with

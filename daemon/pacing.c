@@ -33,14 +33,14 @@ static double how_low(pacer *p, const sink_budget *b)
 }
 
 int pacer_answer(pacer *p, const pacing_opts *o, const sink_budget *b, int throttled,
-                 uint64_t age_ms)
+                 int full)
 {
     if (!o->on || (!throttled && !b->limit))
         return 0;
     double before = clamp_t(p->t_ms, o), t = before;
     double stretch = log(t / (double)o->base_ms); /* 0 at base */
     /* Closed by size: a longer interval would not make fewer requests. */
-    int may_raise = !age_ms || (double)age_ms * 2 >= t;
+    int may_raise = !full;
     double step, low = throttled ? 0 : how_low(p, b);
     if (throttled) {
         step = log(2);

@@ -60,9 +60,9 @@
  *     window. The batch stage therefore jitters each interval by 10%
  *     while pacing is on (sink.c).
  *
- * One more rule keeps T from winding up: a batch that closed in less than
- * half the interval closed by size (--flush-bytes), so a longer interval
- * would not make fewer requests; its answer does not raise T. A
+ * One more rule keeps T from winding up: for a batch that closed by size
+ * (--flush-bytes) a longer interval would not make fewer requests; its
+ * answer does not raise T. A
  * destination that reports no budget (a file, Kafka) never moves T.
  * tests/unit/test_pacing.c runs the law for fleets of 4 to 45 hosts
  * against one simulated limit (and shows each claim above); docs/scale.md
@@ -104,11 +104,10 @@ typedef struct pacer {
 } pacer;
 
 /* One answer for the dataset: its budget (limit 0: none), whether it was
- * refused for the rate limit, and how long its batch was open (age_ms; 0
- * when unknown: a batch read back from the spool). Returns 1 when the
- * interval in whole milliseconds changed. */
+ * refused for the rate limit, and whether its batch closed by size (full).
+ * Returns 1 when the interval in whole milliseconds changed. */
 int pacer_answer(pacer *p, const pacing_opts *o, const sink_budget *b, int throttled,
-                 uint64_t age_ms);
+                 int full);
 
 /* T in milliseconds, within the limits o gives now (a reload may have
  * moved them). */

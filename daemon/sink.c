@@ -359,6 +359,7 @@ static int split_job(ds_state *d, sink_job *j)
     b2->rows = count_newlines(b2->data, b2->len);
     b2->first_ms = b->first_ms;
     b2->close_ms = b->close_ms;
+    b2->full = b->full;
     b->len = cut;
     b->rows = rows1;
     j->split = j2->split = 1;
@@ -500,10 +501,9 @@ void sink_job_done(sink_job *j, const sink_answer *a)
     sk.inflight--;
     /* The pacer first (a refused batch's wait depends on it); the batch
      * stage is told at the end, as telling it may close and submit a
-     * batch. Replayed batches lost their receipt times. */
+     * batch. */
     int repaced = !sk.aborting &&
-                  pacer_answer(&d->pace, &sk.o.pacing, &a->budget, a->throttled,
-                               j->spool_ref ? 0 : j->b->close_ms - j->b->first_ms);
+                  pacer_answer(&d->pace, &sk.o.pacing, &a->budget, a->throttled, j->b->full);
 
     if (a->cls == SINK_DONE) {
         if (d->held)

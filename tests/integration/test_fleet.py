@@ -13,6 +13,8 @@ Run from the repo root:
     BIRDFEEDER_BUILD_DIR=build python3 -m unittest tests.integration.test_fleet -v
 """
 
+import json
+import signal
 import sys
 import unittest
 from pathlib import Path
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))          # tests/
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
 
 import fleet  # noqa: E402
+import harness  # noqa: E402
 from harness import BUILD  # noqa: E402
 
 
@@ -49,3 +52,39 @@ class TestFleet(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class TestPacingReload(harness.BirdfeederTestCase):
+
+    def test_sighup_moves_the_ceiling_and_pacing_off_holds_the_base(self):
+        """--max-flush-interval-ms and --pacing reload: a stretched interval
+        is held to a lower ceiling at once, and --pacing off brings it back
+        to --flush-interval-ms; the stats say so."""
+        tb = self.fake()
+        tb.faults(status=429, retry_after=0)
+        conf = self.tmpdir() / 'birdfeeder.json'
+        conf.write_text(json.dumps({'max-flush-interval-ms': 8000}))
+        d = self.daemon(['--config', str(conf), '--flush-interval-ms', '200'], tinybird=tb)
+        harness.send_json_lines([{'dataset': 'llm_events', 'model': 'gpt-5-nano', 'id': 'r-1'}],
+                                d.port)
+        s = harness.wait_until(
+            lambda: (lambda s: s if s['flush_interval_ms']['llm_events'] > 2000 else None)(
+                d.stats()), timeout=20, msg='llm_events stretched by the 429s')
+        self.assertEqual(s['pacing']['llm_events'], 'rate_limited')
+        self.assertEqual(s['pacing']['image_events'], 'normal')
+        conf.write_text(json.dumps({'max-flush-interval-ms': 1000}))
+        d.send_signal(signal.SIGHUP)
+        s = harness.wait_until(
+            lambda: (lambda s: s if s['flush_interval_ms']['llm_events'] == 1000 else None)(
+                d.stats()), timeout=10, msg='the new ceiling')
+        conf.write_text(json.dumps({'max-flush-interval-ms': 1000, 'pacing': 'off'}))
+        d.send_signal(signal.SIGHUP)
+        s = harness.wait_until(
+            lambda: (lambda s: s if s['pacing']['llm_events'] == 'off' else None)(d.stats()),
+            timeout=10, msg='pacing off')
+        self.assertEqual(s['flush_interval_ms']['llm_events'], 200)
+        self.assertIn('restart_needed=none', [line for line in d.log().splitlines()
+                                              if 'event=reloaded' in line][-1])
+        tb.faults(status=0)
+        harness.wait_until(lambda: tb.rows('llm_events'), timeout=20, msg='delivered')
+        self.assertEqual(d.stop(), 0)

@@ -172,6 +172,7 @@ START_TEST(test_batch_flush_by_size)
     ck_assert_uint_le(b->len, fb);
     ck_assert_uint_gt(b->len + last, fb);
     ck_assert_uint_eq(b->cap, fb); /* exactly flush_bytes: what memory.h counts */
+    ck_assert_int_eq(b->full, 1); /* and it says so (pacing reads it) */
     check_lines(b, 0, n - 2);
     ck_assert_uint_eq(stats.rows_batched[ds], (uint64_t)n);
     ck_assert_uint_eq(stats.bytes_batched[ds], total);
@@ -206,6 +207,7 @@ START_TEST(test_batch_flush_by_age)
     ck_assert_uint_eq(got[0]->rows, 3);
     ck_assert_uint_eq(got[0]->first_ms, t0);
     ck_assert_uint_ge(uv_now(&loop) - t0, 20);
+    ck_assert_int_eq(got[0]->full, 0);
     check_lines(got[0], 0, 2);
     ck_assert_uint_eq(stats.batches[ds], 1);
 

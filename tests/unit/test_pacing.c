@@ -34,8 +34,8 @@ START_TEST(test_pacing_off_and_silent_never_move)
     off.on = 0;
     sink_budget full = budget(10, 0, 1000), none = {0};
     for (int i = 0; i < 20; i++) {
-        ck_assert_int_eq(pacer_answer(&p, &off, &full, 1, 1000), 0);
-        ck_assert_int_eq(pacer_answer(&p, &on, &none, 0, 1000), 0);
+        ck_assert_int_eq(pacer_answer(&p, &off, &full, 1, 0), 0);
+        ck_assert_int_eq(pacer_answer(&p, &on, &none, 0, 0), 0);
     }
     ck_assert_uint_eq(pacer_interval_ms(&p, &off), 1000);
     ck_assert_uint_eq(pacer_interval_ms(&p, &on), 1000);
@@ -70,24 +70,24 @@ END_TEST
 START_TEST(test_pacing_low_raises_headroom_lowers)
 {
     pacer p = {0};
-    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){10, 5, 1000}, 0, 1000), 0);
+    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){10, 5, 1000}, 0, 0), 0);
     ck_assert_uint_eq(pacer_interval_ms(&p, &on), 1000);
-    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){10, 4, 1000}, 0, 1000), 1);
+    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){10, 4, 1000}, 0, 0), 1);
     ck_assert_uint_eq(pacer_interval_ms(&p, &on), (uint64_t)llround(1000 * exp(PACING_UP * 0.2)));
     ck_assert_int_eq(pacer_state(&p, &on), PACING_RATE_LIMITED);
     pacer spent = {0};
-    pacer_answer(&spent, &on, &(sink_budget){10, 0, 1000}, 0, 1000);
+    pacer_answer(&spent, &on, &(sink_budget){10, 0, 1000}, 0, 0);
     ck_assert_uint_eq(pacer_interval_ms(&spent, &on), (uint64_t)llround(1000 * exp(PACING_UP)));
     pacer barely = {0}; /* 51 of 100: the smallest step, a tenth of UP */
-    pacer_answer(&barely, &on, &(sink_budget){100, 49, 1000}, 0, 1000);
+    pacer_answer(&barely, &on, &(sink_budget){100, 49, 1000}, 0, 0);
     ck_assert_uint_eq(pacer_interval_ms(&barely, &on), (uint64_t)llround(1000 * exp(PACING_UP * 0.1)));
     for (int i = 0; i < 20; i++)
-        pacer_answer(&p, &on, &(sink_budget){10, 0, 1000}, 0, 10000);
+        pacer_answer(&p, &on, &(sink_budget){10, 0, 1000}, 0, 0);
     ck_assert_uint_eq(pacer_interval_ms(&p, &on), 10000);
     sink_budget half = budget(10, 5, 1000);
     uint64_t t = 10000, steps = 0, last = 0;
     while (t > 1000 && steps < 1000) {
-        pacer_answer(&p, &on, &half, 0, t);
+        pacer_answer(&p, &on, &half, 0, 0);
         uint64_t next = pacer_interval_ms(&p, &on);
         ck_assert_uint_lt(next, t);
         if (steps)
@@ -103,9 +103,9 @@ START_TEST(test_pacing_low_raises_headroom_lowers)
 }
 END_TEST
 
-/* A batch that closed in less than half the interval closed by size: a
- * longer interval would not make fewer requests, so neither "low" nor a
- * 429 raises T; headroom still lowers it. Unknown age (0) raises. */
+/* A batch that closed by size: a longer interval would not make fewer
+ * requests, so neither "low" nor a 429 raises T; headroom still lowers
+ * it. */
 START_TEST(test_pacing_closed_by_size_does_not_wind_up)
 {
     pacer p = {0};
@@ -113,15 +113,15 @@ START_TEST(test_pacing_closed_by_size_does_not_wind_up)
     pacer_answer(&p, &on, &none, 1, 0);
     pacer_answer(&p, &on, &none, 1, 0);
     uint64_t t = pacer_interval_ms(&p, &on);
-    ck_assert_uint_gt(t, 3900);
-    pacer_answer(&p, &on, &low, 0, t / 2 - 1);
-    pacer_answer(&p, &on, &none, 1, 300);
+    ck_assert_uint_gt(t, 3700);
+    pacer_answer(&p, &on, &low, 0, 1);
+    pacer_answer(&p, &on, &none, 1, 1);
     ck_assert_uint_le(pacer_interval_ms(&p, &on), t);
     t = pacer_interval_ms(&p, &on);
-    ck_assert_int_eq(pacer_answer(&p, &on, &low, 0, t / 2 + 1), 1);
+    ck_assert_int_eq(pacer_answer(&p, &on, &low, 0, 0), 1);
     ck_assert_uint_gt(pacer_interval_ms(&p, &on), t);
     t = pacer_interval_ms(&p, &on);
-    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){100, 100, 1000}, 0, 10), 1);
+    ck_assert_int_eq(pacer_answer(&p, &on, &(sink_budget){100, 100, 1000}, 0, 1), 1);
     ck_assert_uint_lt(pacer_interval_ms(&p, &on), t);
 }
 END_TEST
@@ -132,19 +132,19 @@ END_TEST
 START_TEST(test_pacing_reset_places_the_window)
 {
     pacer p = {0};
-    pacer_answer(&p, &on, &(sink_budget){100, 99, 10000}, 0, 1000);
+    pacer_answer(&p, &on, &(sink_budget){100, 99, 10000}, 0, 0);
     ck_assert_uint_eq(p.window_s, 10);
     pacer early = p, late = p;
     /* 30 of 100 used: at most 2 s into the window, on pace for 150 (low);
      * up to 10 s into it, for 30 (not low) */
-    pacer_answer(&early, &on, &(sink_budget){100, 70, 9000}, 0, 1000);
-    pacer_answer(&late, &on, &(sink_budget){100, 70, 1000}, 0, 1000);
+    pacer_answer(&early, &on, &(sink_budget){100, 70, 9000}, 0, 0);
+    pacer_answer(&late, &on, &(sink_budget){100, 70, 1000}, 0, 0);
     ck_assert_uint_gt(pacer_interval_ms(&early, &on), 1000);
     ck_assert_uint_eq(pacer_interval_ms(&late, &on), 1000);
     pacer q = {0};
-    pacer_answer(&q, &on, &(sink_budget){10, 5, 0}, 0, 1000);
+    pacer_answer(&q, &on, &(sink_budget){10, 5, 0}, 0, 0);
     ck_assert_uint_eq(pacer_interval_ms(&q, &on), 1000);
-    pacer_answer(&q, &on, &(sink_budget){10, 4, 0}, 0, 1000);
+    pacer_answer(&q, &on, &(sink_budget){10, 4, 0}, 0, 0);
     ck_assert_uint_gt(pacer_interval_ms(&q, &on), 1000);
     ck_assert_uint_eq(q.window_s, 0);
 }
@@ -199,12 +199,11 @@ typedef struct sim_result {
  * returns 1 when it was accepted. As sink.c does: a refused batch waits
  * for the window's end or the new interval, whichever is later, and up to
  * as long again. */
-static int sim_request(sim_host *x, double now, long w, uint64_t *used, uint64_t limit,
-                       uint64_t age)
+static int sim_request(sim_host *x, double now, long w, uint64_t *used, uint64_t limit)
 {
     int ok = ++*used <= limit;
     sink_budget b = {limit, ok ? limit - *used : 0, 1000};
-    pacer_answer(&x->p, &on, &b, !ok, age);
+    pacer_answer(&x->p, &on, &b, !ok, 0);
     if (!ok) {
         double end = (double)(w + 1) * 1000 - now, t = (double)pacer_interval_ms(&x->p, &on);
         double wait = end > t ? end : t;
@@ -258,14 +257,13 @@ static sim_result simulate(int n, uint64_t limit, double raise_ms, double end_ms
             sim_host *x = &h[i];
             int sends = 0, oks = 0;
             if (now - x->open_ms >= x->due_ms) { /* steady traffic: the next opens at once */
-                uint64_t age = (uint64_t)(now - x->open_ms);
                 x->open_ms = now;
                 x->due_ms = (double)pacer_interval_ms(&x->p, &on) * (0.9 + 0.2 * rnd());
                 if (x->retry_at >= 0) {
                     x->queued++;
                 } else {
                     sends++;
-                    oks += sim_request(x, now, w, &used, limit, age);
+                    oks += sim_request(x, now, w, &used, limit);
                 }
             }
             if (x->retry_at >= 0 && now >= x->retry_at) {
@@ -276,7 +274,7 @@ static sim_result simulate(int n, uint64_t limit, double raise_ms, double end_ms
                 x->open_ms = now;
                 x->due_ms = (double)pacer_interval_ms(&x->p, &on) * (0.9 + 0.2 * rnd());
                 sends++;
-                oks += sim_request(x, now, w, &used, limit, 0);
+                oks += sim_request(x, now, w, &used, limit);
             }
             if (counted) {
                 reqs += (uint64_t)sends;
