@@ -188,6 +188,10 @@ static uint64_t pause_for(ds_state *d, uint64_t ms)
     if (sk.draining && ms > 100)
         ms = 100;
     d->paused = 1;
+    /* From now, not from the loop's last turn: the loop time can be stale
+     * by the work done since, and a wait the destination asked for
+     * (Retry-After) must not end early. */
+    uv_update_time(sk.loop);
     uv_timer_start(&d->timer, on_resume, ms, 0);
     return ms;
 }
