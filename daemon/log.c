@@ -128,17 +128,10 @@ static size_t json_line(char *out, size_t n, const char *ts, enum log_level leve
     return len;
 }
 
-/* fmt is checked at log_write's and log_limited's callers. */
-static void log_vwrite(enum log_level level, const char *event,
-                       uint64_t suppressed, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void log_vwrite(enum log_level level, const char *event,
-                       uint64_t suppressed, const char *fmt, va_list ap)
+/* One line, in the format and with the prefix set now. */
+static void emit(enum log_level level, const char *event, uint64_t now, const char *fields,
+                 uint64_t suppressed)
 {
-    char fields[LOG_LINE_MAX] = "";
-    if (fmt && *fmt)
-        vsnprintf(fields, sizeof(fields), fmt, ap);
-    uint64_t now = clock_wall_ms();
     time_t secs = (time_t)(now / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
@@ -174,6 +167,54 @@ static void log_vwrite(enum log_level level, const char *event,
     /* One write(2) per line so concurrent lines never interleave. */
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+/* Lines logged while the configuration is read, before the format and the
+ * prefix are known (log_hold): written by log_release. */
+#define HELD_MAX 8
+static struct held_line {
+    enum log_level level;
+    const char *event; /* a string literal at every call site */
+    uint64_t ms, suppressed;
+    char fields[LOG_LINE_MAX];
+} held[HELD_MAX];
+static unsigned nheld;
+static int holding;
+
+void log_hold(void)
+{
+    holding = 1;
+}
+
+void log_release(void)
+{
+    holding = 0;
+    for (unsigned i = 0; i < nheld; i++)
+        if ((int)held[i].level >= LOAD(min_level)) /* the level set meanwhile */
+            emit(held[i].level, held[i].event, held[i].ms, held[i].fields,
+                 held[i].suppressed);
+    nheld = 0;
+}
+
+/* fmt is checked at log_write's and log_limited's callers. */
+static void log_vwrite(enum log_level level, const char *event,
+                       uint64_t suppressed, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void log_vwrite(enum log_level level, const char *event,
+                       uint64_t suppressed, const char *fmt, va_list ap)
+{
+    char fields[LOG_LINE_MAX] = "";
+    if (fmt && *fmt)
+        vsnprintf(fields, sizeof(fields), fmt, ap);
+    uint64_t now = clock_wall_ms();
+    if (holding && nheld < HELD_MAX) {
+        struct held_line *h = &held[nheld++];
+        *h = (struct held_line){.level = level, .event = event, .ms = now,
+                                .suppressed = suppressed};
+        memcpy(h->fields, fields, sizeof(fields));
+        return;
+    }
+    emit(level, event, now, fields, suppressed);
 }
 
 void log_write(enum log_level level, const char *event, const char *fmt, ...)

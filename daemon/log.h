@@ -45,6 +45,13 @@ int log_level_parse(const char *s);
 int log_format_parse(const char *s);
 void log_set_format(enum log_format format);
 
+/* Hold the lines logged from now on (up to 8; more are written at once)
+ * until log_release writes them: main holds while the configuration is
+ * read, so the lines config_load logs come out in the format and with the
+ * prefix that configuration sets. One thread only (at start). */
+void log_hold(void);
+void log_release(void);
+
 /* Is stderr the journal's stream? systemd sets JOURNAL_STREAM to the
  * device and inode of the stream it connects to stderr (and stdout); a
  * stderr redirected elsewhere by the unit or a wrapper does not match. */

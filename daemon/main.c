@@ -475,7 +475,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     app.argc = argc;
     app.argv = argv;
-    switch (config_load(&app.cfg, argc, argv, err, sizeof(err))) {
+    /* What config_load logs waits for the format and prefix it sets. */
+    log_hold();
+    enum config_result loaded = config_load(&app.cfg, argc, argv, err, sizeof(err));
+    log_set_priority_prefix(log_stderr_is_journal());
+    if (loaded == CONFIG_OK)
+        log_apply(&app.cfg);
+    log_release();
+    switch (loaded) {
     case CONFIG_EXIT_OK:
         config_free(&app.cfg);
         return 0;
@@ -487,8 +494,6 @@ int main(int argc, char **argv)
         break;
     }
     bf_config *cfg = &app.cfg;
-    log_set_priority_prefix(log_stderr_is_journal());
-    log_apply(cfg);
 
     if (catalog_load(cfg->catalog, &app.cat, err, sizeof(err)) < 0) {
         if (cfg->check_only)

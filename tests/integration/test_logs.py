@@ -123,6 +123,14 @@ class TestJsonFormat(LogTestCase):
         self.assertIn('reason', reject)
         self.assertTrue([r for r in recs if r['event'] == 'stopped'])
 
+    def test_lines_logged_while_the_config_is_read_follow_it(self):
+        # --token on the command line is warned about inside config_load,
+        # before the format is known: held until it is.
+        d = self.daemon(['--log-format', 'json', '--token', 'x', '--tinybird-url',
+                         'http://127.0.0.1:9'])
+        first = d.log().splitlines()[0]
+        self.assertEqual(json.loads(first)['event'], 'token_on_command_line')
+
     def test_bad_log_format_is_a_config_error(self):
         import subprocess
         p = subprocess.run([str(DAEMON_BIN), '--log-format', 'yaml', '--check-config'],

@@ -418,6 +418,48 @@ START_TEST(test_log_stderr_is_journal)
 }
 END_TEST
 
+/* ---- held lines (while the configuration is read) ------------------------ */
+
+/* Held lines come out at log_release in the format, the prefix and the
+ * level set meanwhile, in order; past 8 a line is written at once rather
+ * than lost. */
+START_TEST(test_log_hold_release)
+{
+    capture_start();
+    log_hold();
+    log_info("early", "n=1");
+    log_warn("early", "n=2");
+    const char *none = capture_end();
+    ck_assert_int_eq(count_lines(none), 0);
+    capture_start();
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_priority_prefix(1);
+    log_set_level(LOG_WARN);
+    log_release();
+    log_warn("after", "n=3");
+    const char *out = capture_end();
+    ck_assert_int_eq(count_lines(out), 2); /* the info line is below warn now */
+    ck_assert_msg(strncmp(line_at(out, 0), "<4>{\"ts\":", 9) == 0, "%s", line_at(out, 0));
+    ck_assert(strstr(line_at(out, 0), "\"event\":\"early\",\"n\":\"2\"") != NULL);
+    ck_assert(strstr(line_at(out, 1), "\"event\":\"after\"") != NULL);
+
+    log_set_format(LOG_FORMAT_TEXT);
+    log_set_priority_prefix(0);
+    log_set_level(LOG_INFO);
+    capture_start();
+    log_hold();
+    for (int i = 0; i < 10; i++)
+        log_info("many", "i=%d", i);
+    const char *over = capture_end();
+    ck_assert_int_eq(count_lines(over), 2); /* 8 held, 2 written */
+    capture_start();
+    log_release();
+    out = capture_end();
+    ck_assert_int_eq(count_lines(out), 8);
+    ck_assert(strstr(line_at(out, 7), "event=many i=7") != NULL);
+}
+END_TEST
+
 /* ---- log_limited --------------------------------------------------------- */
 
 START_TEST(test_log_limited_burst_then_suppressed)
@@ -512,6 +554,7 @@ Suite *log_suite(void)
     tcase_add_test(tc, test_log_json_any_text);
     tcase_add_test(tc, test_log_priority_prefix);
     tcase_add_test(tc, test_log_stderr_is_journal);
+    tcase_add_test(tc, test_log_hold_release);
     tcase_add_test(tc, test_log_limited_burst_then_suppressed);
     tcase_add_test(tc, test_log_limited_per_site);
     tcase_add_test(tc, test_log_limited_below_level_not_counted);
