@@ -386,7 +386,8 @@ def shim(build, out):
 
     def syscalls(n):
         r = subprocess.run(['strace', '-f', '-c', '-o', '/dev/stdout', str(build / 'bench-shim'),
-                            '--to', addr, '--count', str(n)], capture_output=True, text=True)
+                            '--to', addr, '--count', str(n), '--bare', '0'],
+                           capture_output=True, text=True)
         for line in r.stdout.splitlines():
             f = line.split()
             if f and f[-1] == 'total':
@@ -396,11 +397,15 @@ def shim(build, out):
     per = (syscalls(10000) - syscalls(0)) / 10000 if have_strace else float('nan')
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=10)
+    bare = res['bare_sendto_us_per_event']
     print(f'\nC shim: {per:.2f} system calls and {res["cpu_us_per_event"]:.2f} us of CPU per '
           f'bf_client_send ({res["events"]} events, {res["dropped"]} dropped); of which '
           f'encoding (bf_client_encode alone) {res["encode_us_per_event"]:.3f} us')
+    print(f'  floor, same run: a bare sendto loop of the same datagrams {bare:.2f} us; '
+          f'the shim costs {res["cpu_us_per_event"] / bare:.2f} times it, '
+          f'{res["cpu_us_per_event"] - bare:+.2f} us')
     out['shim'] = {'syscalls_per_event': per, 'cpu_us': res['cpu_us_per_event'],
-                   'encode_us': res['encode_us_per_event']}
+                   'encode_us': res['encode_us_per_event'], 'bare_sendto_us': bare}
 
 
 def main():

@@ -198,6 +198,37 @@ async function benchShim(addr, n, kind = 'llm') {
   return { wallNs: wall, syncNs: Number(syncNs), cpuUs: cpu, stats: d, warm: before.sent + before.dropped };
 }
 
+/**
+ * The floor under any Node sender: the same image datagrams, encoded
+ * beforehand, sent by node:dgram on a connected socket with a callback,
+ * in the same chunks as benchShim. What the shim adds is its CPU minus this.
+ */
+async function benchDgramFloor(addr, n) {
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
+  const sock = dgram.createSocket('udp4');
+  await new Promise((r, j) => { sock.once('error', j); sock.connect(port, host, r); });
+  const bufs = Array.from({ length: 1024 }, (_, i) => {
+    const b = Buffer.allocUnsafe(8192);
+    return b.subarray(0, encodeInto(b, 8192, 1, imageEvent(i), 120, 500));
+  });
+  let done = 0;
+  const cb = () => { done++; };
+  for (let i = 0; i < 5000; i++) sock.send(bufs[i & 1023], cb);
+  await sleep(50);
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n;) {
+    const end = Math.min(n, i + 1000);
+    for (; i < end; i++) sock.send(bufs[i & 1023], cb);
+    await tick();
+  }
+  const wall = Number(process.hrtime.bigint() - t0);
+  const cpu = cpuUs(c0);
+  await sleep(50);
+  sock.close();
+  return { wallNs: wall, cpuUs: cpu, done };
+}
+
 function benchEncode(n) {
   // What client.llm() does before dgram: encode into its reused buffer.
   const ev = event(1);
@@ -284,6 +315,10 @@ async function main() {
     const si = await benchShim(to, a.sends, 'image');
     row('shim: client.image() + callbacks', a.sends, si.wallNs, si.cpuUs,
       `sent ${si.stats.sent}, dropped ${si.stats.dropped}, failed ${si.stats.failed}`);
+    const fl = await benchDgramFloor(to, a.sends);
+    row('floor: dgram send, same bytes', a.sends, fl.wallNs, fl.cpuUs,
+      `shim image() / floor: ${(si.cpuUs / fl.cpuUs).toFixed(2)} times, ` +
+      `${((si.cpuUs - fl.cpuUs) / a.sends).toFixed(2)} us over it`);
     if (ownDaemon) {
       const want = rows0 + s.warm + s.stats.sent;
       const deadline = Date.now() + 20000;

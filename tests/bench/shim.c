@@ -4,16 +4,23 @@
  * bf_client_send to --to, then prints
  *   {"events":N,"cpu_us_per_event":X,"sent":N,"dropped":N}
  * where CPU is this process's user+system time over the send loop only,
- * and encode_us_per_event the same for bf_client_encode alone (the shim's
- * part, without the system call).
- * `make bench` runs it under strace -c as well, with --count 0 and N, to
- * count the system calls per event.
+ * encode_us_per_event the same for bf_client_encode alone (the shim's
+ * part, without the system call), and bare_sendto_us_per_event the same
+ * for a plain sendto(2) loop of the same datagrams, already encoded, to
+ * the same address: the kernel's floor under any UDP sender, against
+ * which the shim's cost is read (on loopback the sending system call
+ * also runs the receiving side of the network stack).
+ * `make bench` runs it under strace -c as well, with --count 0 and N and
+ * --bare 0, to count the shim's system calls per event.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "bf_addr.h"
 #include "bf_client.h"
 #include "mix.h"
 
@@ -31,11 +38,14 @@ int main(int argc, char **argv)
 {
     const char *to = NULL;
     unsigned long count = 200000;
+    int bare_on = 1; /* --bare 0: the shim's loop only (strace counts its calls) */
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--to"))
             to = argv[i + 1];
         else if (!strcmp(argv[i], "--count"))
             count = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--bare"))
+            bare_on = strcmp(argv[i + 1], "0") != 0;
     }
     int err;
     bf_client *c = bf_client_open(to, &err);
@@ -58,12 +68,36 @@ int main(int argc, char **argv)
     for (unsigned long i = 0; i < count; i++)
         bf_client_send(c, &evs[i % VARIANTS]);
     double cpu = cpu_s() - c0;
+
+    /* The floor: the same datagrams, encoded beforehand, by sendto alone. */
+    static uint8_t wire[VARIANTS][1500];
+    static size_t wlen[VARIANTS];
+    for (unsigned i = 0; i < VARIANTS; i++)
+        wlen[i] = bf_client_encode(&evs[i], wire[i], sizeof(wire[i]));
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    double bare = 0;
+    if (bare_on && to && bf_addr_parse(to, 0, &ss, &sl) == 0) {
+        int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            perror("bench-shim: socket");
+            return 1;
+        }
+        double b0 = cpu_s();
+        for (unsigned long i = 0; i < count; i++) {
+            unsigned k = (unsigned)(i % VARIANTS);
+            (void)sendto(fd, wire[k], wlen[k], MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+        }
+        bare = cpu_s() - b0;
+        close(fd);
+    }
     struct bf_client_stats st;
     bf_client_stats(c, &st);
     printf("{\"events\":%lu,\"cpu_us_per_event\":%.3f,\"encode_us_per_event\":%.3f,"
-           "\"sent\":%llu,\"dropped\":%llu,\"bytes\":%zu}\n",
+           "\"bare_sendto_us_per_event\":%.3f,\"sent\":%llu,\"dropped\":%llu,\"bytes\":%zu}\n",
            count, count ? 1e6 * cpu / (double)count : 0.0,
-           count ? 1e6 * enc / (double)count : 0.0, (unsigned long long)st.sent,
+           count ? 1e6 * enc / (double)count : 0.0,
+           count ? 1e6 * bare / (double)count : 0.0, (unsigned long long)st.sent,
            (unsigned long long)st.dropped, sink);
     bf_client_close(c);
     return 0;

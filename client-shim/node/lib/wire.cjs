@@ -14,12 +14,19 @@ const DIGITS = /^[0-9]{1,20}$/;
 // Strings up to this many UTF-16 units are tried as ASCII in a JS loop.
 const ASCII_LOOP_MAX = 40;
 
+const SURROGATE = /[\uD800-\uDFFF]/;
+
 /** The prefix of s holding its first max code points. A surrogate pair is
  * one code point, so it is never split; a lone surrogate counts as one, as
  * the U+FFFD it is written as does. */
 function cutChars(s, max) {
   const len = s.length;
   if (len <= max) return s;
+  // Without a surrogate in the first max units each unit is one code point:
+  // the cut is those units. The regex runs natively, about ten times
+  // faster than the loop below over a 120-unit prompt (node_bench.mjs).
+  const head = s.slice(0, max);
+  if (!SURROGATE.test(head)) return head;
   let i = 0;
   for (let n = 0; n < max && i < len; n++) {
     const c = s.charCodeAt(i);
