@@ -25,8 +25,11 @@
 #endif
 
 /* OPT_DURATION: milliseconds, written with a unit (ms, s, m, h, d) or as a
- * bare number of milliseconds. */
-enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT, OPT_DURATION };
+ * bare number of milliseconds. OPT_LIST: text, several values joined by
+ * ','; each flag adds one, and a source (environment, file) gives them all
+ * at once. OPT_BOOL: a flag without value (or =yes/no); true/false in the
+ * file; stored as 0 or 1. */
+enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT, OPT_DURATION, OPT_LIST, OPT_BOOL };
 
 typedef struct option_def {
     const char *name;   /* flag and JSON key */
@@ -37,6 +40,11 @@ typedef struct option_def {
     const char *env;    /* extra environment names, besides BIRDFEEDER_X */
     const char *help;
 } option_def;
+
+static int is_text(const option_def *o)
+{
+    return o->type == OPT_STR || o->type == OPT_LIST;
+}
 
 /* Defaults that depend on where the daemon runs (paths.h) start with one
  * of these in the table: the state or runtime directory, or the installed
@@ -55,9 +63,27 @@ static int by_context(const option_def *o)
 
 #define OFF(m) offsetof(bf_config, m)
 static const option_def options[] = {
-    {"listen", OPT_STR, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
-     "UDP address to receive datagrams on: A.B.C.D:PORT, [IPv6]:PORT or "
-     "localhost:PORT (port 0: any free port)"},
+    {"listen", OPT_LIST, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
+     "where to receive datagrams: UDP A.B.C.D:PORT, [IPv6]:PORT or "
+     "localhost:PORT (port 0: any free port), or a Unix datagram socket "
+     "unix:/PATH (mode 0660, --listen-group; senders' uids checked with "
+     "--allow-uid/--allow-gid). Give it several times, or comma-separated, "
+     "to listen on several. Loopback only unless --allow-remote"},
+    {"allow-remote", OPT_BOOL, OFF(allow_remote), "no", 0, 1, NULL,
+     "allow addresses beyond loopback for every listening socket (any host "
+     "that reaches one could send events and costs); logged at warn level"},
+    {"listen-group", OPT_STR, OFF(listen_group), NULL, 0, 0, NULL,
+     "group (name or number) of the unix: sockets, which are mode 0660: its "
+     "members may send; default the daemon's group"},
+    {"allow-uid", OPT_LIST, OFF(allow_uid), NULL, 0, 0, NULL,
+     "users (names or numbers, comma-separated) whose datagrams a unix: "
+     "socket accepts, by the kernel's SCM_CREDENTIALS; others count as "
+     "rejected.peer_not_allowed. Unset with --allow-gid unset: any sender "
+     "that may open the socket"},
+    {"allow-gid", OPT_LIST, OFF(allow_gid), NULL, 0, 0, NULL,
+     "groups (names or numbers) whose members' datagrams a unix: socket "
+     "accepts, by the sender's group in SCM_CREDENTIALS; with --allow-uid, "
+     "either one admits"},
     {"tinybird-url", OPT_STR, OFF(tinybird_url), "https://api.tinybird.co", 0, 0,
      "TINYBIRD_API_URL TINYBIRD_URL", "Tinybird API base URL (region host)"},
     {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",
@@ -86,7 +112,8 @@ static const option_def options[] = {
      "group)"},
     {"metrics-listen", OPT_STR, OFF(metrics_listen), "", 0, 0, NULL,
      "HOST:PORT to serve GET /metrics (Prometheus) and GET /health on over "
-     "HTTP, for example 127.0.0.1:9190; loopback only ('' off)"},
+     "HTTP, for example 127.0.0.1:9190; loopback only unless --allow-remote "
+     "('' off)"},
     {"spool-dir", OPT_STR, OFF(spool_dir), STATE_DEF "spool", 0, 0, NULL,
      "where batches wait on disk (memory cap, outage at shutdown) and "
      "refused batches are kept (dead-letter.ndjson); one daemon at a time"},
@@ -168,15 +195,19 @@ static int check_listen(const char *opt, const char *addr, int allow_remote, cha
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (bf_addr_parse(addr, BF_ADDR_BIND, &ss, &len) < 0) {
+    if (bf_addr_parse(addr, BF_ADDR_BIND, &ss, &len) < 0 || ss.ss_family == AF_UNIX) {
         errf(err, n, "option '%s': '%s' is not A.B.C.D:PORT, [IPv6]:PORT or "
                      "localhost:PORT", opt, addr);
         return -1;
     }
-    if (!allow_remote && !bf_addr_is_loopback((struct sockaddr *)&ss)) {
-        errf(err, n, "option '%s': '%s' is not a loopback address; other hosts "
-                     "could reach it", opt, addr);
-        return -1;
+    if (!bf_addr_is_loopback((struct sockaddr *)&ss)) {
+        if (!allow_remote) {
+            errf(err, n, "option '%s': '%s' is not a loopback address; other hosts "
+                         "could reach it (give --allow-remote to allow it)", opt, addr);
+            return -1;
+        }
+        log_warn("listen_remote", "option=%s addr=%s note=\"--allow-remote: any host "
+                                  "that reaches this address can reach it\"", opt, addr);
     }
     return 0;
 }
@@ -226,12 +257,48 @@ static int parse_number(const char *s, enum opt_type type, uint64_t *out)
 
 /* Set one option from text, remembering where it came from. src names
  * the source for error messages (the file's path for the file). */
+/* "1", "yes", "true", "on" and "0", "no", "false", "off", any case. */
+static int parse_bool(const char *s, uint64_t *out)
+{
+    static const char *const yes[] = {"1", "yes", "true", "on"}, *const no[] = {
+        "0", "no", "false", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return (*out = 1), 0;
+        if (strcasecmp(s, no[i]) == 0)
+            return (*out = 0), 0;
+    }
+    return -1;
+}
+
 static int set_option(bf_config *cfg, const option_def *o, const char *val,
                       enum config_source from, const char *src, char *err, size_t n)
 {
     char *slot = (char *)cfg + o->offset;
+    int again = cfg->source[o - options] == from && from == CONFIG_SRC_FLAG;
     cfg->source[o - options] = (unsigned char)from;
-    if (o->type == OPT_STR) {
+    if (o->type == OPT_LIST && again && *(char **)slot) {
+        /* Another flag of a list: one more value. */
+        char *old = *(char **)slot, *joined = malloc(strlen(old) + strlen(val) + 2);
+        if (!joined) {
+            errf(err, n, "out of memory");
+            return -1;
+        }
+        sprintf(joined, "%s,%s", old, val);
+        free(old);
+        *(char **)slot = joined;
+        return 0;
+    }
+    if (o->type == OPT_BOOL) {
+        uint64_t b;
+        if (parse_bool(val, &b) < 0) {
+            errf(err, n, "%s: option '%s': '%s' is not yes or no", src, o->name, val);
+            return -1;
+        }
+        *(uint64_t *)slot = b;
+        return 0;
+    }
+    if (is_text(o)) {
         char *copy = strdup(val);
         if (!copy) {
             errf(err, n, "out of memory");
@@ -270,6 +337,28 @@ static const option_def *find_option(const char *key)
         if (strcmp(options[k].name, norm) == 0)
             return &options[k];
     return NULL;
+}
+
+/* ["a", "b"] as "a,b" (new; NULL when not all strings, or empty). */
+static char *join_strings(json_t *arr)
+{
+    size_t len = 0, i;
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        if (!json_is_string(e))
+            return NULL;
+        len += strlen(json_string_value(e)) + 1;
+    }
+    char *out = len ? malloc(len) : NULL;
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    json_array_foreach(arr, i, e) {
+        if (i)
+            strcat(out, ",");
+        strcat(out, json_string_value(e));
+    }
+    return out;
 }
 
 static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
@@ -319,22 +408,30 @@ static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
             break;
         }
         const char *text;
+        char *list = NULL;
         if (json_is_string(v)) {
             text = json_string_value(v);
-        } else if (json_is_integer(v) && o->type != OPT_STR &&
+        } else if (json_is_integer(v) && !is_text(o) && o->type != OPT_BOOL &&
                    json_integer_value(v) >= 0) {
             snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
             text = num;
+        } else if (json_is_boolean(v) && o->type == OPT_BOOL) {
+            text = json_is_true(v) ? "yes" : "no";
+        } else if (json_is_array(v) && o->type == OPT_LIST &&
+                   (text = list = join_strings(v)) != NULL) {
         } else {
             errf(err, n, "%s: key '%s': expected %s", path, key,
-                 o->type == OPT_STR ? "a string" : "a non-negative integer");
+                 o->type == OPT_STR    ? "a string"
+                 : o->type == OPT_LIST ? "a string or an array of strings"
+                 : o->type == OPT_BOOL ? "true or false"
+                                       : "a non-negative integer");
             rc = -1;
             break;
         }
-        if (set_option(cfg, o, text, CONFIG_SRC_FILE, path, err, n) < 0) {
-            rc = -1;
+        rc = set_option(cfg, o, text, CONFIG_SRC_FILE, path, err, n);
+        free(list);
+        if (rc < 0)
             break;
-        }
     }
     json_decref(root);
     return rc;
@@ -368,18 +465,19 @@ static int load_env(bf_config *cfg, char *err, size_t n)
 void config_usage(void)
 {
     printf("usage: birdfeederd [options]\n\n"
-           "Receives one UDP datagram per event on localhost, enriches the\n"
-           "events and sends them in batches to Tinybird's Events API.\n\n"
+           "Receives one datagram per event (UDP on loopback, or a Unix socket),\n"
+           "enriches the events and sends them in batches to Tinybird's Events API.\n\n"
            "Each option can also be set as BIRDFEEDER_<NAME> in the environment\n"
            "or as a key of the JSON file given with --config; the flag beats\n"
            "the environment beats the file.\n\n");
     for (size_t k = 0; k < N_OPTIONS; k++) {
         const option_def *o = &options[k];
-        printf("  --%s %s\n      %s\n", o->name,
-               o->type == OPT_STR        ? "VALUE"
-               : o->type == OPT_SIZE     ? "BYTES"
-               : o->type == OPT_DURATION ? "DURATION"
-                                         : "N",
+        printf("  --%s%s\n      %s\n", o->name,
+               is_text(o)                ? " VALUE"
+               : o->type == OPT_BOOL     ? "[=BOOL]"
+               : o->type == OPT_SIZE     ? " BYTES"
+               : o->type == OPT_DURATION ? " DURATION"
+                                         : " N",
                o->help);
         if (o->def && strcmp(o->def, CATALOG_DEF) == 0)
             printf("      default (by context): %s when installed, else the built-in "
@@ -424,11 +522,13 @@ void config_print(const bf_config *cfg)
         const option_def *opt = &options[k];
         const char *slot = (const char *)cfg + opt->offset;
         json_t *v;
-        if (opt->type == OPT_STR) {
+        if (is_text(opt)) {
             const char *str = *(char *const *)slot;
             if (str && opt->offset == offsetof(bf_config, token))
                 str = "(set)"; /* never print a secret */
             v = str ? json_string(str) : json_null();
+        } else if (opt->type == OPT_BOOL) {
+            v = json_boolean(*(const uint64_t *)slot);
         } else {
             v = json_integer((json_int_t) * (const uint64_t *)slot);
         }
@@ -455,7 +555,7 @@ static void diff(const bf_config *a, const bf_config *b, const char *const *list
             continue;
         const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
         int same;
-        if (o->type == OPT_STR) {
+        if (is_text(o)) {
             const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
             same = (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
         } else {
@@ -649,7 +749,7 @@ void config_diff_among(const bf_config *a, const bf_config *b, const char *const
 void config_free(bf_config *cfg)
 {
     for (size_t k = 0; k < N_OPTIONS; k++)
-        if (options[k].type == OPT_STR) {
+        if (is_text(&options[k])) {
             char **slot = (char **)((char *)cfg + options[k].offset);
             free(*slot);
             *slot = NULL;
@@ -807,8 +907,10 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     struct option longopts[N_OPTIONS + 5];
     memset(cfg, 0, sizeof(*cfg));
     for (size_t k = 0; k < N_OPTIONS; k++) {
-        longopts[k] = (struct option){options[k].name, required_argument, NULL,
-                                      (int)k};
+        longopts[k] = (struct option){options[k].name,
+                                      options[k].type == OPT_BOOL ? optional_argument
+                                                                  : required_argument,
+                                      NULL, (int)k};
         if (options[k].def && !by_context(&options[k]) &&
             set_option(cfg, &options[k], options[k].def, CONFIG_SRC_DEFAULT, "default",
                        err, n) < 0)
@@ -870,7 +972,8 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
     optind = 0;
     while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
         if (c >= 0 && c < (int)N_OPTIONS &&
-            set_option(cfg, &options[c], optarg, CONFIG_SRC_FLAG, "flag", err, n) < 0)
+            set_option(cfg, &options[c], optarg ? optarg : "yes", CONFIG_SRC_FLAG, "flag",
+                       err, n) < 0)
             goto out;
     }
     level_take(cfg, &lv[2]);
@@ -931,7 +1034,8 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
     }
     /* --allow-remote (issue 11) will lift the loopback rule here. */
     if (cfg->metrics_listen && *cfg->metrics_listen &&
-        check_listen("metrics-listen", cfg->metrics_listen, 0, err, n) < 0)
+        check_listen("metrics-listen", cfg->metrics_listen, (int)cfg->allow_remote, err,
+                     n) < 0)
         return CONFIG_ERROR;
     if (log_format_parse(cfg->log_format) < 0) {
         errf(err, n, "option 'log-format': '%s' is not text or json", cfg->log_format);

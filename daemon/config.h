@@ -25,7 +25,10 @@ enum config_source {
 #define CONFIG_OPTIONS_MAX 64
 
 typedef struct bf_config {
-    char *listen;            /* HOST:PORT for the UDP socket */
+    char *listen;            /* addresses (bf_addr.h), comma-separated */
+    char *listen_group;      /* group of unix: sockets; NULL: ours */
+    char *allow_uid, *allow_gid; /* senders unix: sockets accept; NULL: all */
+    uint64_t allow_remote;   /* 1: listening beyond loopback allowed */
     char *tinybird_url;      /* base URL, no trailing slash */
     char *token;             /* Tinybird token; NULL: local file sink */
     char *token_file;        /* where the token was read from, or NULL */

@@ -236,7 +236,9 @@ static batch_opts batch_options(const bf_config *cfg)
 
 static receive_opts receive_options(const bf_config *cfg)
 {
-    return (receive_opts){.listen = cfg->listen, .rcvbuf = cfg->rcvbuf_bytes,
+    return (receive_opts){.listen = cfg->listen, .allow_remote = (int)cfg->allow_remote,
+                          .listen_group = cfg->listen_group, .allow_uid = cfg->allow_uid,
+                          .allow_gid = cfg->allow_gid, .rcvbuf = cfg->rcvbuf_bytes,
                           .max_datagram = cfg->max_datagram, .cb = on_datagram,
                           .wait = wait_for_room};
 }
@@ -260,10 +262,11 @@ static void stats_group_apply(const bf_config *cfg, int at_start)
 }
 
 /* What a reload applies, by the module that takes it through its own
- * x_reconfigure; the sink's set only when sink_reconfigure took it. What
- * is in neither list binds a socket or names a path or a key (listen,
- * stats-socket, metrics-listen, spool-dir, ip-hash-key-file): the log line
- * names it for a restart. */
+ * x_reconfigure; the sink's set only when sink_reconfigure took it, the
+ * allowed peers only when each name resolves. What
+ * is in no list binds a socket or names a path or a key (listen,
+ * allow-remote, listen-group, stats-socket, metrics-listen, spool-dir,
+ * ip-hash-key-file): the log line names it for a restart. */
 static const char *const reload_always[] = {
     "catalog", "max-event-age", "max-event-skew",       /* enrich */
     "log-level", "log-format",                          /* log */
@@ -279,6 +282,7 @@ static const char *const reload_sink[] = {
     "pacing", "flush-interval-ms", "max-flush-interval-ms", /* and its pacing */
     "max-spool-bytes", "spool-segment-bytes", "max-dead-letter-bytes", /* spool */
     NULL};
+static const char *const reload_receive[] = {"allow-uid", "allow-gid", NULL}; /* if known */
 
 /* The memory account's cap and the headroom it keeps for a full open
  * batch of every dataset and one closed batch of each on its way to the
@@ -309,7 +313,10 @@ static void apply_config(bf_config *fresh, catalog *cat)
     batch_opts bo = batch_options(fresh);
     batch_reconfigure(&bo);
     receive_opts ro = receive_options(fresh);
-    receive_reconfigure(&ro);
+    char rerr[512] = "";
+    int receive_ok = receive_reconfigure(&ro, rerr, sizeof(rerr)) == 0; /* checked, */
+    if (!receive_ok) /* unless a user went between the check and now */
+        log_error("reload_failed", "what=allow-uid/allow-gid error=\"%s\" keeping=old", rerr);
     stats_reconfigure((unsigned)fresh->stats_interval_ms, (unsigned)fresh->stats_max_clients);
     stats_group_apply(fresh, 0);
     char err[512] = "", changed[512], restart[512];
@@ -317,9 +324,12 @@ static void apply_config(bf_config *fresh, catalog *cat)
     int sink_ok = sink_reconfigure(sink_options(fresh, &sc), err, sizeof(err)) == 0;
 
     const char *applied[sizeof(reload_always) / sizeof(*reload_always) +
+                         sizeof(reload_receive) / sizeof(*reload_receive) +
                          sizeof(reload_sink) / sizeof(*reload_sink)];
     size_t k = 0;
     for (const char *const *nm = reload_always; *nm; nm++)
+        applied[k++] = *nm;
+    for (const char *const *nm = reload_receive; receive_ok && *nm; nm++)
         applied[k++] = *nm;
     for (const char *const *nm = reload_sink; sink_ok && *nm; nm++)
         applied[k++] = *nm;
@@ -344,6 +354,12 @@ static void reload(void)
     char err[512];
     bf_config fresh;
     if (config_load(&fresh, app.argc, app.argv, err, sizeof(err)) != CONFIG_OK) {
+        log_error("reload_failed", "what=config error=\"%s\" keeping=old", err);
+        config_free(&fresh);
+        return;
+    }
+    receive_opts ro = receive_options(&fresh);
+    if (receive_check_names(&ro, err, sizeof(err)) < 0) {
         log_error("reload_failed", "what=config error=\"%s\" keeping=old", err);
         config_free(&fresh);
         return;
@@ -446,7 +462,10 @@ static int check_start(const bf_config *cfg)
         what = "spool";
         context_hint(cfg, "spool-dir", err, sizeof(err));
     }
-    if (!what && receive_check_listen(cfg->listen, err, sizeof(err)) < 0)
+    receive_opts ro = receive_options(cfg);
+    if (!what && (receive_check_listen(cfg->listen, (int)cfg->allow_remote, err,
+                                       sizeof(err)) < 0 ||
+                  receive_check_names(&ro, err, sizeof(err)) < 0))
         what = "listen";
     if (what) {
         fprintf(stderr, "birdfeederd: check failed: %s: %s\n", what, err);

@@ -1,11 +1,18 @@
 /*
- * receive.h: the UDP socket. Reads datagrams in batches (recvmmsg through
- * libuv's UV_UDP_RECVMMSG) into one reused buffer, so receiving allocates
- * nothing per datagram, and hands each to a callback on the loop thread.
+ * receive.h: the listening sockets, UDP and Unix datagram. Reads datagrams
+ * in batches (recvmmsg: through libuv's UV_UDP_RECVMMSG for UDP, directly
+ * for Unix sockets, whose senders' credentials come in a control message)
+ * into one reused buffer, so receiving allocates nothing per datagram, and
+ * hands each to a callback on the loop thread.
  *
- * The socket is either bound to --listen or, under systemd socket
- * activation, the datagram socket passed in LISTEN_FDS, which keeps
- * queueing while the daemon restarts.
+ * The sockets are either bound to the --listen addresses or, under systemd
+ * socket activation, the datagram sockets passed in LISTEN_FDS (UDP, or
+ * Unix from ListenDatagram=/path), which keep queueing while the daemon
+ * restarts. No socket reaches beyond loopback unless allow_remote; a Unix
+ * socket bound here is born mode 0660 (its group listen_group) and, when
+ * allow_uid or allow_gid is set, passes on only datagrams whose sender the
+ * kernel vouches for (SO_PASSCRED); the others count as
+ * rejected.peer_not_allowed.
  */
 #ifndef BF_RECEIVE_H
 #define BF_RECEIVE_H
@@ -19,9 +26,18 @@
 typedef void (*receive_cb)(const uint8_t *buf, size_t len, uint64_t recv_ms,
                            void *arg);
 
+/* At most this many sockets (--listen values, or passed by systemd). */
+#define RECEIVE_LISTEN_MAX 8
+
 typedef struct receive_opts {
-    const char *listen;      /* HOST:PORT as proto/bf_addr.h reads it; port 0:
-                                any free port (see receive_address) */
+    const char *listen;      /* addresses as proto/bf_addr.h reads them,
+                                comma-separated; port 0: any free port (see
+                                receive_address) */
+    int allow_remote;        /* addresses beyond loopback allowed (warned) */
+    const char *listen_group;/* group of the unix: sockets; NULL: ours */
+    const char *allow_uid;   /* users (names or numbers, comma-separated)
+                                unix: sockets accept; NULL: any */
+    const char *allow_gid;   /* groups, likewise; with allow_uid, either */
     uint64_t rcvbuf;         /* SO_RCVBUF to ask for */
     size_t max_datagram;     /* larger: rejected.oversize, cb not called */
     receive_cb cb;
@@ -31,26 +47,35 @@ typedef struct receive_opts {
     int (*wait)(void *arg);
 } receive_opts;
 
-/* Open (or adopt) the socket and start reading. On error returns a
+/* Open (or adopt) the sockets and start reading. On error returns a
  * negative libuv error with a message in err (size n); call receive_close
- * in every case, which releases the handle and the buffer. */
+ * in every case, which releases the handles, the buffer, and removes the
+ * Unix sockets bound here. */
 int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n);
 
-/* Whether receive_start could use listen (it parses, or systemd passes
- * the socket), changing nothing: 0, or a negative errno with a message in
- * err (size n). */
-int receive_check_listen(const char *listen, char *err, size_t n);
+/* Whether receive_start could use listen (every address parses and is
+ * loopback or allowed, or systemd passes the sockets), changing nothing: 0,
+ * or a negative errno with a message in err (size n). */
+int receive_check_listen(const char *listen, int allow_remote, char *err, size_t n);
 
-/* 1 while the socket is read from the loop: after receive_start, before
+/* Whether the users and groups opts names (allow_uid, allow_gid,
+ * listen_group) exist: 0, or UV_EINVAL with a message in err (size n). */
+int receive_check_names(const receive_opts *opts, char *err, size_t n);
+
+/* 1 while the sockets are read from the loop: after receive_start, before
  * receive_stop_and_drain. For the health check. */
 int receive_reading(void);
 
-/* New options from a reload, on the socket as it is (never rebound): the
- * receive buffer asked for (SO_RCVBUF; the granted size is the gauge) and
- * the largest datagram accepted. listen and cb are not changed. */
-void receive_reconfigure(const receive_opts *opts);
+/* New options from a reload, on the sockets as they are (never rebound):
+ * the receive buffer asked for (SO_RCVBUF; the granted size is the gauge),
+ * the largest datagram accepted, and --allow-uid/--allow-gid. listen,
+ * allow_remote, listen_group and cb are not changed. -1 with err when an
+ * allowed user or group does not resolve: the old ones stay (the buffer
+ * and size still apply). */
+int receive_reconfigure(const receive_opts *opts, char *err, size_t n);
 
-/* The bound address as "HOST:PORT" (for logs and tests). */
+/* The bound addresses, comma-separated: "HOST:PORT", "[IPv6]:PORT",
+ * "unix:/PATH" (for logs and tests). */
 const char *receive_address(void);
 
 /* Stop reading from the loop, then read what the socket already holds
@@ -62,10 +87,11 @@ void receive_stop_and_drain(void);
  * socket is closed: the readers keep the last values. */
 void receive_refresh_gauges(void);
 
-/* The gauges receive owns, for stats (daemon/stats.def): the socket's
- * count of datagrams the kernel dropped and the bytes waiting in its
- * queue, both as of the last receive_refresh_gauges, and the SO_RCVBUF
- * granted at start (as the kernel reports it, doubled). Each is 0 until
+/* The gauges receive owns, for stats (daemon/stats.def): the sockets'
+ * count of datagrams the kernel dropped and the bytes waiting in their
+ * queues (summed), both as of the last receive_refresh_gauges, and the
+ * SO_RCVBUF granted at start to the first (as the kernel reports it,
+ * doubled). Each is 0 until
  * the first receive_start sets it. */
 uint64_t receive_kernel_drops(void);
 uint64_t receive_queue_bytes(void);

@@ -40,7 +40,8 @@ CONFIG_JSON = os.path.join(REPO, "daemon", "birdfeeder.json")
 
 MD_BEGIN, MD_END = "<!-- BEGIN GENERATED OPTIONS -->", "<!-- END GENERATED OPTIONS -->"
 MAN_BEGIN, MAN_END = '.\\" BEGIN GENERATED OPTIONS', '.\\" END GENERATED OPTIONS'
-KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer", "DURATION": "duration"}
+KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer", "DURATION": "duration",
+         "BOOL": "flag"}
 NOT_IN_FILE = {"token"}  # the token goes in /etc/birdfeeder/token, a credential
 
 sys.path.insert(0, os.path.join(REPO, "proto"))
@@ -51,9 +52,10 @@ def parse_help(text):
     """[{name, kind, help, default, env}] in --help order (table options only)."""
     opts, cur = [], None
     for line in text.splitlines():
-        m = re.match(r"  --([a-z][a-z0-9-]*) (VALUE|BYTES|DURATION|N)$", line)
+        m = re.match(r"  --([a-z][a-z0-9-]*)(?: (VALUE|BYTES|DURATION|N)|\[=(BOOL)\])$", line)
         if m:
-            cur = {"name": m.group(1), "kind": m.group(2), "help": "", "default": None,
+            cur = {"name": m.group(1), "kind": m.group(2) or m.group(3), "help": "",
+                   "default": None,
                    "by_context": False,
                    "env": ["BIRDFEEDER_" + m.group(1).upper().replace("-", "_")]}
             opts.append(cur)
@@ -108,7 +110,7 @@ def man_options(opts):
     for o in opts:
         flag = "\\-\\-" + o["name"].replace("-", "\\-")
         out += [".TP",
-                f'.BI {flag} " {o["kind"]}"',
+                f'.B {flag}' if o["kind"] == "BOOL" else f'.BI {flag} " {o["kind"]}"',
                 roff_text(o["help"] if o["help"].endswith(".") else o["help"] + ".")]
         if o["default"] is not None:
             d = o["default"] or "''"
@@ -162,7 +164,11 @@ def config_json(opts):
         if o["name"] in NOT_IN_FILE or o["default"] is None or o["by_context"]:
             continue
         v = o["default"]
-        conf[o["name"]] = int(v) if o["kind"] == "N" and v.isdigit() else v
+        if o["kind"] == "BOOL":
+            v = v == "yes"
+        elif o["kind"] == "N" and v.isdigit():
+            v = int(v)
+        conf[o["name"]] = v
     return json.dumps(conf, indent=2) + "\n"
 
 

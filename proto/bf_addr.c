@@ -4,7 +4,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 
 /* "1".."65535" (or "0" with BF_ADDR_BIND): 1 to 5 digits, nothing else. */
 static int parse_port(const char *s, unsigned flags, unsigned *port)
@@ -24,8 +26,24 @@ static int parse_port(const char *s, unsigned flags, unsigned *port)
     return 0;
 }
 
+/* "unix:/PATH": an absolute path that fits sun_path with its NUL. */
+static int parse_unix(const char *path, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+    size_t n = strlen(path);
+    if (path[0] != '/' || n >= sizeof(sun->sun_path))
+        return -EINVAL;
+    memset(ss, 0, sizeof(*ss));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, n + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
 int bf_addr_is_loopback(const struct sockaddr *sa)
 {
+    if (sa->sa_family == AF_UNIX)
+        return 1;
     if (sa->sa_family == AF_INET)
         return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
     if (sa->sa_family != AF_INET6)
@@ -38,6 +56,8 @@ int bf_addr_parse(const char *s, unsigned flags, struct sockaddr_storage *ss,
                   socklen_t *len)
 {
     char host[INET6_ADDRSTRLEN];
+    if (strncmp(s, "unix:", 5) == 0)
+        return parse_unix(s + 5, ss, len);
     const char *port, *h = s;
     size_t hlen;
     int bracketed = s[0] == '[';

@@ -12,6 +12,9 @@
 
 struct bf_client {
     int fd;
+    int unix_dgram;                /* sendto addr each time (see open) */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
     _Atomic uint64_t sent;
     _Atomic uint64_t dropped;
     _Atomic uint64_t oversize;
@@ -43,9 +46,16 @@ bf_client *bf_client_open(const char *hostport, int *err)
         result = -errno;
         goto fail;
     }
-    /* Connected: the kernel fills in the address once, and reports ICMP
-     * port-unreachable (no daemon) as ECONNREFUSED on a later send. */
-    if (connect(c->fd, (struct sockaddr *)&ss, sslen) < 0) {
+    /* A Unix socket is sent to by name every time: a daemon that is not
+     * running yet is no error at open, and one that restarts (a new socket
+     * at the same path) is reached at once, where a connected socket would
+     * keep the old, dead peer. UDP is connected: the kernel fills in the
+     * address once, and reports ICMP port-unreachable (no daemon) as
+     * ECONNREFUSED on a later send. */
+    c->unix_dgram = ss.ss_family == AF_UNIX;
+    c->addr = ss;
+    c->addrlen = sslen;
+    if (!c->unix_dgram && connect(c->fd, (struct sockaddr *)&ss, sslen) < 0) {
         result = -errno;
         close(c->fd);
         goto fail;
@@ -85,7 +95,10 @@ int bf_client_send(bf_client *c, const bf_event *ev)
     }
     /* MSG_DONTWAIT even though the socket is non-blocking, in case a caller
      * ever dup()s it; MSG_NOSIGNAL so no send can raise SIGPIPE. */
-    if (send(c->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+    ssize_t w = c->unix_dgram ? sendto(c->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL,
+                                       (const struct sockaddr *)&c->addr, c->addrlen)
+                              : send(c->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w >= 0) {
         atomic_fetch_add_explicit(&c->sent, 1, memory_order_relaxed);
         return 0;
     }
@@ -97,6 +110,7 @@ int bf_client_send(bf_client *c, const bf_event *ev)
 #endif
     case ENOBUFS:
     case ECONNREFUSED:
+    case ENOENT: /* unix: no socket at the path: no daemon */
         atomic_fetch_add_explicit(&c->dropped, 1, memory_order_relaxed);
         break;
     default:

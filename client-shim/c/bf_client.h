@@ -1,8 +1,8 @@
 /*
  * bf_client.h: send birdfeeder events from a C service.
  *
- * One event is one UDP datagram (protocol v1, proto/PROTOCOL.md) to the
- * birdfeeder daemon on the same host. Sending is fire-and-forget by design:
+ * One event is one datagram (protocol v1, proto/PROTOCOL.md), UDP or Unix, to
+ * the birdfeeder daemon on the same host. Sending is fire-and-forget by design:
  * bf_client_send() never blocks, never raises a signal and never waits for
  * the daemon. When the daemon is down or its socket buffer is full the event
  * is dropped and counted; the service goes on serving.
@@ -53,18 +53,23 @@ typedef struct bf_client bf_client;
 struct bf_client_stats {
     uint64_t sent;     /* handed to the kernel */
     uint64_t dropped;  /* EAGAIN/EWOULDBLOCK, ENOBUFS, ECONNREFUSED (no daemon
-                          listening: reported by the kernel on a later send) */
+                          listening: reported by the kernel on a later send),
+                          ENOENT (unix: no socket at the path) */
     uint64_t oversize; /* does not fit BF_CLIENT_MAX_DATAGRAM after the cut */
     uint64_t failed;   /* any other error (EPERM from a firewall, ...) */
 };
 
 /* Open a client for the daemon at hostport: "A.B.C.D:PORT", "[IPv6]:PORT" or
- * "localhost:PORT" (127.0.0.1), port 1 to 65535 (proto/bf_addr.h; no name
- * lookups, so open never blocks).
+ * "localhost:PORT" (127.0.0.1), port 1 to 65535, or "unix:/PATH", the
+ * daemon's Unix datagram socket (proto/bf_addr.h; no name lookups, so open
+ * never blocks).
  * NULL means $BIRDFEEDER_ADDR when set and not empty, else
- * BF_CLIENT_DEFAULT_ADDR. Creates a connected, non-blocking, close-on-exec
- * UDP socket; nothing is sent, so a daemon that is not running is not an
- * error here.
+ * BF_CLIENT_DEFAULT_ADDR. Creates a non-blocking, close-on-exec datagram
+ * socket (UDP: connected; Unix: sent to by path each time, so a daemon
+ * that restarts is found again); nothing is sent, so a daemon that is not
+ * running is not an error here. Over a Unix socket the daemon knows the
+ * sending user (and may accept only some: --allow-uid, --allow-gid), and a
+ * full daemon queue is EAGAIN (dropped, counted) rather than silent loss.
  * Returns a client that the caller owns (bf_client_close), or NULL with
  * *err (when err is not NULL) set to -EINVAL for an address that does not
  * parse, -ENOMEM, or the negative errno of socket()/connect(). */

@@ -42,6 +42,7 @@ PACKAGES = ['birdfeeder', 'libbirdfeeder1', 'libbirdfeeder-dev']
 RUNTIME_LIBS = ['libuv1', 'libcurl4', 'libjansson4', 'libssl3', 'libsystemd0', 'zlib1g',
                 'libmicrohttpd12']
 RMEM_MAX = Path('/proc/sys/net/core/rmem_max')
+DGRAM_QLEN = Path('/proc/sys/net/unix/max_dgram_qlen')
 # Where a leftover could hide; the purge check compares a listing of every
 # name containing "birdfeeder" outside these before install and after purge.
 PRUNE = ['/proc', '/sys', '/dev', '/tmp', '/var/tmp', '/work', '/root', '/home',
@@ -122,6 +123,7 @@ class Scenario:
         self.passed, self.failed = 0, 0
         self.before = set()
         self.rmem_max = RMEM_MAX.read_text().strip() if RMEM_MAX.exists() else None
+        self.qlen = DGRAM_QLEN.read_text().strip() if DGRAM_QLEN.exists() else None
         self.tmp = Path(tempfile.mkdtemp(prefix='bf-deb-'))
         self.had_private = os.path.lexists('/var/lib/private')
 
@@ -309,11 +311,12 @@ class Scenario:
     def cleanup(self):
         if any(installed(p) for p in PACKAGES):
             subprocess.run(['dpkg', '--purge', *PACKAGES], capture_output=True)
-        if self.rmem_max is not None and RMEM_MAX.read_text().strip() != self.rmem_max:
-            try:  # the package raised it for the daemon; put back the machine's value
-                RMEM_MAX.write_text(self.rmem_max)
-            except OSError:
-                pass
+        for path, was in ((RMEM_MAX, self.rmem_max), (DGRAM_QLEN, self.qlen)):
+            if was is not None and path.read_text().strip() != was:
+                try:  # the package raised it for the daemon; put back the machine's value
+                    path.write_text(was)
+                except OSError:
+                    pass
         if not self.had_private:  # made by purge() to play systemd
             try:
                 os.rmdir('/var/lib/private')

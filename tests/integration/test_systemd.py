@@ -95,7 +95,8 @@ def help_defaults(text, by_context=False):
     out, current = {}, None
     kind = 'default (by context)' if by_context else 'default'
     for line in text.splitlines():
-        m = re.match(r'\s+--([a-z][a-z0-9-]*) (VALUE|BYTES|DURATION|N)$', line)
+        m = re.match(r'\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
+                     line)
         if m:
             current = m.group(1)
             continue
@@ -247,8 +248,9 @@ class TestUnits(SystemdTestCase):
     def test_default_config_file_has_every_option_and_is_valid(self):
         """daemon/birdfeeder.json (installed as /etc/birdfeeder/birdfeeder.json)
         sets every option of --help to its default, except the token, which
-        belongs in /etc/birdfeeder/token, token-file, which has no default,
-        and the paths whose default depends on where the daemon runs (a
+        belongs in /etc/birdfeeder/token, those with no default (token-file,
+        the unix: sockets' group and peers), and the paths whose default
+        depends on where the daemon runs (a
         fixed one there would override systemd's directories); --check-config
         accepts it."""
         out, _ = help_options()
@@ -258,17 +260,24 @@ class TestUnits(SystemdTestCase):
                          {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir',
                           'stats-socket-group'})
         conf = json.loads(DEFAULT_CONFIG.read_text())
-        names = re.findall(r'^\s+--([a-z][a-z0-9-]*) (?:VALUE|BYTES|DURATION|N)$', out, re.M)
+        names = re.findall(r'^\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
+                           out, re.M)
         for name in names:
-            if name in ('token', 'token-file'):
+            if name == 'token':
                 self.assertNotIn(name, conf, 'the token goes in /etc/birdfeeder/token')
+                continue
+            if name not in defaults and name not in by_context:
+                self.assertNotIn(name, conf, f'{name} has no default')
                 continue
             if name in by_context:
                 self.assertNotIn(name, conf, f'{name} depends on the context')
                 continue
             self.assertIn(name, conf, f'{name} missing from {DEFAULT_CONFIG}')
-            self.assertEqual(str(conf[name]), defaults[name], name)
-        self.assertEqual(set(conf), set(names) - {'token', 'token-file'} - set(by_context))
+            if isinstance(conf[name], bool):  # a flag: false is its default "no"
+                self.assertEqual('yes' if conf[name] else 'no', defaults[name], name)
+            else:
+                self.assertEqual(str(conf[name]), defaults[name], name)
+        self.assertEqual(set(conf), set(defaults) - set(by_context))
         p = subprocess.run([str(DAEMON_BIN), '--config', str(DEFAULT_CONFIG),
                             '--catalog', str(REPO_CATALOG), '--check-config'],
                            capture_output=True, text=True, timeout=10, env=clean_env())

@@ -8,7 +8,9 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "bf_addr.h"
 #include "testutil.h"
@@ -33,6 +35,15 @@ static const struct {
     {"localhost:0", BF_ADDR_BIND, AF_INET, "127.0.0.1", 0},
     {"[::1]:0", BF_ADDR_BIND, AF_INET6, "::1", 0},
     {"127.0.0.1:8190", BF_ADDR_BIND, AF_INET, "127.0.0.1", 8190},
+    /* Unix datagram sockets (issue 11): an absolute path; host is the path. */
+    {"unix:/run/birdfeeder/events.sock", 0, AF_UNIX, "/run/birdfeeder/events.sock", 0},
+    {"unix:/x", BF_ADDR_BIND, AF_UNIX, "/x", 0},
+    {"unix:/a b:c,d", 0, AF_UNIX, "/a b:c,d", 0},
+    {"unix:/012345678901234567890123456789012345678901234567890123456789012345678901"
+     "2345678901234567890123456789012345",
+     0, AF_UNIX,
+     "/012345678901234567890123456789012345678901234567890123456789012345678901"
+     "2345678901234567890123456789012345", 0}, /* 107 bytes: the most */
 };
 
 static const struct {
@@ -55,7 +66,11 @@ static const struct {
     {"example.org:8190", 0},          /* no name lookups */
     {"LOCALHOST:8190", 0}, {"localhost.localdomain:8190", 0}, {"x:1", BF_ADDR_BIND},
     {"[0123456789012345678901234567890123456789012345678]:1", 0},
+    {"unix:", 0}, {"unix:relative.sock", 0}, {"UNIX:/x", 0}, {"unix:@abstract", 0},
+    {"unix:/012345678901234567890123456789012345678901234567890123456789012345678901"
+     "23456789012345678901234567890123456", 0}, /* 108 bytes: no room for the NUL */
 };
+
 
 START_TEST(test_addr_must_parse)
 {
@@ -66,6 +81,12 @@ START_TEST(test_addr_must_parse)
     ck_assert_int_eq(ss.ss_family, must_parse[_i].family);
     char host[INET6_ADDRSTRLEN];
     unsigned port;
+    if (ss.ss_family == AF_UNIX) {
+        struct sockaddr_un *a = (struct sockaddr_un *)&ss;
+        ck_assert_uint_eq(len, offsetof(struct sockaddr_un, sun_path) + strlen(a->sun_path) + 1);
+        ck_assert_str_eq(a->sun_path, must_parse[_i].host);
+        return;
+    }
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         ck_assert_uint_eq(len, sizeof(*a));
@@ -100,6 +121,7 @@ static const struct {
 } loopbacks[] = {
     {"127.0.0.1:9190", 1}, {"127.255.255.254:1", 1}, {"localhost:9190", 1},
     {"[::1]:9190", 1}, {"[::ffff:127.0.0.1]:9190", 1},
+    {"unix:/run/birdfeeder/events.sock", 1}, /* a Unix socket: local by nature */
     {"0.0.0.0:9190", 0}, {"[::]:9190", 0}, {"128.0.0.1:9190", 0},
     {"126.255.255.255:1", 0}, {"10.0.0.1:9190", 0}, {"[::2]:9190", 0},
     {"[::ffff:10.0.0.1]:9190", 0}, {"[::127.0.0.1]:9190", 0}, {"[fe80::1]:9190", 0},

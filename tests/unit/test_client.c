@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -447,6 +448,70 @@ START_TEST(test_client_threads)
 }
 END_TEST
 
+/* ---- unix:/PATH (issue 11, finding 4) ----------------------------------- */
+
+/* A Unix datagram socket bound at path (mode of the umask). */
+static int unix_receiver(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    return fd;
+}
+
+/* Open needs no daemon; with none, a send is a counted drop (ENOENT); the
+ * datagram then arrives intact; a daemon that restarts (a new socket at
+ * the same path) is reached without reopening the client; a full queue
+ * is EAGAIN, a drop, never a wait. */
+START_TEST(test_client_unix)
+{
+    char dir[64], path[100], addr[120];
+    tu_mkdtemp(dir, sizeof(dir), "client");
+    snprintf(path, sizeof(path), "%s/events.sock", dir);
+    snprintf(addr, sizeof(addr), "unix:%s", path);
+    bf_client *u = client_open_ok(addr);
+    bf_event ev;
+    event_sample(&ev);
+    ck_assert_int_eq(bf_client_send(u, &ev), -ENOENT);
+    struct bf_client_stats st;
+    bf_client_stats(u, &st);
+    ck_assert_uint_eq(st.dropped, 1);
+
+    int r1 = unix_receiver(path);
+    ck_assert_int_eq(bf_client_send(u, &ev), 0);
+    receiver ur = {.fd = r1};
+    uint8_t buf[BF_CLIENT_MAX_DATAGRAM], want[BF_CLIENT_MAX_DATAGRAM];
+    ssize_t n = receiver_recv(&ur, buf, sizeof(buf), 2000);
+    size_t wn = bf_encode(&ev, want, sizeof(want));
+    ck_assert_int_eq(n, (ssize_t)wn);
+    ck_assert_int_eq(memcmp(buf, want, wn), 0);
+
+    close(r1); /* the daemon stops; its socket file stays */
+    ck_assert_int_eq(bf_client_send(u, &ev), -ECONNREFUSED);
+    unlink(path);
+    int r2 = unix_receiver(path); /* and a new one starts */
+    ck_assert_int_eq(bf_client_send(u, &ev), 0);
+    ur.fd = r2;
+    ck_assert_int_gt(receiver_recv(&ur, buf, sizeof(buf), 2000), 0);
+
+    enum { FLOOD = 2000 };
+    for (int i = 0; i < FLOOD; i++) { /* r2 never reads again */
+        int rc = bf_client_send(u, &ev);
+        ck_assert_msg(rc == 0 || rc == -EAGAIN, "send: %s", strerror(-rc));
+    }
+    bf_client_stats(u, &st);
+    ck_assert_uint_gt(st.dropped, 2); /* the queue filled */
+    ck_assert_uint_eq(st.sent + st.dropped, FLOOD + 4);
+    ck_assert_uint_eq(st.failed + st.oversize, 0);
+    close(r2);
+    bf_client_close(u);
+    tu_rmtree(dir);
+}
+END_TEST
+
 Suite *client_suite(void)
 {
     TCase *tc;
@@ -462,5 +527,6 @@ Suite *client_suite(void)
     tcase_add_test(tc, test_client_oversize);
     tcase_add_test(tc, test_client_prompt_cut);
     tcase_add_test(tc, test_client_threads);
+    tcase_add_test(tc, test_client_unix);
     return s;
 }

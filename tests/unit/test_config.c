@@ -516,6 +516,7 @@ static const struct {
     {"metrics-listen", "9190", "not A.B.C.D:PORT"},
     {"metrics-listen", "example.org:9190", "not A.B.C.D:PORT"},
     {"metrics-listen", "0.0.0.0:9190", "not a loopback address"},
+    {"metrics-listen", "unix:/run/m.sock", "not A.B.C.D:PORT"},
     {"metrics-listen", "[::]:9190", "not a loopback address"},
     {"metrics-listen", "192.0.2.1:9190", "not a loopback address"},
     {"metrics-listen", "127.0.0.1:9190", NULL},
@@ -1095,6 +1096,70 @@ START_TEST(test_config_tinybird_url_loopback_only)
 }
 END_TEST
 
+/* ---- issue 11: several --listen; --allow-remote ------------------------- */
+
+/* Each --listen flag adds an address; the environment and the file give
+ * the whole list (comma-separated, or a JSON array); a higher source
+ * replaces a lower one's list. */
+START_TEST(test_config_listen_list)
+{
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, "--listen", "127.0.0.1:1", "--listen=unix:/run/b.sock", NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:1,unix:/run/b.sock");
+    config_free(&cfg);
+    write_config("{\"listen\": [\"127.0.0.1:2\", \"unix:/run/c.sock\"]}");
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:2,unix:/run/c.sock");
+    config_free(&cfg);
+    setenv("BIRDFEEDER_LISTEN", "127.0.0.1:3,[::1]:3", 1);
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:3,[::1]:3");
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--config", file_path, "--listen", "unix:/run/d.sock", NULL);
+    ck_assert_str_eq(cfg.listen, "unix:/run/d.sock");
+    config_free(&cfg);
+    write_config("{\"listen\": [\"127.0.0.1:2\", 7]}");
+    must_fail("'listen'", "an array of strings", "--config", file_path, NULL);
+}
+END_TEST
+
+/* --allow-remote is a flag (or =yes/no); true/false in the file; yes/no,
+ * 1/0, true/false, on/off in the environment. */
+START_TEST(test_config_allow_remote)
+{
+    bf_config cfg;
+    char err[512];
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_uint_eq(cfg.allow_remote, 0);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--allow-remote", NULL);
+    ck_assert_uint_eq(cfg.allow_remote, 1);
+    config_free(&cfg);
+    setenv("BIRDFEEDER_ALLOW_REMOTE", "yes", 1);
+    LOAD_OK(&cfg, err, "--allow-remote=no", NULL);
+    ck_assert_uint_eq(cfg.allow_remote, 0);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_uint_eq(cfg.allow_remote, 1);
+    config_free(&cfg);
+    unsetenv("BIRDFEEDER_ALLOW_REMOTE");
+    write_config("{\"allow-remote\": true}");
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_uint_eq(cfg.allow_remote, 1);
+    config_free(&cfg);
+    write_config("{\"allow-remote\": 1}");
+    must_fail("'allow-remote'", "true or false", "--config", file_path, NULL);
+    must_fail("'allow-remote'", "'maybe' is not yes or no", "--allow-remote=maybe", NULL);
+    /* It gates --metrics-listen too (every listening socket). */
+    LOAD_OK(&cfg, err, "--metrics-listen", "0.0.0.0:9190", "--allow-remote", NULL);
+    ck_assert_str_eq(cfg.metrics_listen, "0.0.0.0:9190");
+    config_free(&cfg);
+    /* Nothing follows it as a value: "--allow-remote yes" is an argument. */
+    must_fail("unexpected argument", "'yes'", "--allow-remote", "yes", NULL);
+}
+END_TEST
+
 Suite *config_suite(void)
 {
     TCase *tc;
@@ -1129,5 +1194,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_token_flag_warns);
     tcase_add_test(tc, test_config_file_mode);
     tcase_add_loop_test(tc, test_config_tinybird_url_loopback_only, 0, N(urls));
+    tcase_add_test(tc, test_config_listen_list);
+    tcase_add_test(tc, test_config_allow_remote);
     return s;
 }

@@ -16,11 +16,15 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -107,12 +111,14 @@ static void finish(void)
     ck_assert_int_eq(close_all(), 0);
 }
 
-/* The port of receive_address() ("127.0.0.1:PORT"). */
+/* The port of receive_address()'s first address ("127.0.0.1:PORT"). */
 static int bound_port(void)
 {
     const char *a = receive_address();
     ck_assert_ptr_nonnull(a);
-    const char *colon = strrchr(a, ':');
+    char first[128];
+    snprintf(first, sizeof(first), "%.*s", (int)strcspn(a, ","), a);
+    const char *colon = strrchr(first, ':');
     ck_assert_ptr_nonnull(colon);
     return atoi(colon + 1);
 }
@@ -322,7 +328,7 @@ START_TEST(test_receive_bad_listen)
     int rc = receive_start(&loop, &o, err, sizeof(err));
     ck_assert_int_eq(rc, UV_EINVAL);
     char want[128];
-    snprintf(want, sizeof(want), "'%s' is not HOST:PORT", bad_listen[_i]);
+    snprintf(want, sizeof(want), "'%s' is not HOST:PORT or unix:/PATH", bad_listen[_i]);
     ck_assert_msg(strstr(err, want) != NULL, "err '%s'", err);
     ck_assert_int_eq(ngot, 0);
     finish(); /* receive_close after a failed start frees what it took */
@@ -581,6 +587,421 @@ START_TEST(test_receive_activation_other_pid)
 }
 END_TEST
 
+/* ---- issue 11: loopback only; Unix datagram sockets ---------------------- */
+
+/* Finding 3: an address beyond loopback (every interface, or one of the
+ * host's) is refused unless allow_remote, and then said at warn level. */
+static const char *const remote[] = {"0.0.0.0:0", "[::]:0"};
+
+START_TEST(test_receive_remote_needs_allow)
+{
+    char err[256] = "";
+    receive_opts o = opts_for(remote[_i], 1500);
+    ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EINVAL);
+    ck_assert_msg(strstr(err, "not a loopback address") && strstr(err, "--allow-remote"),
+                  "err '%s'", err);
+    ck_assert_int_eq(receive_check_listen(remote[_i], 0, err, sizeof(err)), UV_EINVAL);
+    ck_assert_int_eq(receive_check_listen(remote[_i], 1, err, sizeof(err)), 0);
+    finish();
+    if (_i == 1) { /* no IPv6 here: the bind would fail for another reason */
+        int probe = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return;
+        close(probe);
+    }
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    o.allow_remote = 1;
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    finish();
+    char *log = tu_read_file(log_path, NULL);
+    ck_assert_msg(log && strstr(log, "level=warn event=listen_remote"), "log: %s",
+                  log ? log : "");
+    free(log);
+}
+END_TEST
+
+/* A Unix datagram socket at path: a sender bound nowhere. */
+static int unix_sender(void)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+static ssize_t unix_send(int fd, const char *path, const void *buf, size_t len)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    return sendto(fd, buf, len, 0, (struct sockaddr *)&sun, sizeof(sun));
+}
+
+/* As unix_send, with the credentials given (root may claim others'). */
+/* Send buf to path with one control message (level SOL_SOCKET). */
+static ssize_t unix_send_ctl(int fd, const char *path, const void *buf, size_t len,
+                             int type, const void *data, size_t datalen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct iovec iov = {(void *)buf, len};
+    union {
+        char b[CMSG_SPACE(sizeof(struct ucred))];
+        struct cmsghdr align;
+    } ctl;
+    ck_assert_uint_le(CMSG_SPACE(datalen), sizeof(ctl.b));
+    memset(&ctl, 0, sizeof(ctl));
+    struct msghdr m = {.msg_name = &sun, .msg_namelen = sizeof(sun), .msg_iov = &iov,
+                       .msg_iovlen = 1, .msg_control = ctl.b,
+                       .msg_controllen = CMSG_SPACE(datalen)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(datalen);
+    memcpy(CMSG_DATA(c), data, datalen);
+    return sendmsg(fd, &m, 0);
+}
+
+static ssize_t unix_send_as(int fd, const char *path, const void *buf, size_t len,
+                            uid_t uid, gid_t gid)
+{
+    struct ucred cred = {.pid = getpid(), .uid = uid, .gid = gid};
+    return unix_send_ctl(fd, path, buf, len, SCM_CREDENTIALS, &cred, sizeof(cred));
+}
+
+/* Finding 4: --listen unix:/PATH. The socket is born 0660, datagrams come
+ * intact, UDP and Unix listen together, and the file goes at close. */
+START_TEST(test_receive_unix_socket)
+{
+    char path[100], listen[200];
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "127.0.0.1:0,unix:%s", path);
+    mode_t saved = umask(0); /* the socket's mode must not depend on it */
+    start(listen, 1500);
+    umask(saved);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_uint_eq(st.st_mode & 0777, 0660);
+    const char *a = receive_address();
+    char want[200];
+    snprintf(want, sizeof(want), ",unix:%s", path);
+    ck_assert_msg(strncmp(a, "127.0.0.1:", 10) == 0 && strstr(a, want), "addr '%s'", a);
+    int u = unix_sender(), s = sender(bound_port());
+    uint8_t buf[64];
+    fill(buf, 40, 1);
+    ck_assert_int_eq(unix_send(u, path, buf, 40), 40);
+    send_n(s, 20, 2);
+    ck_assert(run_until_got(2, 2000));
+    int k = got[0].len == 40 ? 0 : 1;
+    check_got(k, 40, 1);
+    check_got(1 - k, 20, 2);
+    ck_assert_uint_eq(stats.received, 2);
+    /* Drain at shutdown reads the Unix socket too. */
+    fill(buf, 30, 3);
+    ck_assert_int_eq(unix_send(u, path, buf, 30), 30);
+    receive_stop_and_drain();
+    ck_assert_int_eq(ngot, 3);
+    check_got(2, 30, 3);
+    close(u);
+    close(s);
+    finish();
+    ck_assert_int_eq(lstat(path, &st), -1); /* removed at close */
+}
+END_TEST
+
+/* Finding 4: with --allow-uid / --allow-gid, only datagrams whose sender
+ * the kernel vouches for (SCM_CREDENTIALS) pass; the rest are counted as
+ * rejected.peer_not_allowed and logged with the sender. */
+START_TEST(test_receive_unix_peer_not_allowed)
+{
+    char path[100], listen[200], uid[32], gid[32];
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    snprintf(uid, sizeof(uid), "4242,%u", (unsigned)getuid());
+    snprintf(gid, sizeof(gid), "%u", (unsigned)getgid());
+    char err[256] = "";
+    receive_opts o = opts_for(listen, 1500);
+    o.allow_uid = "4242"; /* not us */
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    int u = unix_sender();
+    ck_assert_int_eq(unix_send(u, path, "x", 1), 1);
+    ck_assert(tu_run_until_u64(&loop, &stats.rejected[BF_R_peer_not_allowed], 1, 2000));
+    ck_assert_int_eq(ngot, 0);
+    ck_assert_uint_eq(stats.received, 1);
+    finish();
+
+    /* Our uid in the list: accepted; our gid alone: accepted too. */
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        o.allow_uid = round == 0 ? uid : NULL;
+        o.allow_gid = round == 1 ? gid : NULL;
+        ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+        ck_assert_int_eq(unix_send(u, path, "ok", 2), 2);
+        ck_assert(run_until_got(round + 1, 2000));
+        finish();
+    }
+    ck_assert_uint_eq(stats.rejected[BF_R_peer_not_allowed], 1);
+
+    /* Root may send with any uid: the check sees the one claimed. */
+    if (geteuid() == 0) {
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        o.allow_uid = "0";
+        o.allow_gid = NULL;
+        ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+        ck_assert_int_eq(unix_send_as(u, path, "n", 1, 65534, 65534), 1);
+        ck_assert_int_eq(unix_send_as(u, path, "y", 1, 0, 0), 1);
+        ck_assert(tu_run_until_u64(&loop, &stats.rejected[BF_R_peer_not_allowed], 2, 2000));
+        ck_assert(run_until_got(3, 2000));
+        ck_assert_int_eq(got[2].buf[0], 'y');
+        finish();
+        char *log = tu_read_file(log_path, NULL);
+        ck_assert_msg(strstr(log, "reason=peer_not_allowed") && strstr(log, "uid=65534"),
+                      "log: %s", log);
+        free(log);
+    }
+    close(u);
+    /* Names, not only numbers; a name that is no user is an error. */
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    o.allow_uid = "root";
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    finish();
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    o.allow_uid = "no-such-user-bf";
+    ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EINVAL);
+    ck_assert_msg(strstr(err, "allow-uid") && strstr(err, "no-such-user-bf"), "%s", err);
+    finish();
+}
+END_TEST
+
+/* A reload changes --allow-uid/--allow-gid on the socket as it is; a name
+ * that does not resolve keeps the old ones (the reload checks first with
+ * receive_check_names, which names the option). --rcvbuf applies to a
+ * Unix socket too. */
+START_TEST(test_receive_unix_reconfigure)
+{
+    char path[100], listen[200], uid[32], err[256] = "";
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    snprintf(uid, sizeof(uid), "%u", (unsigned)getuid());
+    receive_opts o = opts_for(listen, 1500);
+    o.allow_uid = "4242"; /* not us */
+    o.rcvbuf = 1 << 18;
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    int u = unix_sender();
+    ck_assert_int_eq(unix_send(u, path, "x", 1), 1);
+    ck_assert(tu_run_until_u64(&loop, &stats.rejected[BF_R_peer_not_allowed], 1, 2000));
+
+    o.allow_uid = uid;
+    o.rcvbuf = 1 << 15;
+    ck_assert_int_eq(receive_reconfigure(&o, err, sizeof(err)), 0);
+    ck_assert_uint_eq(receive_rcvbuf_bytes(), 2 << 15); /* smaller: always granted */
+    ck_assert_int_eq(unix_send(u, path, "y", 1), 1);
+    ck_assert(run_until_got(1, 2000));
+
+    const char *bad[][3] = {{"no-such-user-bf", NULL, NULL},
+                            {NULL, "no-such-group-bf", NULL},
+                            {NULL, NULL, "no-such-group-bf"}};
+    const char *named[] = {"allow-uid", "allow-gid", "listen-group"};
+    for (int i = 0; i < 3; i++) {
+        receive_opts b = o;
+        b.allow_uid = bad[i][0];
+        b.allow_gid = bad[i][1];
+        b.listen_group = bad[i][2];
+        err[0] = '\0';
+        ck_assert_int_eq(receive_check_names(&b, err, sizeof(err)), UV_EINVAL);
+        ck_assert_msg(strstr(err, named[i]) && strstr(err, "no-such-"), "%s", err);
+        if (i < 2) /* the peers of a failed reconfigure are the old ones */
+            ck_assert_int_eq(receive_reconfigure(&b, err, sizeof(err)), UV_EINVAL);
+    }
+    ck_assert_int_eq(receive_check_names(&o, err, sizeof(err)), 0);
+    ck_assert_int_eq(unix_send(u, path, "z", 1), 1);
+    ck_assert(run_until_got(2, 2000));
+    ck_assert_uint_eq(stats.rejected[BF_R_peer_not_allowed], 1);
+    close(u);
+    finish();
+}
+END_TEST
+
+static int no_room;
+static int wait_room(void *arg)
+{
+    (void)arg;
+    return no_room;
+}
+
+/* While the pipeline has no room (opts.wait), neither socket is read: the
+ * datagrams wait in the kernel's queues and come once there is room. */
+START_TEST(test_receive_waits_for_room)
+{
+    char path[100], listen[200], err[256] = "";
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "127.0.0.1:0,unix:%s", path);
+    receive_opts o = opts_for(listen, 1500);
+    o.wait = wait_room;
+    no_room = 1;
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    int u = unix_sender(), s = sender(bound_port());
+    ck_assert_int_eq(unix_send(u, path, "unix", 4), 4);
+    send_n(s, 20, 2);
+    ck_assert(!run_until_got(1, 200));
+    ck_assert_uint_eq(stats.received, 0);
+    no_room = 0;
+    ck_assert(run_until_got(2, 2000));
+    close(u);
+    close(s);
+    finish();
+}
+END_TEST
+
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* A sender that passes descriptors (SCM_RIGHTS) gets its datagram read,
+ * and the daemon keeps none of them (they would add up to EMFILE). */
+START_TEST(test_receive_unix_fds_not_kept)
+{
+    char path[100], listen[200];
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    start(listen, 1500);
+    int u = unix_sender();
+    int before = open_fds();
+    for (int i = 0; i < 20; i++) {
+        int pass = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ck_assert_int_ge(pass, 0);
+        ck_assert_int_eq(unix_send_ctl(u, path, "fd", 2, SCM_RIGHTS, &pass, sizeof(pass)), 2);
+        close(pass);
+        /* One at a time: a Unix datagram queue holds few (max_dgram_qlen). */
+        ck_assert(run_until_got(i + 1, 2000));
+    }
+    ck_assert_int_eq(open_fds(), before);
+    close(u);
+    finish();
+}
+END_TEST
+
+/* A socket file left by a crashed run is replaced; a live one, or a file
+ * that is no socket, is not (the start fails, naming it). */
+START_TEST(test_receive_unix_stale_and_busy)
+{
+    char path[100], listen[200], err[256] = "";
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    receive_opts o = opts_for(listen, 1500);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int live = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(bind(live, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EADDRINUSE);
+    ck_assert_msg(strstr(err, path) && strstr(err, "running"), "%s", err);
+    finish();
+    close(live); /* the file stays: stale now */
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    start(listen, 1500);
+    finish();
+    tu_write_file(path, "precious", 8);
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EEXIST);
+    ck_assert_msg(strstr(err, "not a socket"), "%s", err);
+    finish();
+    ck_assert_int_eq(tu_file_size(path), 8);
+}
+END_TEST
+
+/* --listen-group: the socket's group (0660: its members may send). */
+START_TEST(test_receive_unix_socket_group)
+{
+    char path[100], listen[200], group[32], err[256] = "";
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    gid_t want = geteuid() == 0 ? 65534 : getgid(); /* root may give any group */
+    snprintf(group, sizeof(group), "%u", (unsigned)want);
+    receive_opts o = opts_for(listen, 1500);
+    o.listen_group = group;
+    ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_gid, want);
+    ck_assert_uint_eq(st.st_mode & 0777, 0660);
+    finish();
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    o.listen_group = "no-such-group-bf";
+    ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EINVAL);
+    ck_assert_msg(strstr(err, "listen-group") && strstr(err, "no such group"), "%s", err);
+    finish();
+}
+END_TEST
+
+/* ListenDatagram=/path: a Unix socket systemd passes is read, with the
+ * senders' credentials (the daemon turns SO_PASSCRED on itself). */
+START_TEST(test_receive_activation_unix)
+{
+    char path[100];
+    snprintf(path, sizeof(path), "%s/passed.sock", tmpdir);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    int u = unix_sender();
+    char uid[32];
+    snprintf(uid, sizeof(uid), "%u", (unsigned)getuid());
+    int aside = activate(fd);
+    char err[256] = "", addr[200];
+    receive_opts o = opts_for("127.0.0.1:0", 1500);
+    o.allow_uid = uid;
+    int rc = receive_start(&loop, &o, err, sizeof(err));
+    snprintf(addr, sizeof(addr), "%s", receive_address());
+    if (rc == 0) {
+        unix_send(u, path, "act", 3);
+        run_until_got(1, 2000);
+    }
+    int closed = close_all();
+    deactivate(aside);
+
+    ck_assert_msg(rc == 0, "receive_start: %s", err);
+    char want[200];
+    snprintf(want, sizeof(want), "unix:%s", path);
+    ck_assert_str_eq(addr, want);
+    ck_assert_int_eq(ngot, 1);
+    ck_assert_int_eq(memcmp(got[0].buf, "act", 3), 0);
+    ck_assert_int_eq(closed, 0);
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0); /* systemd's: not removed */
+    close(u);
+}
+END_TEST
+
+/* Finding 3 for systemd too: a passed UDP socket bound beyond loopback is
+ * refused without --allow-remote. */
+START_TEST(test_receive_activation_remote_needs_allow)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET}; /* 0.0.0.0, any port */
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int aside = activate(fd);
+    char err[256] = "";
+    receive_opts o = opts_for("127.0.0.1:0", 1500);
+    int rc = receive_start(&loop, &o, err, sizeof(err));
+    int closed = close_all();
+    deactivate(aside);
+    ck_assert_int_eq(rc, UV_EINVAL);
+    ck_assert_msg(strstr(err, "socket activation") && strstr(err, "0.0.0.0") &&
+                      strstr(err, "--allow-remote"), "err '%s'", err);
+    ck_assert_int_eq(closed, 0);
+}
+END_TEST
+
 Suite *receive_suite(void)
 {
     TCase *tc;
@@ -598,5 +1019,15 @@ Suite *receive_suite(void)
     tcase_add_test(tc, test_receive_kernel_drops);
     tcase_add_test(tc, test_receive_activation_not_datagram);
     tcase_add_test(tc, test_receive_activation_other_pid);
+    tcase_add_loop_test(tc, test_receive_remote_needs_allow, 0, N(remote));
+    tcase_add_test(tc, test_receive_unix_socket);
+    tcase_add_test(tc, test_receive_unix_peer_not_allowed);
+    tcase_add_test(tc, test_receive_unix_reconfigure);
+    tcase_add_test(tc, test_receive_waits_for_room);
+    tcase_add_test(tc, test_receive_unix_fds_not_kept);
+    tcase_add_test(tc, test_receive_unix_stale_and_busy);
+    tcase_add_test(tc, test_receive_unix_socket_group);
+    tcase_add_test(tc, test_receive_activation_unix);
+    tcase_add_test(tc, test_receive_activation_remote_needs_allow);
     return s;
 }

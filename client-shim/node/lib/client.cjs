@@ -32,6 +32,12 @@ const DROP_CODES = new Set(['EAGAIN', 'EWOULDBLOCK', 'ENOBUFS', 'ECONNREFUSED'])
  */
 function parseAddr(text) {
   if (typeof text !== 'string') return new Error('address must be a string');
+  // The C shim and the CLI send to the daemon's Unix datagram socket too;
+  // node:dgram has no Unix datagram sockets, so this client stays on UDP.
+  if (text.startsWith('unix:')) {
+    return new Error(`${JSON.stringify(text)}: node:dgram has no Unix datagram sockets; ` +
+      'give the daemon a UDP --listen as well and use that address');
+  }
   let host;
   let portText;
   if (text.startsWith('[')) {

@@ -316,6 +316,10 @@ const TABLE = {
     {
       "name": "future_time",
       "description": "start time further ahead than --max-event-skew (daemon only)"
+    },
+    {
+      "name": "peer_not_allowed",
+      "description": "Unix socket sender not in --allow-uid or --allow-gid (daemon only)"
     }
   ]
 };

@@ -312,6 +312,9 @@ test('address from options, $BIRDFEEDER_ADDR, or 127.0.0.1:8190', () => {
   }
   assert.deepEqual(parseAddr('[::1]:8190'), { host: '::1', port: 8190, family: 6 });
   assert.deepEqual(parseAddr('10.0.0.1:1'), { host: '10.0.0.1', port: 1, family: 4 });
+  // The C shim's unix:/PATH form is refused with the reason.
+  assert.match(parseAddr('unix:/run/birdfeeder/events.sock').message,
+    /node:dgram has no Unix datagram sockets/);
   for (const bad of ['', '8190', ':8190', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:65536',
     '127.0.0.1:x', 'example.com:8190', '::1:8190', '[::1]8190', '[nope]:1', '1.2.3.4:12345678',
     '[fe80::1%lo]:8190']) {
