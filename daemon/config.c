@@ -81,9 +81,9 @@ static const option_def options[] = {
      "rejected.peer_not_allowed. Unset with --allow-gid unset: any sender "
      "that may open the socket"},
     {"allow-gid", OPT_LIST, OFF(allow_gid), NULL, 0, 0, NULL,
-     "groups (names or numbers) whose members' datagrams a unix: socket "
-     "accepts, by the sender's group in SCM_CREDENTIALS; with --allow-uid, "
-     "either one admits"},
+     "groups (names or numbers) whose datagrams a unix: socket accepts, by "
+     "the sender's effective group in SCM_CREDENTIALS (supplementary groups "
+     "do not count); with --allow-uid, either one admits"},
     {"tinybird-url", OPT_STR, OFF(tinybird_url), "https://api.tinybird.co", 0, 0,
      "TINYBIRD_API_URL TINYBIRD_URL", "Tinybird API base URL (region host)"},
     {"token", OPT_STR, OFF(token), NULL, 0, 0, "TINYBIRD_API_KEY TINYBIRD_TOKEN",
@@ -207,7 +207,8 @@ static int check_listen(const char *opt, const char *addr, int allow_remote, cha
             return -1;
         }
         log_warn("listen_remote", "option=%s addr=%s note=\"--allow-remote: any host "
-                                  "that reaches this address can reach it\"", opt, addr);
+                                  "that reaches this address can read what it serves\"",
+                 opt, addr);
     }
     return 0;
 }
@@ -255,8 +256,6 @@ static int parse_number(const char *s, enum opt_type type, uint64_t *out)
     return 0;
 }
 
-/* Set one option from text, remembering where it came from. src names
- * the source for error messages (the file's path for the file). */
 /* "1", "yes", "true", "on" and "0", "no", "false", "off", any case. */
 static int parse_bool(const char *s, uint64_t *out)
 {
@@ -271,6 +270,8 @@ static int parse_bool(const char *s, uint64_t *out)
     return -1;
 }
 
+/* Set one option from text, remembering where it came from. src names
+ * the source for error messages (the file's path for the file). */
 static int set_option(bf_config *cfg, const option_def *o, const char *val,
                       enum config_source from, const char *src, char *err, size_t n)
 {
@@ -769,7 +770,7 @@ void config_take(bf_config *dst, bf_config *src, const char *const *names)
             continue;
         size_t k = (size_t)(o - options);
         char *pd = (char *)dst + o->offset, *ps = (char *)src + o->offset;
-        if (o->type == OPT_STR) {
+        if (is_text(o)) {
             char *t = *(char **)pd;
             *(char **)pd = *(char **)ps;
             *(char **)ps = t;

@@ -304,13 +304,49 @@ static int check_remote(const struct sockaddr *sa, const char *what, int allow,
     return 0;
 }
 
+/* Whether the kernel can name a sender with this id (is_uid: a user, else
+ * a group) to the daemon. In a user namespace (systemd's PrivateUsers=yes,
+ * unshare -U) a sender outside the map arrives as the overflow id (65534):
+ * an allowed id outside the map could never match, and the overflow id
+ * would match every such sender. -1 with the reason in why (size n), or
+ * 0; 0 too when the map cannot be read. */
+static int id_nameable(int is_uid, unsigned long id, char *why, size_t n)
+{
+    FILE *f = fopen(is_uid ? "/proc/self/uid_map" : "/proc/self/gid_map", "re");
+    unsigned long inside, outside, count, overflow = 65534;
+    int mapped = 0, whole = 0;
+    if (!f)
+        return 0;
+    while (fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3) {
+        whole |= inside == 0 && outside == 0 && count == 4294967295UL;
+        mapped |= id >= inside && id - inside < count;
+    }
+    fclose(f);
+    if (whole)
+        return 0;
+    f = fopen(is_uid ? "/proc/sys/kernel/overflowuid" : "/proc/sys/kernel/overflowgid",
+              "re");
+    if (f) {
+        if (fscanf(f, "%lu", &overflow) != 1)
+            overflow = 65534;
+        fclose(f);
+    }
+    if (mapped && id != overflow)
+        return 0;
+    snprintf(why, n, "%s: the daemon runs in a user namespace (PrivateUsers=yes, or "
+                     "unshare -U) where the kernel names every sender outside it %lu, %s",
+             mapped ? "is the overflow id" : "is outside the daemon's user namespace",
+             overflow, mapped ? "so it would admit them all" : "so it could never match");
+    return -1;
+}
+
 /* A user (is_uid) or group, by name or number: its id, or -1. */
 static long lookup_id(const char *s, int is_uid)
 {
     char *end;
     unsigned long v = strtoul(s, &end, 10);
-    if (*s && !*end)
-        return (long)v;
+    if (*s && !*end) /* (uid_t)-1 is no id; past it, one would wrap to another */
+        return v < 4294967295UL ? (long)v : -1;
     if (is_uid) {
         struct passwd *p = getpwnam(s);
         return p ? (long)p->pw_uid : -1;
@@ -330,6 +366,13 @@ static int parse_ids(const char *list, int is_uid, long *ids, int *count, char *
     snprintf(buf, sizeof(buf), "%s", list);
     for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         long id = lookup_id(t, is_uid);
+        char why[256];
+        if (id >= 0 && id_nameable(is_uid, (unsigned long)id, why, sizeof(why)) < 0) {
+            snprintf(err, n, "option '%s': '%s' (%ld) %s; give the service "
+                             "PrivateUsers=no (docs/operations.md)",
+                     is_uid ? "allow-uid" : "allow-gid", t, id, why);
+            return UV_EINVAL;
+        }
         if (id < 0 || *count == ALLOW_MAX) {
             snprintf(err, n, "option '%s': %s", is_uid ? "allow-uid" : "allow-gid",
                      id < 0 ? (is_uid ? "no such user" : "no such group")
@@ -393,12 +436,22 @@ static int clear_stale(const char *path, char *err, size_t n)
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
     int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    int live = probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0;
-    if (probe >= 0)
-        close(probe);
-    if (live) {
+    if (probe < 0) {
+        snprintf(err, n, "listen unix:%s: %s", path, strerror(errno));
+        return -errno;
+    }
+    int r = connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0 ? 0 : -errno;
+    close(probe);
+    if (r == 0) {
         snprintf(err, n, "listen unix:%s: a running daemon is bound to it", path);
         return UV_EADDRINUSE;
+    }
+    /* Only "refused" says nobody is bound: a socket we may not open
+     * (EACCES) may well be live, and is not ours to remove. */
+    if (r != -ECONNREFUSED && r != -ENOENT) {
+        snprintf(err, n, "listen unix:%s: a socket is there and connecting to it says "
+                         "\"%s\" (not replaced: it may be in use)", path, strerror(-r));
+        return r;
     }
     unlink(path);
     return 0;

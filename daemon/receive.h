@@ -59,7 +59,10 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
 int receive_check_listen(const char *listen, int allow_remote, char *err, size_t n);
 
 /* Whether the users and groups opts names (allow_uid, allow_gid,
- * listen_group) exist: 0, or UV_EINVAL with a message in err (size n). */
+ * listen_group) exist, and the kernel can name the allowed ones to the
+ * daemon (in a user namespace, such as systemd's PrivateUsers=yes, a sender
+ * outside its map arrives as 65534): 0, or UV_EINVAL with a message in err
+ * (size n). */
 int receive_check_names(const receive_opts *opts, char *err, size_t n);
 
 /* 1 while the sockets are read from the loop: after receive_start, before

@@ -8,6 +8,7 @@ Real binaries: build/birdfeederd, build/birdfeeder, tests/fake_tinybird.py.
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -143,15 +144,19 @@ class TestUnixSocket(BirdfeederTestCase):
         self.assertIn('sent 0, invalid 0, dropped 2', p.stderr)
 
 
-class TestLoopbackOnly(BirdfeederTestCase):
+class DaemonRun(BirdfeederTestCase):
+    """A daemon run to its exit (--check-config, or a start that fails)."""
 
-    def run_daemon(self, args, timeout=10):
+    def run_daemon(self, args, timeout=10, prefix=()):
         _require(DAEMON_BIN)
         d = self.tmpdir()
-        cmd = [str(DAEMON_BIN), '--catalog', str(REPO_CATALOG), '--stats-socket', '',
+        cmd = [*prefix, str(DAEMON_BIN), '--catalog', str(REPO_CATALOG), '--stats-socket', '',
                '--ip-hash-key-file', str(d / 'k'), '--spool-dir', str(d / 'spool'), *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env=clean_env())
+
+
+class TestLoopbackOnly(DaemonRun):
 
     def test_beyond_loopback_is_refused(self):
         """0.0.0.0 (every interface) lets any host that reaches one send
@@ -172,6 +177,34 @@ class TestLoopbackOnly(BirdfeederTestCase):
         self.assertEqual(warn[0]['level'], 'warn')
         self.assertTrue(warn[0]['addr'].startswith('0.0.0.0:'))
         self.assertEqual(d.stop(), 0)
+
+
+class TestUserNamespace(DaemonRun):
+    """In a user namespace (systemd's PrivateUsers=yes) the kernel names
+    every sender outside the map 65534: an allowed id outside it could never
+    match, and 65534 would admit them all. Both are refused, naming
+    PrivateUsers; an id inside the map is fine."""
+
+    def test_allowed_ids_the_kernel_cannot_name_are_refused(self):
+        unshare = shutil.which('unshare')
+        ns = [unshare, '--user', '--map-current-user'] if unshare else []
+        if not ns or subprocess.run([*ns, 'true'], capture_output=True).returncode != 0:
+            self.skipTest('no unprivileged user namespaces here')
+        sock = f'unix:{self.tmpdir() / "events.sock"}'
+        me, my_group = str(os.getuid()), str(os.getgid())
+        for opt, ids in (('--allow-uid', ['4242', '65534']), ('--allow-gid', ['4242', '65534'])):
+            for i in ids:
+                with self.subTest(opt=opt, id=i):
+                    p = self.run_daemon(['--listen', sock, opt, i, '--check-config'],
+                                        prefix=ns)
+                    self.assertNotEqual(p.returncode, 0, p.stderr)
+                    self.assertIn('user namespace', p.stderr)
+                    self.assertIn('PrivateUsers=no', p.stderr)
+                    p = self.run_daemon(['--listen', sock, opt, i, '--check-config'])
+                    self.assertEqual(p.returncode, 0, p.stderr)   # outside: fine
+        p = self.run_daemon(['--listen', sock, '--allow-uid', me, '--allow-gid', my_group,
+                             '--check-config'], prefix=ns)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -814,6 +815,16 @@ START_TEST(test_receive_unix_reconfigure)
         if (i < 2) /* the peers of a failed reconfigure are the old ones */
             ck_assert_int_eq(receive_reconfigure(&b, err, sizeof(err)), UV_EINVAL);
     }
+    /* No id, or one past uid_t that would wrap to another (0: root). */
+    const char *wide[] = {"4294967295", "4294967296", "-1"};
+    for (int i = 0; i < 3; i++) {
+        receive_opts b = o;
+        b.allow_uid = wide[i];
+        ck_assert_int_eq(receive_check_names(&b, err, sizeof(err)), UV_EINVAL);
+        b.allow_uid = NULL;
+        b.allow_gid = wide[i];
+        ck_assert_int_eq(receive_check_names(&b, err, sizeof(err)), UV_EINVAL);
+    }
     ck_assert_int_eq(receive_check_names(&o, err, sizeof(err)), 0);
     ck_assert_int_eq(unix_send(u, path, "z", 1), 1);
     ck_assert(run_until_got(2, 2000));
@@ -914,6 +925,49 @@ START_TEST(test_receive_unix_stale_and_busy)
     ck_assert_msg(strstr(err, "not a socket"), "%s", err);
     finish();
     ck_assert_int_eq(tu_file_size(path), 8);
+}
+END_TEST
+
+/* A socket the daemon may not connect to (EACCES: another user's, mode
+ * 0600) may be live: it is not removed, and the start fails naming why.
+ * Needs root, to be another user in a child. */
+START_TEST(test_receive_unix_foreign_socket_kept)
+{
+    if (geteuid() != 0)
+        return;
+    char path[100];
+    snprintf(path, sizeof(path), "%s/events.sock", tmpdir);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int live = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(bind(live, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    ck_assert_int_eq(chmod(tmpdir, 0777), 0); /* the child could unlink it */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char listen[200], err[256] = "";
+        snprintf(listen, sizeof(listen), "unix:%s", path);
+        receive_opts o = opts_for(listen, 1500);
+        if (setgid(4242) < 0 || setuid(4242) < 0)
+            _exit(10);
+        int r = receive_start(&loop, &o, err, sizeof(err));
+        receive_close();
+        _exit(r == -EACCES && strstr(err, "not replaced") ? 0 : r == 0 ? 11 : 12);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %d", status);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    int u = unix_sender();
+    ck_assert_int_eq(unix_send(u, path, "x", 1), 1); /* still the live one */
+    char b[4];
+    ck_assert_int_eq(recv(live, b, sizeof(b), MSG_DONTWAIT), 1);
+    close(u);
+    close(live);
+    finish();
 }
 END_TEST
 
@@ -1026,6 +1080,7 @@ Suite *receive_suite(void)
     tcase_add_test(tc, test_receive_waits_for_room);
     tcase_add_test(tc, test_receive_unix_fds_not_kept);
     tcase_add_test(tc, test_receive_unix_stale_and_busy);
+    tcase_add_test(tc, test_receive_unix_foreign_socket_kept);
     tcase_add_test(tc, test_receive_unix_socket_group);
     tcase_add_test(tc, test_receive_activation_unix);
     tcase_add_test(tc, test_receive_activation_remote_needs_allow);
