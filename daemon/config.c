@@ -66,13 +66,13 @@ static const option_def options[] = {
     {"listen", OPT_LIST, OFF(listen), "127.0.0.1:8190", 0, 0, NULL,
      "where to receive datagrams: UDP A.B.C.D:PORT, [IPv6]:PORT or "
      "localhost:PORT (port 0: any free port), or a Unix datagram socket "
-     "unix:/PATH (mode 0660, --listen-group; senders' uids checked with "
+     "unix:/PATH (mode 0660, --socket-group; senders' uids checked with "
      "--allow-uid/--allow-gid). Give it several times, or comma-separated, "
      "to listen on several. Loopback only unless --allow-remote"},
     {"allow-remote", OPT_BOOL, OFF(allow_remote), "no", 0, 1, NULL,
      "allow addresses beyond loopback for every listening socket (any host "
      "that reaches one could send events and costs); logged at warn level"},
-    {"listen-group", OPT_STR, OFF(listen_group), NULL, 0, 0, NULL,
+    {"socket-group", OPT_STR, OFF(socket_group), NULL, 0, 0, NULL,
      "group (name or number) of the unix: sockets, which are mode 0660: its "
      "members may send; default the daemon's group"},
     {"allow-uid", OPT_LIST, OFF(allow_uid), NULL, 0, 0, NULL,

@@ -26,7 +26,7 @@ enum config_source {
 
 typedef struct bf_config {
     char *listen;            /* addresses (bf_addr.h), comma-separated */
-    char *listen_group;      /* group of unix: sockets; NULL: ours */
+    char *socket_group;      /* group of unix: sockets; NULL: ours */
     char *allow_uid, *allow_gid; /* senders unix: sockets accept; NULL: all */
     uint64_t allow_remote;   /* 1: listening beyond loopback allowed */
     char *tinybird_url;      /* base URL, no trailing slash */

@@ -237,7 +237,7 @@ static batch_opts batch_options(const bf_config *cfg)
 static receive_opts receive_options(const bf_config *cfg)
 {
     return (receive_opts){.listen = cfg->listen, .allow_remote = (int)cfg->allow_remote,
-                          .listen_group = cfg->listen_group, .allow_uid = cfg->allow_uid,
+                          .socket_group = cfg->socket_group, .allow_uid = cfg->allow_uid,
                           .allow_gid = cfg->allow_gid, .rcvbuf = cfg->rcvbuf_bytes,
                           .max_datagram = cfg->max_datagram, .cb = on_datagram,
                           .wait = wait_for_room};
@@ -265,7 +265,7 @@ static void stats_group_apply(const bf_config *cfg, int at_start)
  * x_reconfigure; the sink's set only when sink_reconfigure took it, the
  * allowed peers only when each name resolves. What
  * is in no list binds a socket or names a path or a key (listen,
- * allow-remote, listen-group, stats-socket, metrics-listen, spool-dir,
+ * allow-remote, socket-group, stats-socket, metrics-listen, spool-dir,
  * ip-hash-key-file): the log line names it for a restart. */
 static const char *const reload_always[] = {
     "catalog", "max-event-age", "max-event-skew",       /* enrich */

@@ -413,8 +413,8 @@ int receive_check_names(const receive_opts *o, char *err, size_t n)
     int r = parse_ids(o->allow_uid, 1, ids, &count, err, n);
     if (r == 0)
         r = parse_ids(o->allow_gid, 0, ids, &count, err, n);
-    if (r == 0 && o->listen_group && *o->listen_group && lookup_id(o->listen_group, 0) < 0) {
-        snprintf(err, n, "option 'listen-group': no such group '%s'", o->listen_group);
+    if (r == 0 && o->socket_group && *o->socket_group && lookup_id(o->socket_group, 0) < 0) {
+        snprintf(err, n, "option 'socket-group': no such group '%s'", o->socket_group);
         r = UV_EINVAL;
     }
     return r;
@@ -482,12 +482,12 @@ static int unix_bind(listener *l, const struct sockaddr_un *sun, socklen_t len,
         return r;
     }
     snprintf(l->path, sizeof(l->path), "%s", sun->sun_path);
-    if (rc.o.listen_group && *rc.o.listen_group) {
-        long gid = lookup_id(rc.o.listen_group, 0);
+    if (rc.o.socket_group && *rc.o.socket_group) {
+        long gid = lookup_id(rc.o.socket_group, 0);
         if (gid < 0 || chown(l->path, (uid_t)-1, (gid_t)gid) < 0) {
             r = gid < 0 ? UV_EINVAL : -errno;
-            snprintf(err, n, "option 'listen-group': %s '%s' for unix:%s%s",
-                     gid < 0 ? "no such group" : strerror(-r), rc.o.listen_group,
+            snprintf(err, n, "option 'socket-group': %s '%s' for unix:%s%s",
+                     gid < 0 ? "no such group" : strerror(-r), rc.o.socket_group,
                      l->path, gid < 0 ? "" : " (the daemon must be a member)");
             return r;
         }

@@ -9,7 +9,7 @@
  * socket activation, the datagram sockets passed in LISTEN_FDS (UDP, or
  * Unix from ListenDatagram=/path), which keep queueing while the daemon
  * restarts. No socket reaches beyond loopback unless allow_remote; a Unix
- * socket bound here is born mode 0660 (its group listen_group) and, when
+ * socket bound here is born mode 0660 (its group socket_group) and, when
  * allow_uid or allow_gid is set, passes on only datagrams whose sender the
  * kernel vouches for (SO_PASSCRED); the others count as
  * rejected.peer_not_allowed.
@@ -34,7 +34,7 @@ typedef struct receive_opts {
                                 comma-separated; port 0: any free port (see
                                 receive_address) */
     int allow_remote;        /* addresses beyond loopback allowed (warned) */
-    const char *listen_group;/* group of the unix: sockets; NULL: ours */
+    const char *socket_group;/* group of the unix: sockets; NULL: ours */
     const char *allow_uid;   /* users (names or numbers, comma-separated)
                                 unix: sockets accept; NULL: any */
     const char *allow_gid;   /* groups, likewise; with allow_uid, either */
@@ -59,7 +59,7 @@ int receive_start(uv_loop_t *loop, const receive_opts *opts, char *err, size_t n
 int receive_check_listen(const char *listen, int allow_remote, char *err, size_t n);
 
 /* Whether the users and groups opts names (allow_uid, allow_gid,
- * listen_group) exist, and the kernel can name the allowed ones to the
+ * socket_group) exist, and the kernel can name the allowed ones to the
  * daemon (in a user namespace, such as systemd's PrivateUsers=yes, a sender
  * outside its map arrives as 65534): 0, or UV_EINVAL with a message in err
  * (size n). */
@@ -72,7 +72,7 @@ int receive_reading(void);
 /* New options from a reload, on the sockets as they are (never rebound):
  * the receive buffer asked for (SO_RCVBUF; the granted size is the gauge),
  * the largest datagram accepted, and --allow-uid/--allow-gid. listen,
- * allow_remote, listen_group and cb are not changed. -1 with err when an
+ * allow_remote, socket_group and cb are not changed. -1 with err when an
  * allowed user or group does not resolve: the old ones stay (the buffer
  * and size still apply). */
 int receive_reconfigure(const receive_opts *opts, char *err, size_t n);

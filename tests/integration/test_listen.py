@@ -92,7 +92,7 @@ class TestUnixSocket(BirdfeederTestCase):
     def test_allowed_senders_change_on_reload(self):
         """SIGHUP applies --allow-uid/--allow-gid from the config file to the
         socket as it is; one naming no such user fails the reload, and the
-        old ones stay. --listen-group and --allow-remote need a restart."""
+        old ones stay. --socket-group and --allow-remote need a restart."""
         tb = self.fake()
         path = self.sock_path()
         conf = self.tmpdir() / 'birdfeeder.json'
@@ -129,9 +129,9 @@ class TestUnixSocket(BirdfeederTestCase):
         self.assertEqual(cli_send([event(2, 'yes')], f'unix:{path}').returncode, 0)
         tb.wait_rows(IMAGE, 2)
 
-        write(**{'allow-uid': f'{os.getuid()}', 'listen-group': '0', 'allow-remote': True})
+        write(**{'allow-uid': f'{os.getuid()}', 'socket-group': '0', 'allow-remote': True})
         rec = reload('reloaded')
-        self.assertEqual(rec['restart_needed'], 'allow-remote,listen-group', rec)
+        self.assertEqual(rec['restart_needed'], 'allow-remote,socket-group', rec)
         self.assertEqual(rejected(), 1)
         self.assertEqual(d.stop(), 0)
 

@@ -803,12 +803,12 @@ START_TEST(test_receive_unix_reconfigure)
     const char *bad[][3] = {{"no-such-user-bf", NULL, NULL},
                             {NULL, "no-such-group-bf", NULL},
                             {NULL, NULL, "no-such-group-bf"}};
-    const char *named[] = {"allow-uid", "allow-gid", "listen-group"};
+    const char *named[] = {"allow-uid", "allow-gid", "socket-group"};
     for (int i = 0; i < 3; i++) {
         receive_opts b = o;
         b.allow_uid = bad[i][0];
         b.allow_gid = bad[i][1];
-        b.listen_group = bad[i][2];
+        b.socket_group = bad[i][2];
         err[0] = '\0';
         ck_assert_int_eq(receive_check_names(&b, err, sizeof(err)), UV_EINVAL);
         ck_assert_msg(strstr(err, named[i]) && strstr(err, "no-such-"), "%s", err);
@@ -971,7 +971,7 @@ START_TEST(test_receive_unix_foreign_socket_kept)
 }
 END_TEST
 
-/* --listen-group: the socket's group (0660: its members may send). */
+/* --socket-group: the socket's group (0660: its members may send). */
 START_TEST(test_receive_unix_socket_group)
 {
     char path[100], listen[200], group[32], err[256] = "";
@@ -980,7 +980,7 @@ START_TEST(test_receive_unix_socket_group)
     gid_t want = geteuid() == 0 ? 65534 : getgid(); /* root may give any group */
     snprintf(group, sizeof(group), "%u", (unsigned)want);
     receive_opts o = opts_for(listen, 1500);
-    o.listen_group = group;
+    o.socket_group = group;
     ck_assert_msg(receive_start(&loop, &o, err, sizeof(err)) == 0, "%s", err);
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
@@ -988,9 +988,9 @@ START_TEST(test_receive_unix_socket_group)
     ck_assert_uint_eq(st.st_mode & 0777, 0660);
     finish();
     ck_assert_int_eq(uv_loop_init(&loop), 0);
-    o.listen_group = "no-such-group-bf";
+    o.socket_group = "no-such-group-bf";
     ck_assert_int_eq(receive_start(&loop, &o, err, sizeof(err)), UV_EINVAL);
-    ck_assert_msg(strstr(err, "listen-group") && strstr(err, "no such group"), "%s", err);
+    ck_assert_msg(strstr(err, "socket-group") && strstr(err, "no such group"), "%s", err);
     finish();
 }
 END_TEST
