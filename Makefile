@@ -157,10 +157,13 @@ $(BENCH_SENDER): $(call obj,tests/bench/sender.c) $(SHIM_LIB)
 # make bench's own programs: the payload file, the sendmmsg load generator,
 # the bare recvmmsg receiver and the C shim's cost (tests/bench/).
 BENCH_TOOLS = $(BUILD)/bench-payload $(BUILD)/bench-loadgen $(BUILD)/bench-receiver \
-              $(BUILD)/bench-shim $(BUILD)/bench-gzip
+              $(BUILD)/bench-shim $(BUILD)/bench-gzip $(BUILD)/bench-stages
 # The compression lever: zlib, libdeflate and igzip side by side.
 $(BUILD)/bench-gzip: $(BUILD)/obj/tests/bench/gzip.o
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libisal libdeflate zlib 2>/dev/null)
+# The per-event stages without sockets, for callgrind (tests/bench/stages.c).
+$(BUILD)/bench-stages: $(call obj,tests/bench/stages.c $(DAEMON_SRC) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 .PRECIOUS: $(BUILD)/obj/tests/bench/%.o
 $(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
