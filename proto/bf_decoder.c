@@ -24,13 +24,19 @@ static bf_reason validate(bf_reason r, const bf_event *ev, const char *key,
 bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
                              bf_event *ev, const char **detail)
 {
-    bf_reason r;
     const char *key = NULL;
-    if (len > 0 && buf[0] == '{')
-        r = bf_jsonscan(&d->scan, buf, len, ev, &key);
-    else
-        r = bf_decode(buf, len, ev);
-    return validate(r, ev, key, detail);
+    if (len > 0 && buf[0] == '{') {
+        /* Two statements: key is set by the scan, and the order in which
+         * a call's arguments are evaluated is unspecified. */
+        bf_reason r = bf_jsonscan(&d->scan, buf, len, ev, &key);
+        return validate(r, ev, key, detail);
+    }
+    unsigned tag = 0;
+    bf_reason r = bf_decode_validate(buf, len, ev, &tag);
+    if (detail)
+        *detail = r == BF_OK || tag >= BF_F_MAX ? NULL
+                  : tag ? bf_fields[tag].name : "dataset";
+    return r;
 }
 
 bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,

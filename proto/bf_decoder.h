@@ -43,6 +43,14 @@ bf_reason bf_decode_datagram(bf_decoder *d, const uint8_t *buf, size_t len,
 bf_reason bf_decode_json_text(bf_decoder *d, const char *text, size_t len,
                               bf_event *ev, const char **detail);
 
+/* bf_decode() then bf_validate_detail(), in one pass: the limits and the
+ * identifiers' control characters are checked as each value is decoded,
+ * the rest after. The same reason and field as the two calls give; *tag
+ * (when not NULL) is BF_F_MAX when the datagram's framing is at fault (a
+ * bf_decode reason: no field is). Defined in bf_proto.c but not part of
+ * libbirdfeeder's API (the shim's map keeps it local). */
+bf_reason bf_decode_validate(const uint8_t *buf, size_t len, bf_event *ev, unsigned *tag);
+
 /* Free the decoder's scan buffer; the last event is no longer valid. The
  * decoder may be used again. Idempotent. The daemon calls it once, at
  * exit; a decode reuses the buffer. */

@@ -1,5 +1,6 @@
 /* bf_proto.c: protocol v1 codec. See bf_proto.h for the format and contracts. */
 #include "bf_proto.h"
+#include "bf_decoder.h" /* bf_decode_validate, defined here */
 
 #include <string.h>
 
@@ -154,8 +155,109 @@ size_t bf_encode(const bf_event *ev, uint8_t *out, size_t cap)
     return n;
 }
 
-bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
+/* Identifiers are keys and labels downstream (dedup, sorting keys, logs):
+ * no NUL and no control character in them, so what one sender writes
+ * cannot end a string early or forge a line. Other strings (prompt,
+ * error_message) may hold newlines and tabs; the row escapes them. */
+#define IDENT_MASK ((uint64_t)1 << BF_F_id | (uint64_t)1 << BF_F_user_id |            \
+                    (uint64_t)1 << BF_F_tier | (uint64_t)1 << BF_F_model)
+
+static int has_control(bf_str s);
+
+/* has_control() for a string inside a datagram that ends at end: eight
+ * bytes at a time, the last word read whole when the datagram holds it
+ * (the bytes past the string counted as spaces), so an identifier of a
+ * few bytes costs one test. A flagged word is looked at byte by byte. */
+static int ident_control(const char *str, size_t len, const uint8_t *end)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    const uint8_t *u = (const uint8_t *)str;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t x;
+        if (len - i < 8) {
+            if (end - (u + i) < 8)
+                return has_control((bf_str){str, len});
+            uint64_t keep = (~0ull) >> (64 - 8 * (len - i));
+            memcpy(&x, u + i, 8);
+            x = (x & keep) | (ones * ' ' & ~keep);
+        } else {
+            memcpy(&x, u + i, 8);
+        }
+        if (((x - ones * 0x20) | (x + ones) | x) & high)
+            return has_control((bf_str){str, len});
+    }
+    return 0;
+#else
+    (void)end;
+    return has_control((bf_str){str, len});
+#endif
+}
+
+/* One varint; a single byte inline (every key of tags 1 to 15, short
+ * lengths and values), up to eight bytes (a 56-bit time in milliseconds)
+ * from one little-endian load when eight bytes are left, longer ones by
+ * bf_varint_get. */
+static inline int varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t *p = *pp;
+    if (p < end && *p < 0x80) {
+        *v = *p;
+        *pp = p + 1;
+        return 0;
+    }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t stop = ~w & 0x8080808080808080ull; /* bytes with no continuation bit */
+        if (stop) {
+            /* The bytes up to the first stop, their 7-bit groups packed. */
+            uint64_t x = w & (stop ^ (stop - 1)) & 0x7f7f7f7f7f7f7f7full;
+            x = (x & 0x007f007f007f007full) | (x & 0x7f007f007f007f00ull) >> 1;
+            x = (x & 0x00003fff00003fffull) | (x & 0x3fff00003fff0000ull) >> 2;
+            x = (x & 0x000000000fffffffull) | (x & 0x0fffffff00000000ull) >> 4;
+            *v = x;
+            *pp = p + __builtin_ctzll(stop) / 8 + 1;
+            return 0;
+        }
+    }
+#endif
+    return bf_varint_get(pp, end, v);
+}
+
+/* The key of each field with its own wire type, by key: the fields the
+ * decoding loop stores without looking further; any other key (an
+ * unknown tag, a wrong wire type) takes the general way. */
+enum { K_NONE, K_STR, K_U64 };
+typedef struct key_info {
+    uint16_t offset; /* offsetof(bf_event, name) */
+    uint8_t kind;    /* K_* */
+    uint64_t max;    /* fields.def */
+} key_info;
+
+static const key_info keys[BF_F_MAX << 3] = {
+#define KEY_STR(tag, name, max) [(tag) << 3 | BF_WT_BYTES] = {offsetof(bf_event, name), K_STR, max},
+#define KEY_U64(tag, name, max) [(tag) << 3 | BF_WT_VARINT] = {offsetof(bf_event, name), K_U64, max},
+#define KEY_BOOL KEY_U64
+#define BF_DATASET(id, name)
+#define BF_FIELD(tag, name, type, max, ds) KEY_##type(tag, name, (uint64_t)(max))
+#include "fields.def"
+#undef BF_DATASET
+#undef BF_FIELD
+#undef KEY_STR
+#undef KEY_U64
+#undef KEY_BOOL
+};
+
+/* The wire format into ev, and what the value checks need of the values
+ * while they are at hand: in *over a bit per tag whose value is over its
+ * limit, in *ctrl a bit per identifier holding a control character. A
+ * repeated tag keeps its last value, so its bits follow the last value. */
+static bf_reason decode_wire(const uint8_t *buf, size_t len, bf_event *ev, uint64_t *over,
+                             uint64_t *ctrl)
+{
+    *over = *ctrl = 0;
     if (len == 0)
         return BF_R_empty;
     if (buf[0] != BF_MAGIC0 || (len > 1 && buf[1] != BF_MAGIC1))
@@ -169,47 +271,66 @@ bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
         return BF_R_unknown_dataset;
 
     const uint8_t *p = buf + BF_HEADER_LEN, *end = buf + len;
+    uint64_t ov = 0, ct = 0;
     while (p < end) {
         uint64_t key, v;
-        int rc = bf_varint_get(&p, end, &key);
-        if (rc)
+        int rc;
+        /* Keys of one byte (tags 1 to 15) and two (16 to 2047). */
+        if (p[0] < 0x80) {
+            key = p[0];
+            p++;
+        } else if (end - p >= 2 && p[1] < 0x80) {
+            key = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+            p += 2;
+        } else if ((rc = bf_varint_get(&p, end, &key)) != 0) {
             return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
-        unsigned wt = (unsigned)(key & 7);
+        }
         uint64_t tag = key >> 3;
-        const bf_field_info *f =
-            tag < BF_F_MAX && bf_fields[tag].name ? &bf_fields[tag] : NULL;
+        if (key < sizeof(keys) / sizeof(keys[0]) && keys[key].kind != K_NONE) {
+            const key_info *k = &keys[key];
+            uint64_t bit = (uint64_t)1 << tag;
+            if ((rc = varint(&p, end, &v)) != 0)
+                return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
+            if (k->kind == K_U64) {
+                *(uint64_t *)((char *)ev + k->offset) = v;
+                ov = v > k->max ? ov | bit : ov & ~bit;
+            } else {
+                if (v > (uint64_t)(end - p))
+                    return BF_R_truncated;
+                bf_str *s = (bf_str *)((char *)ev + k->offset);
+                s->ptr = (const char *)p;
+                s->len = (size_t)v;
+                p += v;
+                ov = k->max && v > k->max ? ov | bit : ov & ~bit;
+                if (bit & IDENT_MASK)
+                    ct = ident_control(s->ptr, s->len, end) ? ct | bit : ct & ~bit;
+            }
+            ev->present |= bit;
+            continue;
+        }
+        /* An unknown tag (skipped), or a known one with another wire type. */
+        unsigned wt = (unsigned)(key & 7);
+        int known = tag < BF_F_MAX && bf_fields[tag].name;
         switch (wt) {
         case BF_WT_VARINT:
-            rc = bf_varint_get(&p, end, &v);
-            if (rc)
+            if ((rc = varint(&p, end, &v)) != 0)
                 return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
-            if (!f)
-                break;
-            if (f->type == BF_TYPE_STR)
-                return BF_R_bad_type;
-            *(uint64_t *)((char *)ev + f->offset) = v;
-            ev->present |= (uint64_t)1 << tag;
+            if (known)
+                return BF_R_bad_type; /* a string field */
             break;
         case BF_WT_BYTES:
-            rc = bf_varint_get(&p, end, &v);
-            if (rc)
+            if ((rc = varint(&p, end, &v)) != 0)
                 return rc == -1 ? BF_R_truncated : BF_R_bad_varint;
             if (v > (uint64_t)(end - p))
                 return BF_R_truncated;
-            if (f) {
-                if (f->type != BF_TYPE_STR)
-                    return BF_R_bad_type;
-                bf_str *s = (bf_str *)((char *)ev + f->offset);
-                s->ptr = (const char *)p;
-                s->len = (size_t)v;
-                ev->present |= (uint64_t)1 << tag;
-            }
+            if (known)
+                return BF_R_bad_type; /* an integer field */
             p += v;
             break;
         case BF_WT_FIXED64:
         case BF_WT_FIXED32: {
             size_t w = wt == BF_WT_FIXED64 ? 8 : 4;
-            if (f)
+            if (known)
                 return BF_R_bad_type; /* no v1 field uses a fixed type */
             if ((size_t)(end - p) < w)
                 return BF_R_truncated;
@@ -220,21 +341,33 @@ bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
             return BF_R_bad_wire_type;
         }
     }
+    *over = ov;
+    *ctrl = ct;
     return BF_OK;
 }
 
-/* Identifiers are keys and labels downstream (dedup, sorting keys, logs):
- * no NUL and no control character in them, so what one sender writes
- * cannot end a string early or forge a line. Other strings (prompt,
- * error_message) may hold newlines and tabs; the row escapes them. */
-static const unsigned ident_tags[] = {BF_F_id, BF_F_user_id, BF_F_tier, BF_F_model};
+bf_reason bf_decode(const uint8_t *buf, size_t len, bf_event *ev)
+{
+    uint64_t over, ctrl;
+    return decode_wire(buf, len, ev, &over, &ctrl);
+}
 
 /* s holds a C0 control (NUL included), DEL, or a C1 control in UTF-8
  * (U+0080..U+009F, C2 80..C2 9F). */
 static int has_control(bf_str s)
 {
     const unsigned char *u = (const unsigned char *)s.ptr;
-    for (size_t i = 0; i < s.len; i++)
+    size_t i = 0;
+    /* Eight bytes at a time while all of them are printable ASCII (a byte
+     * below 0x20 or from 0x7f up flags the word: then byte by byte). */
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    for (; s.len - i >= 8; i += 8) {
+        uint64_t x;
+        memcpy(&x, u + i, 8);
+        if (((x - ones * 0x20) | (x + ones) | x) & high)
+            break;
+    }
+    for (; i < s.len; i++)
         if (u[i] < 0x20 || u[i] == 0x7f ||
             (u[i] == 0xc2 && i + 1 < s.len && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f))
             return 1;
@@ -247,7 +380,10 @@ static int str_eq(bf_str s, const char *lit)
     return s.len == n && memcmp(s.ptr, lit, n) == 0;
 }
 
-bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
+/* The value checks, in their order: the dataset, model, the limits (the
+ * lowest tag of the event's dataset in over), the identifiers' control
+ * characters (the lowest tag in ctrl), status, the times. */
+static bf_reason check_values(const bf_event *ev, uint64_t over, uint64_t ctrl, unsigned *tag)
 {
     unsigned bad = 0;
     bf_reason r = BF_OK;
@@ -262,27 +398,17 @@ bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
         goto out;
     }
     unsigned ds_bit = 1u << ev->dataset; /* a known id, so < 32 */
-    for (bad = 1; bad < BF_F_MAX; bad++) {
-        const bf_field_info *f = &bf_fields[bad];
-        if (!f->name || !((ev->present >> bad) & 1u) || !(f->datasets & ds_bit))
-            continue;
-        if (f->type == BF_TYPE_STR) {
-            const bf_str *s = field_ptr(ev, bad);
-            if (f->max && s->len > f->max) {
-                r = BF_R_too_long;
-                goto out;
-            }
-        } else if (*(const uint64_t *)field_ptr(ev, bad) > f->max) {
-            r = BF_R_out_of_range;
+    for (; over; over &= over - 1) {
+        bad = (unsigned)__builtin_ctzll(over);
+        if (bf_fields[bad].datasets & ds_bit) {
+            r = bf_fields[bad].type == BF_TYPE_STR ? BF_R_too_long : BF_R_out_of_range;
             goto out;
         }
     }
-    for (size_t k = 0; k < sizeof(ident_tags) / sizeof(ident_tags[0]); k++) {
-        bad = ident_tags[k];
-        if (((ev->present >> bad) & 1u) && has_control(*(const bf_str *)field_ptr(ev, bad))) {
-            r = BF_R_control_char;
-            goto out;
-        }
+    if (ctrl) {
+        bad = (unsigned)__builtin_ctzll(ctrl);
+        r = BF_R_control_char;
+        goto out;
     }
     /* An empty status counts as absent (JSON senders often send ""). */
     bad = BF_F_status;
@@ -300,6 +426,39 @@ out:
     if (tag)
         *tag = r == BF_OK ? 0 : bad;
     return r;
+}
+
+bf_reason bf_validate_detail(const bf_event *ev, unsigned *tag)
+{
+    uint64_t over = 0, ctrl = 0;
+    for (uint64_t m = ev->present & (((uint64_t)1 << BF_F_MAX) - 1); m; m &= m - 1) {
+        unsigned t = (unsigned)__builtin_ctzll(m);
+        const bf_field_info *f = &bf_fields[t];
+        if (!f->name)
+            continue;
+        if (f->type == BF_TYPE_STR) {
+            const bf_str *s = field_ptr(ev, t);
+            if (f->max && s->len > f->max)
+                over |= (uint64_t)1 << t;
+            if ((IDENT_MASK >> t) & 1u && has_control(*s))
+                ctrl |= (uint64_t)1 << t;
+        } else if (*(const uint64_t *)field_ptr(ev, t) > f->max) {
+            over |= (uint64_t)1 << t;
+        }
+    }
+    return check_values(ev, over, ctrl, tag);
+}
+
+bf_reason bf_decode_validate(const uint8_t *buf, size_t len, bf_event *ev, unsigned *tag)
+{
+    uint64_t over, ctrl;
+    bf_reason r = decode_wire(buf, len, ev, &over, &ctrl);
+    if (r != BF_OK) {
+        if (tag)
+            *tag = BF_F_MAX; /* no field: a framing error */
+        return r;
+    }
+    return check_values(ev, over, ctrl, tag);
 }
 
 bf_reason bf_validate(const bf_event *ev)

@@ -8,6 +8,9 @@
  *   - what the wire decoder accepts re-encodes (bf_encode) to bytes that
  *     decode to the same event, with the same verdict from the validator,
  *     and re-encoding those gives the same bytes (the canonical form);
+ *   - bf_decode_validate (the daemon's: values checked as they are decoded)
+ *     gives the reason and the field at fault that bf_decode then
+ *     bf_validate_detail give;
  *   - what the daemon's decoder accepts (decode and validate) also passes
  *     that round trip and decodes again to BF_OK;
  *   - bf_encode never writes past its cap: asked for one byte less than it
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_decoder.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -47,6 +51,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(wire != BF_OK ? daemon == wire : daemon == bf_validate(&ev),
                "daemon says %s, wire says %s", bf_reason_name(daemon),
                bf_reason_name(wire));
+    unsigned t1 = BF_F_MAX, t2 = 0;
+    bf_reason r1 = wire == BF_OK ? bf_validate_detail(&ev, &t1) : wire;
+    bf_reason r2 = bf_decode_validate(data, size, &ev2, &t2);
+    FUZZ_CHECK(r1 == r2 && t1 == t2, "bf_decode_validate says %s (tag %u), bf_decode and "
+               "bf_validate_detail %s (tag %u)", bf_reason_name(r2), t2, bf_reason_name(r1), t1);
     if (wire != BF_OK)
         return 0;
     fuzz_check_same_event(&ev, &ev3, "bf_decode then the daemon's decoder");

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_decoder.h"
 #include "bf_json.h"
 #include "bf_jsonscan.h"
 #include "bf_proto.h"
@@ -114,6 +115,25 @@ static void same_event(const bf_event *ev, const bf_event *want, const char *wha
     }
 }
 
+/* bf_decode then bf_validate_detail, and bf_decode_validate, which checks
+ * the values as it decodes them: the same reason, the same field at fault
+ * (BF_F_MAX for a framing error) and, when accepted, the same event. */
+static bf_reason decode_both(const uint8_t *buf, size_t len, bf_event *ev)
+{
+    bf_event one;
+    unsigned t1 = BF_F_MAX, t2 = 12345;
+    bf_reason r1 = bf_decode(buf, len, ev);
+    if (r1 == BF_OK)
+        r1 = bf_validate_detail(ev, &t1);
+    bf_reason r2 = bf_decode_validate(buf, len, &one, &t2);
+    ck_assert_msg(r1 == r2 && t1 == t2, "bf_decode+bf_validate_detail: %s (tag %u); "
+                  "bf_decode_validate: %s (tag %u)", bf_reason_name(r1), t1,
+                  bf_reason_name(r2), t2);
+    if (r1 == BF_OK || r1 > BF_R_unknown_dataset) /* decoded whole */
+        same_event(&one, ev, "bf_decode_validate");
+    return r1;
+}
+
 /* Decode and validate one datagram the way the daemon does: a first byte
  * '{' is JSON, scanned by bf_jsonscan (the daemon's path) and parsed by
  * jansson (bf_json_decode, the reference), which must agree. *doc (maybe
@@ -138,7 +158,7 @@ static bf_reason datagram_check(const uint8_t *buf, size_t len, bf_event *ev,
             same_event(&scanned, ev, "vector");
         bf_jsonscan_free(&sb);
     } else {
-        r = bf_decode(buf, len, ev);
+        return decode_both(buf, len, ev);
     }
     return r == BF_OK ? bf_validate(ev) : r;
 }
@@ -554,6 +574,113 @@ START_TEST(test_proto_roundtrip_random)
 }
 END_TEST
 
+/* One string or number field of tag as wire bytes at p. */
+static size_t put_field(uint8_t *p, unsigned tag, const char *str, uint64_t num)
+{
+    size_t n = 0;
+    if (bf_fields[tag].type == BF_TYPE_STR) {
+        size_t len = strlen(str);
+        n += bf_varint_put(p + n, (uint64_t)tag << 3 | BF_WT_BYTES);
+        n += bf_varint_put(p + n, len);
+        memcpy(p + n, str, len);
+        return n + len;
+    }
+    n += bf_varint_put(p + n, (uint64_t)tag << 3 | BF_WT_VARINT);
+    return n + bf_varint_put(p + n, num);
+}
+
+/* bf_decode_validate checks limits and control characters as it decodes:
+ * a repeated field is judged by its last value, a field of the other
+ * dataset not at all, two faults in the order bf_validate_detail finds
+ * them; then datagrams of random fields (values good and bad, repeats,
+ * unknown tags, wrong types), each cut at every length, agree with
+ * bf_decode then bf_validate_detail. */
+START_TEST(test_proto_decode_validate_same)
+{
+    static const struct {
+        const char *what;
+        unsigned ds, tags[4];
+        const char *strs[4];
+        uint64_t nums[4];
+        bf_reason want;
+        unsigned field;
+    } cases[] = {
+        {"control char, then clean", 1, {BF_F_user_id, BF_F_user_id}, {"a\x01", "ab"}, {0}, BF_OK, 0},
+        {"clean, then control char", 1, {BF_F_user_id, BF_F_user_id}, {"ab", "a\x1f"}, {0},
+         BF_R_control_char, BF_F_user_id},
+        {"C1 control in tier", 2, {BF_F_tier}, {"x\xc2\x85y"}, {0}, BF_R_control_char, BF_F_tier},
+        {"too long, then short", 1, {BF_F_tier, BF_F_tier},
+         {"0123456789012345678901234567890123456789", "ok"}, {0}, BF_OK, 0},
+        {"over, then in range", 1, {BF_F_width, BF_F_width}, {0}, {70000, 640}, BF_OK, 0},
+        {"in range, then over", 1, {BF_F_width, BF_F_width}, {0}, {640, 70000},
+         BF_R_out_of_range, BF_F_width},
+        {"width of llm_events ignored", 2, {BF_F_width}, {0}, {70000}, BF_OK, 0},
+        {"limits before control chars", 1, {BF_F_id, BF_F_steps}, {"\x7f"}, {0, 10001},
+         BF_R_out_of_range, BF_F_steps},
+        {"lowest tag first", 2, {BF_F_cached_tokens, BF_F_username},
+         {"", "0123456789012345678901234567890123456789012345678901234567890123456789"
+              "0123456789012345678901234567890123456789012345678901234567890123456789"},
+         {1ull << 40}, BF_R_too_long, BF_F_username},
+        {"id then model", 1, {BF_F_model, BF_F_id}, {"m\n", "i\t"}, {0}, BF_R_control_char,
+         BF_F_id},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        uint8_t buf[512] = {BF_MAGIC0, BF_MAGIC1, BF_PROTO_VERSION, (uint8_t)cases[c].ds};
+        size_t n = BF_HEADER_LEN;
+        int has_model = 0;
+        for (int k = 0; k < 4 && cases[c].tags[k]; k++) {
+            n += put_field(buf + n, cases[c].tags[k], cases[c].strs[k] ? cases[c].strs[k] : "",
+                           cases[c].nums[k]);
+            has_model |= cases[c].tags[k] == BF_F_model;
+        }
+        if (!has_model)
+            n += put_field(buf + n, BF_F_model, "flux", 0);
+        bf_event ev;
+        unsigned tag = 0;
+        bf_reason r = bf_decode_validate(buf, n, &ev, &tag);
+        ck_assert_msg(r == cases[c].want && tag == cases[c].field, "%s: %s (tag %u)",
+                      cases[c].what, bf_reason_name(r), tag);
+        decode_both(buf, n, &ev);
+    }
+
+    static const char *const strs[] = {"", "x", "user_1234", "flux", "a\x01", "\x7f",
+                                       "0123456789012345678901234567890123456789",
+                                       "caf\xc3\xa9", "\xc2\x9f", "seed", "success", "error"};
+    uint64_t seed = 0x51ed2701ull;
+    for (int round = 0; round < 3000; round++) {
+        uint8_t buf[1024] = {BF_MAGIC0, BF_MAGIC1, BF_PROTO_VERSION,
+                             (uint8_t)(1 + rng_next(&seed) % 3)};
+        size_t n = BF_HEADER_LEN;
+        int fields = (int)(rng_next(&seed) % 12);
+        for (int k = 0; k < fields; k++) {
+            unsigned tag = 1 + (unsigned)(rng_next(&seed) % (BF_F_MAX + 2));
+            uint64_t x = rng_next(&seed);
+            if (tag >= BF_F_MAX || rng_next(&seed) % 16 == 0) { /* unknown or mistyped */
+                unsigned wt = (unsigned)(x % 8);
+                n += bf_varint_put(buf + n, (uint64_t)tag << 3 | wt);
+                n += bf_varint_put(buf + n, x >> 59);
+                continue;
+            }
+            if (tag == BF_F_start_time || tag == BF_F_end_time)
+                x %= 5000000000000ull;
+            else
+                x >>= rng_next(&seed) % 64;
+            n += put_field(buf + n, tag, strs[x % (sizeof(strs) / sizeof(strs[0]))], x);
+        }
+        if (rng_next(&seed) % 4)
+            n += put_field(buf + n, BF_F_model, strs[rng_next(&seed) % 4], 0);
+        for (size_t cut = 0; cut <= n; cut++) {
+            uint8_t *p = malloc(cut ? cut : 1);
+            ck_assert_ptr_nonnull(p);
+            memcpy(p, buf, cut);
+            bf_event ev;
+            decode_both(p, cut, &ev);
+            free(p);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_proto_encode_small_cap)
 {
     bf_event ev;
@@ -769,6 +896,7 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_proto_field_lookup);
     tcase_add_test(tc, test_proto_dataset_lookup);
     tcase_add_test(tc, test_proto_roundtrip_random);
+    tcase_add_test(tc, test_proto_decode_validate_same);
     tcase_add_test(tc, test_proto_encode_small_cap);
     tcase_add_test(tc, test_proto_validate_detail);
     tcase_add_test(tc, test_proto_validate_other_dataset);
