@@ -34,9 +34,26 @@ typedef struct ip_entry {
     char hash[IP_HASH_HEX + 1];
 } ip_entry;
 
+/* Referrers and their origins, keyed by the referrer as sent: the same
+ * pages send most requests, and the WHATWG parse costs more than the rest
+ * of the event. Two ways per set, like the IP cache. Referrers longer than
+ * REF_TEXT_MAX, or whose origin is longer than REF_ORIGIN_MAX, are parsed
+ * every time. */
+#define REF_CACHE_SLOTS 1024
+#define REF_TEXT_MAX 190
+#define REF_ORIGIN_MAX 96
+
+typedef struct ref_entry {
+    uint16_t tlen;            /* bytes of text; 0: empty */
+    uint16_t olen;
+    char text[REF_TEXT_MAX];
+    char origin[REF_ORIGIN_MAX];
+} ref_entry;
+
 struct enrich_ctx {
     const catalog *cat;
     ip_entry *ip_cache;       /* IP_CACHE_SLOTS entries */
+    ref_entry *ref_cache;     /* REF_CACHE_SLOTS entries */
     EVP_MAC *mac;
     EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
     uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
@@ -174,13 +191,14 @@ int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n)
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end()};
     ctx->ip_cache = calloc(IP_CACHE_SLOTS, sizeof(ip_entry));
+    ctx->ref_cache = calloc(REF_CACHE_SLOTS, sizeof(ref_entry));
+    int mem = ctx->ip_cache && ctx->ref_cache;
     ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     ctx->mac_ctx = ctx->mac ? EVP_MAC_CTX_new(ctx->mac) : NULL;
-    if (!ctx->ip_cache || !ctx->mac_ctx ||
+    if (!mem || !ctx->mac_ctx ||
         !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
-        snprintf(err, n, "%s", ctx->ip_cache ? "OpenSSL HMAC-SHA256 unavailable"
-                                             : "out of memory");
-        rc = ctx->ip_cache ? -ENOSYS : -ENOMEM;
+        snprintf(err, n, "%s", mem ? "OpenSSL HMAC-SHA256 unavailable" : "out of memory");
+        rc = mem ? -ENOSYS : -ENOMEM;
         OPENSSL_cleanse(key, sizeof(key));
         enrich_free(ctx);
         return rc;
@@ -203,6 +221,7 @@ void enrich_free(enrich_ctx *ctx)
     EVP_MAC_CTX_free(ctx->mac_ctx);
     EVP_MAC_free(ctx->mac);
     free(ctx->ip_cache);
+    free(ctx->ref_cache);
     free(ctx);
 }
 
@@ -472,6 +491,29 @@ none:
     return 0;
 }
 
+size_t enrich_referrer_cached(enrich_ctx *ctx, const char *url, size_t len, char *out)
+{
+    if (len == 0 || len > REF_TEXT_MAX)
+        return enrich_referrer(url, len, out);
+    ref_entry *set = &ctx->ref_cache[hash_words(url, len) & (REF_CACHE_SLOTS - 2)];
+    for (int w = 0; w < 2; w++) {
+        if (set[w].tlen == len && memcmp(set[w].text, url, len) == 0) {
+            memcpy(out, set[w].origin, set[w].olen);
+            out[set[w].olen] = '\0';
+            return set[w].olen;
+        }
+    }
+    size_t olen = enrich_referrer(url, len, out);
+    if (olen <= REF_ORIGIN_MAX) {
+        set[1] = set[0];
+        set[0].tlen = (uint16_t)len;
+        memcpy(set[0].text, url, len);
+        set[0].olen = (uint16_t)olen;
+        memcpy(set[0].origin, out, olen);
+    }
+    return olen;
+}
+
 /* An IPv6 address that carries an IPv4 one is that IPv4 address: its /48
  * would keep the IPv4 whole (6to4) or its hash would differ from the same
  * client's over IPv4. When addr is one, its IPv4 goes to addr[0..3] and 1
@@ -509,10 +551,9 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     unsigned char addr[16];
     size_t alen;
     out[0] = hash[0] = '\0';
-    /* A NUL inside would end the text early and hide trailing bytes. */
-    if (len == 0 || len >= sizeof(text) || memchr(ip, '\0', len))
+    if (len == 0 || len >= sizeof(text))
         return -EINVAL;
-    ip_entry *set = &ctx->ip_cache[fnv1a32(ip, len) & (IP_CACHE_SLOTS - 2)];
+    ip_entry *set = &ctx->ip_cache[hash_words(ip, len) & (IP_CACHE_SLOTS - 2)];
     for (int w = 0; w < 2; w++) {
         if (set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
             memcpy(out, set[w].anon, sizeof(set[w].anon));
@@ -520,6 +561,10 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
             return 0;
         }
     }
+    /* A NUL inside would end the text early and hide trailing bytes
+     * (what is cached passed this). */
+    if (memchr(ip, '\0', len))
+        return -EINVAL;
     memcpy(text, ip, len);
     text[len] = '\0';
     char *s = text;
@@ -681,8 +726,8 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
         row->total_tokens = UINT32_MAX;
 
     row->referrer_len = BF_HAS(ev, referrer)
-                            ? enrich_referrer(ev->referrer.ptr, ev->referrer.len,
-                                              row->referrer)
+                            ? enrich_referrer_cached(ctx, ev->referrer.ptr, ev->referrer.len,
+                                                     row->referrer)
                             : (row->referrer[0] = '\0', 0);
 
     if (BF_HAS(ev, ip) && ev->ip.len) {

@@ -86,6 +86,9 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
  * origin longer than REFERRER_MAX. Reads len bytes of url, NULs included.
  * Returns the length. */
 size_t enrich_referrer(const char *url, size_t len, char *out);
+/* enrich_referrer() through ctx's cache of recent referrers, keyed by the
+ * whole text as sent: the same result, parsed once per text. */
+size_t enrich_referrer_cached(enrich_ctx *ctx, const char *url, size_t len, char *out);
 /* Anonymise ip (len bytes) into out (48 bytes) and hash it into hash
  * (IP_HASH_HEX + 1): IPv4 to its /24, IPv6 to its /48, and an IPv6 address
  * carrying an IPv4 (mapped, compatible, NAT64, 6to4, Teredo) as that IPv4.

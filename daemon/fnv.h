@@ -1,11 +1,13 @@
-/* fnv.h: FNV-1a, 32 bits, for the slot of a table: catalog names and
- * enrich's IP cache. Fast on short keys and not collision-resistant: use it
- * where a collision costs a probe or a recomputation, never correctness. */
+/* fnv.h: FNV-1a, 32 bits, for the slot of a table: catalog names; and
+ * hash_words, eight bytes at a time, for enrich's caches (IP addresses and
+ * referrers as sent). Fast and not collision-resistant: use them where a
+ * collision costs a probe or a recomputation, never correctness. */
 #ifndef BF_FNV_H
 #define BF_FNV_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline uint32_t fnv1a32(const void *data, size_t len)
 {
@@ -14,6 +16,35 @@ static inline uint32_t fnv1a32(const void *data, size_t len)
     for (size_t i = 0; i < len; i++)
         h = (h ^ p[i]) * 16777619u;
     return h;
+}
+
+/* 32 bits of a multiply-and-fold hash of len bytes, read eight at a time
+ * (the last eight again when len is not a multiple: no byte loop past the
+ * first word), so a 70-byte URL costs a dozen multiplies where FNV-1a
+ * spends four instructions a byte. Native byte order: a slot, never stored. */
+static inline uint32_t hash_words(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    const uint64_t k = 0xff51afd7ed558ccdull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)len * k), w;
+    if (len < 8) {
+        w = 0;
+        for (size_t i = 0; i < len; i++)
+            w = w << 8 | p[i];
+        h = (h ^ w) * k;
+    } else {
+        size_t i = 0;
+        for (; len - i > 8; i += 8) {
+            memcpy(&w, p + i, 8);
+            h = (h ^ w) * k;
+            h ^= h >> 29;
+        }
+        memcpy(&w, p + len - 8, 8);
+        h = (h ^ w) * k;
+    }
+    h ^= h >> 32;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return (uint32_t)(h >> 32);
 }
 
 #endif /* BF_FNV_H */

@@ -7,6 +7,7 @@
  * bytes, so hashes can be recomputed here with OpenSSL's one-shot HMAC().
  * Runs from the repo root (daemon/catalog.json).
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -20,6 +21,7 @@
 
 #include "catalog.h"
 #include "enrich.h"
+#include "fnv.h"
 #include "stats.h"
 #include "testutil.h"
 
@@ -324,6 +326,58 @@ START_TEST(test_enrich_referrer_respects_len)
 }
 END_TEST
 
+/* The referrer cache (enrich_referrer_cached) answers what the parser
+ * answers for every text, whatever shares its slot: far more referrers
+ * than the cache has entries (so sets are shared and ways evicted), texts
+ * that differ in their last byte or only in length, the longest text
+ * cached and one byte more, origins too long to cache, asked in order
+ * then again in a scrambled order with repeats. */
+START_TEST(test_enrich_referrer_cache_never_mixes)
+{
+    enum { N = 5000 };
+    static char urls[N][240];
+    static size_t lens[N];
+    for (int i = 0; i < N; i++) {
+        switch (i % 6) {
+        case 0: snprintf(urls[i], sizeof(urls[i]), "https://h%d.example/p?q=%d", i / 6, i); break;
+        case 1: snprintf(urls[i], sizeof(urls[i]), "https://h%d.example/p?q=%d", i / 6, i - 1);
+                urls[i][strlen(urls[i]) - 1] ^= 1; break; /* the last byte differs */
+        case 2: snprintf(urls[i], sizeof(urls[i]), "https://h%d.example", i / 6); break;
+        case 3: snprintf(urls[i], sizeof(urls[i]), "https://h%d.example/", i / 6); break;
+        case 4: snprintf(urls[i], sizeof(urls[i]), "HTTP://H%d.Example:%d/x", i / 6, i % 70000);
+                break;
+        default: { /* 189 to 192 bytes of text; some origins over 96 bytes */
+            int len = 189 + i % 4, host = i % 12 < 6 ? 20 : 100;
+            int o = snprintf(urls[i], sizeof(urls[i]), "https://%0*d.example/", host, i);
+            memset(urls[i] + o, 'p', (size_t)(len - o));
+            urls[i][len] = '\0';
+        }
+        }
+        lens[i] = strlen(urls[i]);
+    }
+    uint64_t seed = 42;
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < N; k++) {
+            int i = round == 0 ? k : (int)((seed = seed * 6364136223846793005ull + 1) >> 33) % N;
+            char want[REFERRER_MAX + 1], got[REFERRER_MAX + 1];
+            size_t wl = enrich_referrer(urls[i], lens[i], want);
+            memset(got, 'X', sizeof(got));
+            size_t gl = enrich_referrer_cached(ctx, urls[i], lens[i], got);
+            ck_assert_msg(gl == wl && strcmp(got, want) == 0, "round %d '%s': cached '%s', "
+                          "parsed '%s'", round, urls[i], got, want);
+        }
+    }
+    for (size_t i = 0; i < sizeof(referrer_cases) / sizeof(referrer_cases[0]); i++) {
+        const char *url = referrer_cases[i].url;
+        char got[REFERRER_MAX + 1];
+        for (int twice = 0; twice < 2; twice++) {
+            enrich_referrer_cached(ctx, url, strlen(url), got);
+            ck_assert_msg(strcmp(got, referrer_cases[i].want) == 0, "'%s': '%s'", url, got);
+        }
+    }
+}
+END_TEST
+
 /* ---- enrich_ip ------------------------------------------------------- */
 
 static const struct {
@@ -423,6 +477,68 @@ static const struct {
     S("0000000000000000000000000000000000000000000000000000000000001.2.3.4"),
 };
 #undef S
+
+/* The IP cache answers what a fresh computation answers, whatever shares
+ * its slot: 12,000 addresses (three times the cache), IPv4, IPv6 and
+ * IPv4-mapped spellings of the same IPv4, in order then scrambled with
+ * repeats; each anonymised form from inet_ntop and each hash from
+ * OpenSSL's one-shot HMAC. */
+START_TEST(test_enrich_ip_cache_never_mixes)
+{
+    enum { N = 12000 };
+    static char ips[N][64];
+    /* First pairs of which one is a prefix of the other and whose slots
+     * (enrich.c: hash_words & 4094) are the same, alternated. */
+    int pairs = 0;
+    for (unsigned a = 0; a < 256 && pairs < 64; a++) {
+        for (unsigned b = 1; b < 256 && pairs < 64; b++) {
+            char x[64], y[64];
+            int xl = snprintf(x, 64, "10.%u.%u.1", a, b), yl = snprintf(y, 64, "%s%u", x, b % 10);
+            if ((hash_words(x, (size_t)xl) & 4094) != (hash_words(y, (size_t)yl) & 4094))
+                continue;
+            snprintf(ips[2 * pairs], 64, "%s", x);
+            snprintf(ips[2 * pairs + 1], 64, "%s", y);
+            pairs++;
+        }
+    }
+    ck_assert_int_ge(pairs, 8);
+    for (int i = 2 * pairs; i < N; i++) {
+        unsigned a = 1 + (unsigned)i * 2654435761u % 223, b = (unsigned)i / 256 % 256,
+                 c = (unsigned)i % 256;
+        switch (i % 3) {
+        case 0: snprintf(ips[i], 64, "%u.%u.%u.%u", a, b, c, (unsigned)i % 7); break;
+        case 1: snprintf(ips[i], 64, "::ffff:%u.%u.%u.%u", a, b, c, 9u); break;
+        default: snprintf(ips[i], 64, "2001:db8:%x:%x::%x", (unsigned)i, (unsigned)i % 13, c);
+        }
+    }
+    uint64_t seed = 7;
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < N; k++) {
+            int i = round == 0 ? k : (int)((seed = seed * 6364136223846793005ull + 1) >> 33) % N;
+            unsigned char addr[16];
+            size_t alen = 4;
+            char want_anon[48], want_hash[IP_HASH_HEX + 1], out[48], hash[IP_HASH_HEX + 1];
+            const char *text = strncmp(ips[i], "::ffff:", 7) == 0 ? ips[i] + 7 : ips[i];
+            if (inet_pton(AF_INET, text, addr) != 1) {
+                ck_assert_int_eq(inet_pton(AF_INET6, text, addr), 1);
+                alen = 16;
+            }
+            expected_hash(TEST_KEY, strlen(TEST_KEY), addr, alen, want_hash);
+            if (alen == 4) {
+                addr[3] = 0;
+                inet_ntop(AF_INET, addr, want_anon, sizeof(want_anon));
+            } else {
+                memset(addr + 6, 0, 10);
+                inet_ntop(AF_INET6, addr, want_anon, sizeof(want_anon));
+            }
+            ck_assert_int_eq(enrich_ip(ctx, ips[i], strlen(ips[i]), out, hash), 0);
+            ck_assert_msg(strcmp(out, want_anon) == 0 && strcmp(hash, want_hash) == 0,
+                          "round %d %s: %s %s, want %s %s", round, ips[i], out, hash,
+                          want_anon, want_hash);
+        }
+    }
+}
+END_TEST
 
 START_TEST(test_enrich_ip_garbage)
 {
@@ -1084,6 +1200,8 @@ Suite *enrich_suite(void)
     tcase_add_loop_test(tc, test_enrich_referrer_table, 0, N(referrer_cases));
     tcase_add_test(tc, test_enrich_referrer_long_host);
     tcase_add_test(tc, test_enrich_referrer_respects_len);
+    tcase_add_test(tc, test_enrich_referrer_cache_never_mixes);
+    tcase_add_test(tc, test_enrich_ip_cache_never_mixes);
     tcase_add_loop_test(tc, test_enrich_ip_table, 0, N(ip_cases));
     tcase_add_test(tc, test_enrich_ip_embedded_ipv4_is_the_ipv4);
     tcase_add_loop_test(tc, test_enrich_ip_garbage, 0, N(bad_ips));
