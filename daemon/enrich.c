@@ -4,9 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +52,12 @@ struct enrich_ctx {
     const catalog *cat;
     ip_entry *ip_cache;       /* IP_CACHE_SLOTS entries */
     ref_entry *ref_cache;     /* REF_CACHE_SLOTS entries */
-    EVP_MAC *mac;
-    EVP_MAC_CTX *mac_ctx; /* keyed once; re-initialised per address */
+    /* HMAC-SHA256 (RFC 2104) from its two keyed states: SHA-256 having
+     * absorbed the key XOR ipad (inner) and XOR opad (outer), made once;
+     * each address copies them into work. EVP_MAC would re-key, look up
+     * parameters and allocate per call: 8,000 instructions against 5,000. */
+    EVP_MD *sha256;
+    EVP_MD_CTX *inner, *outer, *work;
     uint64_t rng[4];      /* xoshiro256** for ids; seeded from getrandom */
     uint64_t max_age_ms, max_skew_ms; /* the start time window; 0: open */
 };
@@ -173,6 +175,48 @@ static int load_key(const char *path, unsigned char *key, size_t *klen,
     return rc;
 }
 
+/* The two keyed states of HMAC-SHA256 for key (klen bytes; a key longer
+ * than SHA-256's 64-byte block is hashed first, as RFC 2104 says). */
+static int hmac_keys(enrich_ctx *ctx, const unsigned char *key, size_t klen)
+{
+    unsigned char block[64] = {0}, pad[64];
+    unsigned int dlen = 0;
+    ctx->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    ctx->inner = EVP_MD_CTX_new();
+    ctx->outer = EVP_MD_CTX_new();
+    ctx->work = EVP_MD_CTX_new();
+    int ok = ctx->sha256 && ctx->inner && ctx->outer && ctx->work;
+    if (ok && klen > sizeof(block))
+        ok = EVP_Digest(key, klen, block, &dlen, ctx->sha256, NULL);
+    else if (ok)
+        memcpy(block, key, klen);
+    for (size_t i = 0; ok && i < sizeof(pad); i++)
+        pad[i] = block[i] ^ 0x36;
+    ok = ok && EVP_DigestInit_ex(ctx->inner, ctx->sha256, NULL) &&
+         EVP_DigestUpdate(ctx->inner, pad, sizeof(pad));
+    for (size_t i = 0; ok && i < sizeof(pad); i++)
+        pad[i] = block[i] ^ 0x5c;
+    ok = ok && EVP_DigestInit_ex(ctx->outer, ctx->sha256, NULL) &&
+         EVP_DigestUpdate(ctx->outer, pad, sizeof(pad));
+    OPENSSL_cleanse(block, sizeof(block));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    return ok ? 0 : -ENOSYS;
+}
+
+/* HMAC-SHA256 of data (n bytes) into mac (32 bytes). */
+static int hmac(enrich_ctx *ctx, const unsigned char *data, size_t n, unsigned char *mac)
+{
+    unsigned char ih[32];
+    unsigned int len = 0;
+    int ok = EVP_MD_CTX_copy_ex(ctx->work, ctx->inner) &&
+             EVP_DigestUpdate(ctx->work, data, n) &&
+             EVP_DigestFinal_ex(ctx->work, ih, &len) && len == sizeof(ih) &&
+             EVP_MD_CTX_copy_ex(ctx->work, ctx->outer) &&
+             EVP_DigestUpdate(ctx->work, ih, sizeof(ih)) &&
+             EVP_DigestFinal_ex(ctx->work, mac, &len) && len == 32;
+    return ok ? 0 : -EINVAL;
+}
+
 int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n)
 {
     unsigned char key[256];
@@ -186,18 +230,11 @@ int enrich_new(const char *key_file, enrich_ctx **out, char *err, size_t n)
         snprintf(err, n, "out of memory");
         return -ENOMEM;
     }
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_end()};
     ctx->ip_cache = calloc(IP_CACHE_SLOTS, sizeof(ip_entry));
     ctx->ref_cache = calloc(REF_CACHE_SLOTS, sizeof(ref_entry));
     int mem = ctx->ip_cache && ctx->ref_cache;
-    ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    ctx->mac_ctx = ctx->mac ? EVP_MAC_CTX_new(ctx->mac) : NULL;
-    if (!mem || !ctx->mac_ctx ||
-        !EVP_MAC_init(ctx->mac_ctx, key, klen, params)) {
-        snprintf(err, n, "%s", mem ? "OpenSSL HMAC-SHA256 unavailable" : "out of memory");
+    if (!mem || hmac_keys(ctx, key, klen) < 0) {
+        snprintf(err, n, "%s", mem ? "OpenSSL SHA-256 unavailable" : "out of memory");
         rc = mem ? -ENOSYS : -ENOMEM;
         OPENSSL_cleanse(key, sizeof(key));
         enrich_free(ctx);
@@ -218,8 +255,10 @@ void enrich_free(enrich_ctx *ctx)
 {
     if (!ctx)
         return;
-    EVP_MAC_CTX_free(ctx->mac_ctx);
-    EVP_MAC_free(ctx->mac);
+    EVP_MD_CTX_free(ctx->inner);
+    EVP_MD_CTX_free(ctx->outer);
+    EVP_MD_CTX_free(ctx->work);
+    EVP_MD_free(ctx->sha256);
     free(ctx->ip_cache);
     free(ctx->ref_cache);
     free(ctx);
@@ -586,12 +625,9 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         return -EINVAL;
     }
     /* The hash is of the full binary address, so "::ffff:1.2.3.4",
-     * "2002:102:304::1" and "1.2.3.4" hash alike. EVP_MAC_init with a NULL key keeps the key. */
+     * "2002:102:304::1" and "1.2.3.4" hash alike. */
     unsigned char mac[32];
-    size_t mlen = 0;
-    if (!EVP_MAC_init(ctx->mac_ctx, NULL, 0, NULL) ||
-        !EVP_MAC_update(ctx->mac_ctx, addr, alen) ||
-        !EVP_MAC_final(ctx->mac_ctx, mac, &mlen, sizeof(mac)))
+    if (hmac(ctx, addr, alen, mac) < 0)
         return -EINVAL;
     for (int i = 0; i < IP_HASH_HEX / 2; i++)
         hex_byte(hash + 2 * i, mac[i]);
