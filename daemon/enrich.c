@@ -584,6 +584,52 @@ static int embedded_ipv4(unsigned char *addr)
     return 1;
 }
 
+static char *put_dec(char *p, unsigned v) /* 0 to 255 */
+{
+    if (v >= 100)
+        *p++ = (char)('0' + v / 100);
+    if (v >= 10)
+        *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    return p;
+}
+
+/* The anonymised address as inet_ntop writes it (glibc's inet_ntop4 goes
+ * through sprintf): IPv4 "a.b.c.0"; IPv6 its /48, whose last five pieces
+ * are zero, so RFC 5952's longest run of zeros is always the tail: the
+ * pieces up to the last nonzero one of the first three, then "::". */
+static void anon_text(const unsigned char *addr, size_t alen, char *out)
+{
+    char *p = out;
+    if (alen == 4) {
+        for (int i = 0; i < 3; i++) {
+            p = put_dec(p, addr[i]);
+            *p++ = '.';
+        }
+        *p++ = '0';
+    } else {
+        int last = -1;
+        for (int i = 0; i < 3; i++)
+            if (addr[2 * i] | addr[2 * i + 1])
+                last = i;
+        for (int i = 0; i <= last; i++) {
+            unsigned v = (unsigned)addr[2 * i] << 8 | addr[2 * i + 1];
+            int started = 0;
+            for (int sh = 12; sh >= 0; sh -= 4) {
+                if (started || (v >> sh) & 15 || sh == 0) {
+                    *p++ = hex_digit(v >> sh);
+                    started = 1;
+                }
+            }
+            if (i < last)
+                *p++ = ':';
+        }
+        *p++ = ':';
+        *p++ = ':';
+    }
+    *p = '\0';
+}
+
 int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
 {
     char text[64 + 1]; /* the longest ip fields.def accepts, and a NUL */
@@ -632,13 +678,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     for (int i = 0; i < IP_HASH_HEX / 2; i++)
         hex_byte(hash + 2 * i, mac[i]);
     hash[IP_HASH_HEX] = '\0';
-    if (alen == 4) {
-        addr[3] = 0;
-        inet_ntop(AF_INET, addr, out, 48);
-    } else {
-        memset(addr + 6, 0, 10); /* keep the /48 */
-        inet_ntop(AF_INET6, addr, out, 48);
-    }
+    anon_text(addr, alen, out);
     set[1] = set[0];
     set[0].tlen = (uint8_t)len;
     memcpy(set[0].text, ip, len);
