@@ -609,6 +609,31 @@ END_TEST
 
 /* ---- the key file ---------------------------------------------------- */
 
+/* Keys of every length the key file may hold (16 to 256 bytes; longer
+ * than SHA-256's 64-byte block, HMAC hashes the key first): the hash is
+ * OpenSSL's one-shot HMAC with that key. */
+START_TEST(test_enrich_ip_hash_key_lengths)
+{
+    static const size_t lens[] = {16, 63, 64, 65, 100, 128, 256};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        char key[257], path[128], err[256], out[48], hash[IP_HASH_HEX + 1],
+            want[IP_HASH_HEX + 1];
+        for (size_t k = 0; k < lens[i]; k++)
+            key[k] = (char)('!' + (k * 7 + i) % 90);
+        snprintf(path, sizeof(path), "%s/len%zu.key", tmpdir, lens[i]);
+        tu_write_private(path, key, lens[i]);
+        enrich_ctx *c;
+        ck_assert_msg(enrich_new(path, &c, err, sizeof(err)) == 0, "%zu: %s", lens[i], err);
+        ck_assert_int_eq(enrich_ip(c, "2001:db8::7", 11, out, hash), 0);
+        expected_hash(key, lens[i], (const unsigned char *)"\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x07",
+                      16, want);
+        ck_assert_msg(strcmp(hash, want) == 0, "key of %zu bytes: %s, HMAC says %s", lens[i],
+                      hash, want);
+        enrich_free(c);
+    }
+}
+END_TEST
+
 START_TEST(test_enrich_key_created_0600)
 {
     char err[256], path[160], text[128];
@@ -1207,6 +1232,7 @@ Suite *enrich_suite(void)
     tcase_add_loop_test(tc, test_enrich_ip_garbage, 0, N(bad_ips));
     tcase_add_test(tc, test_enrich_ip_empty);
     tcase_add_test(tc, test_enrich_ip_hash_properties);
+    tcase_add_test(tc, test_enrich_ip_hash_key_lengths);
     tcase_add_test(tc, test_enrich_key_created_0600);
     tcase_add_test(tc, test_enrich_key_too_short);
     tcase_add_loop_test(tc, test_enrich_key_mode_refused, 0, N(key_modes));
