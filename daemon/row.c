@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "hex.h"
 #include "stats.h"
 
@@ -151,55 +155,112 @@ static inline uint64_t word_special(uint64_t x)
     return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high;
 }
 
+
+
+/* Index of the first of the 16 bytes at s that needs more than a copy
+ * (see word_special), or 16 when none does. SSE2 (x86-64's baseline):
+ * a signed compare below 0x20 catches both the controls and the bytes
+ * past ASCII; else word_special per word, and a flagged word looked at
+ * byte by byte (it holds one such byte at least). */
+static inline unsigned first_special16(const unsigned char *s)
+{
+#if defined(__SSE2__)
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i m = _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                             _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+    unsigned bits = (unsigned)_mm_movemask_epi8(m);
+    return bits ? (unsigned)__builtin_ctz(bits) : 16;
+#else
+    for (unsigned k = 0; k < 16; k += 8) {
+        uint64_t x;
+        memcpy(&x, s + k, 8);
+        if (word_special(x))
+            for (unsigned j = k;; j++)
+                if (!plain[s[j]])
+                    return j;
+    }
+    return 16;
+#endif
+}
+
+/* The byte at u[*i], which is not plain: an escape, a whole UTF-8
+ * sequence, or U+FFFD for a byte that starts none. */
+static inline char *put_special(char *p, const unsigned char *u, size_t len, size_t *i,
+                                int *replaced)
+{
+    unsigned char c = u[*i];
+    if (c < 0x80) {
+        *p++ = '\\';
+        switch (c) {
+        case '"': *p++ = '"'; break;
+        case '\\': *p++ = '\\'; break;
+        case '\n': *p++ = 'n'; break;
+        case '\r': *p++ = 'r'; break;
+        case '\t': *p++ = 't'; break;
+        default: /* other control characters */
+            p = LIT(p, "u00");
+            p = hex_byte(p, c);
+        }
+        (*i)++;
+        return p;
+    }
+    size_t k = bf_utf8_seq(u + *i, len - *i); /* 2 to 4 here, or 0 */
+    if (k) {
+        memcpy(p, u + *i, k);
+        *i += k;
+        return p + k;
+    }
+    *replaced = 1;
+    (*i)++;
+    return LIT(p, "\xEF\xBF\xBD");
+}
+
 /* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. Plain
- * text is copied 8 bytes at a time (out has room for row_max_bytes). */
+ * text is copied 16 bytes at a time (out has room for row_max_bytes, so a
+ * block is stored whole before its clean part is counted); a tail of 4 to
+ * 15 bytes is tested and copied as two overlapping words; what is flagged,
+ * and the last bytes, go byte by byte. */
 static char *put_str(char *p, const char *s, size_t len, int *replaced)
 {
     const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
     *p++ = '"';
-    for (size_t i = 0; i < len;) {
-        while (len - i >= 8) {
-            uint64_t x;
-            memcpy(&x, u + i, 8);
-            if (word_special(x))
-                break;
-            memcpy(p, &x, 8);
-            p += 8;
-            i += 8;
+    while (len - i >= 16) {
+        unsigned n = first_special16(u + i);
+        memcpy(p, u + i, 16);
+        p += n;
+        i += n;
+        if (n < 16)
+            p = put_special(p, u, len, &i, replaced);
+    }
+    size_t rem = len - i;
+    if (rem >= 8) {
+        uint64_t a, b;
+        memcpy(&a, u + i, 8);
+        memcpy(&b, u + len - 8, 8);
+        if (!(word_special(a) | word_special(b))) {
+            memcpy(p, &a, 8);
+            memcpy(p + rem - 8, &b, 8);
+            p += rem;
+            i = len;
         }
-        if (i >= len)
-            break;
-        unsigned char c = u[i];
-        if (plain[c]) {
-            *p++ = (char)c;
-            i++;
-            continue;
+    } else if (rem >= 4) {
+        uint32_t a, b;
+        memcpy(&a, u + i, 4);
+        memcpy(&b, u + len - 4, 4);
+        if (!(word_special(a | (uint64_t)b << 32))) {
+            memcpy(p, &a, 4);
+            memcpy(p + rem - 4, &b, 4);
+            p += rem;
+            i = len;
         }
-        if (c < 0x80) {
-            *p++ = '\\';
-            switch (c) {
-            case '"': *p++ = '"'; break;
-            case '\\': *p++ = '\\'; break;
-            case '\n': *p++ = 'n'; break;
-            case '\r': *p++ = 'r'; break;
-            case '\t': *p++ = 't'; break;
-            default: /* other control characters */
-                p = LIT(p, "u00");
-                p = hex_byte(p, c);
-            }
-            i++;
-            continue;
-        }
-        size_t k = bf_utf8_seq(u + i, len - i); /* 2 to 4 here, or 0 */
-        if (k) {
-            memcpy(p, u + i, k);
-            p += k;
-            i += k;
-        } else {
-            p = LIT(p, "\xEF\xBF\xBD");
-            *replaced = 1;
-            i++;
-        }
+    }
+    while (i < len) {
+        if (plain[u[i]])
+            *p++ = (char)u[i++];
+        else
+            p = put_special(p, u, len, &i, replaced);
     }
     *p++ = '"';
     return p;

@@ -492,6 +492,77 @@ START_TEST(test_row_format_escaping)
 }
 END_TEST
 
+/* The escaping of one byte string as the first writer did it, byte by
+ * byte, for test_row_format_escape_every_offset. */
+static size_t escape_ref(const unsigned char *u, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            out[o++] = '\\';
+            out[o++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else if (c < 0x20) {
+            o += (size_t)sprintf(out + o, "\\u%04x", c);
+        } else if (c < 0x80) {
+            out[o++] = (char)c;
+        } else {
+            size_t k = bf_utf8_seq(u + i, len - i);
+            if (k) {
+                memcpy(out + o, u + i, k);
+                o += k;
+                i += k;
+                continue;
+            }
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+        }
+        i++;
+    }
+    return o;
+}
+
+/* Strings of 0 to 48 bytes with a byte to escape, a DEL, a sequence past
+ * ASCII or an invalid byte at every offset (every place of the 16-byte
+ * blocks and the overlapping tails the writer copies by), each in a
+ * buffer of its exact size: written as the byte-by-byte reference does. */
+START_TEST(test_row_format_escape_every_offset)
+{
+    static const char *const odd[] = {"\"", "\\", "\n", "\x01", "\x1f", "\x7f", "\xff",
+                                      "\xc3\xa9", "\xf0\x9f\x98\x80", "\xe2\x80"};
+    for (size_t len = 0; len <= 48; len++) {
+        for (size_t pos = 0; pos <= len; pos++) {
+            for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
+                size_t ol = strlen(odd[k]), n = len + ol;
+                char *str = malloc(n ? n : 1);
+                ck_assert_ptr_nonnull(str);
+                for (size_t i = 0; i < n; i++)
+                    str[i] = (char)('a' + i % 26);
+                memcpy(str + pos, odd[k], ol);
+                bf_event ev;
+                bf_row row;
+                size_t got;
+                make_event(&ev, BF_DATASET_image_events, 0);
+                BF_SET_STR(&ev, username, str, n);
+                enrich_event(ctx, &ev, RECV_MS, &row);
+                char *line = format(&row, &got);
+                char want[512];
+                size_t w = (size_t)sprintf(want, ",\"username\":\"");
+                w += escape_ref((const unsigned char *)str, n, want + w);
+                w += (size_t)sprintf(want + w, "\",\"tier\"");
+                ck_assert_msg(memmem(line, got, want, w) != NULL, "len %zu pos %zu odd %zu: %.*s",
+                              len, pos, k, (int)got, line);
+                free(line);
+                free(str);
+            }
+        }
+    }
+}
+END_TEST
+
 #define B(lit) lit, sizeof(lit) - 1
 static const struct {
     const char *in;
@@ -710,6 +781,7 @@ Suite *row_suite(void)
     tcase_add_test(tc, test_row_format_time_matches_gmtime);
     tcase_add_loop_test(tc, test_row_format_cost_text, 0, N(cost_text));
     tcase_add_test(tc, test_row_format_escaping);
+    tcase_add_test(tc, test_row_format_escape_every_offset);
     tcase_add_loop_test(tc, test_row_format_invalid_utf8, 0, N(utf8_cases));
     tcase_add_test(tc, test_row_format_utf8_replaced_per_row);
     tcase_add_loop_test(tc, test_row_format_never_exceeds_bound, 0, 96);
