@@ -53,33 +53,50 @@ static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
     *y = (int)(yoe + era * 400) + (*m <= 2);
 }
 
-static void put2(char *p, unsigned v)
+/* "00".."99": numbers are written two digits at a time. */
+static const char digits2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+static void put2(char *p, unsigned v) /* v < 100 */
 {
-    p[0] = (char)('0' + v / 10 % 10);
-    p[1] = (char)('0' + v % 10);
+    memcpy(p, digits2 + 2 * v, 2);
 }
+
+/* The date of the last day formatted on this thread ("YYYY-MM-DD "): a
+ * row's two times, and the rows of a batch, fall on the same day. */
+static _Thread_local struct {
+    uint64_t day; /* days since 1970-01-01, plus one; 0: none yet */
+    char text[11];
+} date_cache;
 
 void row_format_time(char *out, uint64_t ms)
 {
-    uint64_t secs = ms / 1000;
-    unsigned sod = (unsigned)(secs % 86400);
-    int y;
-    unsigned mo, d;
-    civil_from_days((int64_t)(secs / 86400), &y, &mo, &d);
-    put2(out, (unsigned)y / 100 % 100);
-    put2(out + 2, (unsigned)y % 100);
-    out[4] = '-';
-    put2(out + 5, mo);
-    out[7] = '-';
-    put2(out + 8, d);
-    out[10] = ' ';
-    put2(out + 11, sod / 3600);
+    uint64_t secs = ms / 1000, day = secs / 86400;
+    if (date_cache.day != day + 1) {
+        int y;
+        unsigned mo, d;
+        civil_from_days((int64_t)day, &y, &mo, &d);
+        put2(date_cache.text, (unsigned)y / 100 % 100);
+        put2(date_cache.text + 2, (unsigned)y % 100);
+        date_cache.text[4] = '-';
+        put2(date_cache.text + 5, mo);
+        date_cache.text[7] = '-';
+        put2(date_cache.text + 8, d);
+        date_cache.text[10] = ' ';
+        date_cache.day = day + 1;
+    }
+    memcpy(out, date_cache.text, 11);
+    unsigned sod = (unsigned)(secs - day * 86400), h = sod / 3600, rest = sod - h * 3600,
+             mi = rest / 60;
+    put2(out + 11, h);
     out[13] = ':';
-    put2(out + 14, sod / 60 % 60);
+    put2(out + 14, mi);
     out[16] = ':';
-    put2(out + 17, sod % 60);
+    put2(out + 17, rest - mi * 60);
     out[19] = '.';
-    unsigned frac = (unsigned)(ms % 1000);
+    unsigned frac = (unsigned)(ms - secs * 1000);
     out[20] = (char)('0' + frac / 100);
     put2(out + 21, frac % 100);
     out[23] = '\0';
@@ -92,17 +109,24 @@ static char *put_lit(char *p, const char *s, size_t n)
 }
 #define LIT(p, s) put_lit(p, s, sizeof(s) - 1)
 
+/* v in decimal; the digits counted first, then written from the right two
+ * at a time. */
 static char *put_u64(char *p, uint64_t v)
 {
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
+    unsigned n = 1;
+    for (uint64_t t = 10; n < 20 && v >= t; t *= 10)
+        n++;
+    char *q = p + n;
+    while (v >= 100) {
+        q -= 2;
+        put2(q, (unsigned)(v % 100));
+        v /= 100;
+    }
+    if (v >= 10)
+        put2(q - 2, (unsigned)v);
+    else
+        q[-1] = (char)('0' + v);
+    return p + n;
 }
 
 /* Cost in USD as a plain decimal with at most 12 places ("0.000217"):
@@ -119,8 +143,8 @@ static char *put_cost(char *p, double usd)
     uint64_t frac = pico % 1000000000000ull;
     if (frac) {
         char digits[12];
-        for (int i = 11; i >= 0; i--, frac /= 10)
-            digits[i] = (char)('0' + frac % 10);
+        for (int i = 10; i >= 0; i -= 2, frac /= 100)
+            put2(digits + i, (unsigned)(frac % 100));
         int n = 12;
         while (digits[n - 1] == '0')
             n--;

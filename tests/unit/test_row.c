@@ -389,6 +389,20 @@ START_TEST(test_row_format_time_table)
 }
 END_TEST
 
+/* row_format_time(ms) is what gmtime_r and strftime say. */
+static void check_time(uint64_t ms)
+{
+    char got[24], want[32];
+    row_format_time(got, ms);
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    ck_assert_ptr_nonnull(gmtime_r(&sec, &tm));
+    size_t n = strftime(want, sizeof(want), "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(want + n, sizeof(want) - n, ".%03u", (unsigned)(ms % 1000));
+    ck_assert_msg(strcmp(got, want) == 0, "%llu: %s, gmtime says %s", (unsigned long long)ms,
+                  got, want);
+}
+
 /* Against the C library, over the whole valid range (to 2100-01-01). */
 START_TEST(test_row_format_time_matches_gmtime)
 {
@@ -400,15 +414,38 @@ START_TEST(test_row_format_time_matches_gmtime)
         uint64_t ms = x % 4102444800001ull;
         if (i < 4)
             ms = i < 2 ? (uint64_t)i : 4102444800000ull - (uint64_t)(i - 2);
-        char got[24], want[32];
-        row_format_time(got, ms);
-        time_t sec = (time_t)(ms / 1000);
-        struct tm tm;
-        ck_assert_ptr_nonnull(gmtime_r(&sec, &tm));
-        size_t n = strftime(want, sizeof(want), "%Y-%m-%d %H:%M:%S", &tm);
-        snprintf(want + n, sizeof(want) - n, ".%03u", (unsigned)(ms % 1000));
-        ck_assert_msg(strcmp(got, want) == 0, "%llu: %s, gmtime says %s",
-                      (unsigned long long)ms, got, want);
+        check_time(ms);
+    }
+    /* In steps of 37 s across midnights, and back and forth between two
+     * days: the date kept from the last call is never another day's. */
+    for (int i = 0; i < 6000; i++) {
+        uint64_t ms = 1767225000000ull + (uint64_t)(i < 3000 ? i : (i % 2) * 3000) * 37001;
+        check_time(ms);
+    }
+}
+END_TEST
+
+/* Integers of every number of digits, and at each power of ten. */
+START_TEST(test_row_format_numbers)
+{
+    bf_event ev;
+    bf_row row;
+    size_t n;
+    make_event(&ev, BF_DATASET_image_events, 0);
+    enrich_event(ctx, &ev, RECV_MS, &row);
+    uint64_t p10 = 1;
+    for (int d = 0; d <= 20; d++) {
+        uint64_t vs[] = {p10 - 1, p10, p10 + 1, p10 * 7 / 3, UINT64_MAX};
+        for (size_t k = 0; k < sizeof(vs) / sizeof(vs[0]); k++) {
+            row.width = vs[k];
+            char *line = format(&row, &n), want[64];
+            snprintf(want, sizeof(want), ",\"width\":%llu,", (unsigned long long)vs[k]);
+            ck_assert_msg(memmem(line, n, want, strlen(want)) != NULL, "%s: %.*s", want, (int)n,
+                          line);
+            free(line);
+        }
+        if (d < 19)
+            p10 *= 10;
     }
 }
 END_TEST
@@ -781,6 +818,7 @@ Suite *row_suite(void)
     tcase_add_test(tc, test_row_format_time_matches_gmtime);
     tcase_add_loop_test(tc, test_row_format_cost_text, 0, N(cost_text));
     tcase_add_test(tc, test_row_format_escaping);
+    tcase_add_test(tc, test_row_format_numbers);
     tcase_add_test(tc, test_row_format_escape_every_offset);
     tcase_add_loop_test(tc, test_row_format_invalid_utf8, 0, N(utf8_cases));
     tcase_add_test(tc, test_row_format_utf8_replaced_per_row);
