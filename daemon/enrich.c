@@ -687,6 +687,14 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     return 0;
 }
 
+/* The two hex digits of each byte value. */
+static const char hex_pairs[513] =
+#define H4(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" \
+              h "c" h "d" h "e" h "f"
+    H4("0") H4("1") H4("2") H4("3") H4("4") H4("5") H4("6") H4("7")
+    H4("8") H4("9") H4("a") H4("b") H4("c") H4("d") H4("e") H4("f");
+#undef H4
+
 /* failed: the row's status is "error" (given, or implied by an error
  * message), so a failed image costs nothing. */
 static double row_cost(const bf_event *ev, const catalog_model *m, int failed)
@@ -767,16 +775,16 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     if (BF_HAS(ev, id) && ev->id.len) {
         row->id = ev->id;
     } else {
+        /* "pllns_" and 96 random bits as 24 hex digits, a byte at a time. */
         uint64_t a = rng_next(ctx->rng), b = rng_next(ctx->rng);
         char *p = row->id_buf;
         memcpy(p, "pllns_", 6);
-        p += 6;
-        for (int i = 60; i >= 0; i -= 4)
-            *p++ = hex_digit((unsigned)(a >> i));
-        for (int i = 28; i >= 0; i -= 4)
-            *p++ = hex_digit((unsigned)(b >> i));
-        *p = '\0';
-        row->id = (bf_str){row->id_buf, (size_t)(p - row->id_buf)};
+        for (int i = 0; i < 8; i++)
+            memcpy(p + 6 + 2 * i, hex_pairs + 2 * (unsigned)(a >> (56 - 8 * i) & 255), 2);
+        for (int i = 0; i < 4; i++)
+            memcpy(p + 22 + 2 * i, hex_pairs + 2 * (unsigned)(b >> (24 - 8 * i) & 255), 2);
+        p[30] = '\0';
+        row->id = (bf_str){row->id_buf, 30};
     }
 
     int has_user = BF_HAS(ev, user_id) && ev->user_id.len;
