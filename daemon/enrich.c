@@ -20,12 +20,17 @@
 /* Recent addresses and their results: the same clients send many requests,
  * and an HMAC costs more than the rest of the row. Keyed by the ip field as
  * sent, so a hit skips parsing too (another spelling of the same address
- * is a miss that computes the same result). Two ways per set: a client
- * whose slot another one shares is not evicted by every request of the
- * other; a miss goes into the first way and moves the first to the second. */
+ * is a miss that computes the same result). Four ways per set: clients
+ * that share a set are not evicted by each other's requests unless five
+ * of them take turns (with two ways, 1,000 clients missed one request in
+ * twelve). A miss replaces the ways of every set in turn (one counter for
+ * the whole cache: nothing moves); the hash of the text is kept, so that a
+ * probe compares texts only when the hashes agree. */
 #define IP_CACHE_SLOTS 4096
+#define IP_CACHE_WAYS 4
 
 typedef struct ip_entry {
+    uint32_t tag;             /* hash_words of the text */
     uint8_t tlen;             /* bytes of text; 0: empty */
     char text[64];            /* the ip field (fields.def: at most 64 bytes) */
     char anon[48];
@@ -52,6 +57,7 @@ struct enrich_ctx {
     const catalog *cat;
     ip_entry *ip_cache;       /* IP_CACHE_SLOTS entries */
     ref_entry *ref_cache;     /* REF_CACHE_SLOTS entries */
+    unsigned ip_victim;       /* the way a miss replaces, in turn */
     /* HMAC-SHA256 (RFC 2104) from its two keyed states: SHA-256 having
      * absorbed the key XOR ipad (inner) and XOR opad (outer), made once;
      * each address copies them into work. EVP_MAC would re-key, look up
@@ -638,9 +644,10 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
     out[0] = hash[0] = '\0';
     if (len == 0 || len >= sizeof(text))
         return -EINVAL;
-    ip_entry *set = &ctx->ip_cache[hash_words(ip, len) & (IP_CACHE_SLOTS - 2)];
-    for (int w = 0; w < 2; w++) {
-        if (set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
+    uint32_t tag = hash_words(ip, len);
+    ip_entry *set = &ctx->ip_cache[tag & (IP_CACHE_SLOTS - IP_CACHE_WAYS)];
+    for (int w = 0; w < IP_CACHE_WAYS; w++) {
+        if (set[w].tag == tag && set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
             memcpy(out, set[w].anon, sizeof(set[w].anon));
             memcpy(hash, set[w].hash, sizeof(set[w].hash));
             return 0;
@@ -679,11 +686,12 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         hex_byte(hash + 2 * i, mac[i]);
     hash[IP_HASH_HEX] = '\0';
     anon_text(addr, alen, out);
-    set[1] = set[0];
-    set[0].tlen = (uint8_t)len;
-    memcpy(set[0].text, ip, len);
-    memcpy(set[0].anon, out, sizeof(set[0].anon));
-    memcpy(set[0].hash, hash, sizeof(set[0].hash));
+    ip_entry *e = &set[ctx->ip_victim++ & (IP_CACHE_WAYS - 1)];
+    e->tag = tag;
+    e->tlen = (uint8_t)len;
+    memcpy(e->text, ip, len);
+    memcpy(e->anon, out, sizeof(e->anon));
+    memcpy(e->hash, hash, sizeof(e->hash));
     return 0;
 }
 
