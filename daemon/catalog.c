@@ -127,7 +127,7 @@ int catalog_load(const char *path, catalog **out, char *err, size_t n)
         if (!has_cached)
             cm->cached_prompt_per_mtok = cm->prompt_per_mtok;
         size_t len = strlen(name);
-        size_t i = fnv1a32(name, len) & cat->mask;
+        size_t i = hash_words(name, len) & cat->mask;
         while (cat->slots[i])
             i = (i + 1) & cat->mask;
         cat->slots[i] = (uint32_t)cat->count;
@@ -146,7 +146,7 @@ const catalog_model *catalog_find(const catalog *cat, const char *name,
 {
     if (!cat)
         return NULL;
-    for (size_t i = fnv1a32(name, len) & cat->mask;; i = (i + 1) & cat->mask) {
+    for (size_t i = hash_words(name, len) & cat->mask;; i = (i + 1) & cat->mask) {
         uint32_t s = cat->slots[i];
         if (!s)
             return NULL;

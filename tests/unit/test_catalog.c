@@ -313,13 +313,24 @@ START_TEST(test_catalog_error_truncated_safely)
 }
 END_TEST
 
-/* The slot hash (daemon/fnv.h) is FNV-1a: its published 32-bit vectors. */
-START_TEST(test_catalog_hash_is_fnv1a)
+/* The slot hash (daemon/fnv.h) reads exactly len bytes, each of which
+ * counts: one byte changed anywhere in keys of 1 to 40 bytes changes the
+ * hash; the bytes after the key do not. */
+START_TEST(test_catalog_hash_reads_every_byte)
 {
-    ck_assert_uint_eq(fnv1a32("", 0), 0x811c9dc5u);
-    ck_assert_uint_eq(fnv1a32("a", 1), 0xe40c292cu);
-    ck_assert_uint_eq(fnv1a32("foobar", 6), 0xbf9cf968u);
-    ck_assert_uint_eq(fnv1a32("\xff\x80", 2), fnv1a32("\xff\x80x", 2)); /* len, bytes */
+    char a[48], b[48];
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t i = 0; i < len; i++) {
+            memset(a, 'm', sizeof(a));
+            memcpy(b, a, sizeof(b));
+            b[i] ^= 1;
+            ck_assert_msg(hash_words(a, len) != hash_words(b, len), "len %zu byte %zu", len, i);
+        }
+        memcpy(b, a, sizeof(b));
+        b[len] = 'x';
+        ck_assert_uint_eq(hash_words(a, len), hash_words(b, len));
+        ck_assert_uint_ne(hash_words(a, len), hash_words(a, len + 1));
+    }
 }
 END_TEST
 
@@ -339,6 +350,6 @@ Suite *catalog_suite(void)
     tcase_add_loop_test(tc, test_catalog_bad_file, 0, N(bad));
     tcase_add_test(tc, test_catalog_provider_too_long);
     tcase_add_test(tc, test_catalog_error_truncated_safely);
-    tcase_add_test(tc, test_catalog_hash_is_fnv1a);
+    tcase_add_test(tc, test_catalog_hash_reads_every_byte);
     return s;
 }
