@@ -181,6 +181,19 @@ static inline uint64_t word_special(uint64_t x)
 
 
 
+#if defined(__SSE2__)
+/* Bit i set when byte i of x needs more than a copy (see word_special):
+ * a signed compare below 0x20 catches both the controls and the bytes
+ * past ASCII. */
+static inline unsigned special_bits(__m128i x)
+{
+    __m128i m = _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                             _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
 /* Index of the first of the 16 bytes at s that needs more than a copy
  * (see word_special), or 16 when none does. SSE2 (x86-64's baseline):
  * a signed compare below 0x20 catches both the controls and the bytes
@@ -189,11 +202,7 @@ static inline uint64_t word_special(uint64_t x)
 static inline unsigned first_special16(const unsigned char *s)
 {
 #if defined(__SSE2__)
-    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
-    __m128i m = _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
-                             _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-                                          _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
-    unsigned bits = (unsigned)_mm_movemask_epi8(m);
+    unsigned bits = special_bits(_mm_loadu_si128((const __m128i *)(const void *)s));
     return bits ? (unsigned)__builtin_ctz(bits) : 16;
 #else
     for (unsigned k = 0; k < 16; k += 8) {
@@ -240,16 +249,15 @@ static inline char *put_special(char *p, const unsigned char *u, size_t len, siz
     return LIT(p, "\xEF\xBF\xBD");
 }
 
-/* A JSON string: escapes, and U+FFFD for bytes that are not UTF-8. Plain
- * text is copied 16 bytes at a time (out has room for row_max_bytes, so a
- * block is stored whole before its clean part is counted); a tail of 4 to
- * 15 bytes is tested and copied as two overlapping words; what is flagged,
- * and the last bytes, go byte by byte. */
-static char *put_str(char *p, const char *s, size_t len, int *replaced)
+/* The rest of a JSON string from u[i] (the opening quote written): escapes,
+ * and U+FFFD for bytes that are not UTF-8. Plain text is copied 16 bytes
+ * at a time (out has room for row_max_bytes, so a block is stored whole
+ * before its clean part is counted); a tail of 4 to 15 bytes is tested and
+ * copied as two overlapping words; what is flagged, and the last bytes, go
+ * byte by byte. Out of line: put_str's fast cases are the usual ones. */
+static __attribute__((noinline)) char *put_str_rest(char *p, const unsigned char *u,
+                                                    size_t i, size_t len, int *replaced)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    *p++ = '"';
     while (len - i >= 16) {
         unsigned n = first_special16(u + i);
         memcpy(p, u + i, 16);
@@ -288,6 +296,71 @@ static char *put_str(char *p, const char *s, size_t len, int *replaced)
     }
     *p++ = '"';
     return p;
+}
+
+/* A JSON string (see put_str_rest), inline for what most strings are:
+ * none, or 4 to 16 bytes with nothing to escape, tested as one SSE2 register of
+ * two overlapping words and stored as those words; longer ones while
+ * their 16-byte blocks are clean, the last bytes as the 16 that end the
+ * string (the bytes before them were copied as they are, so storing them
+ * again changes nothing). Anything else from where it stands. */
+static inline __attribute__((always_inline)) char *put_str(char *p, const char *s, size_t len,
+                                                           int *replaced)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    *p++ = '"';
+    if (len == 0) {
+        *p++ = '"';
+        return p;
+    }
+#if defined(__SSE2__)
+    if (len - 4 <= 12) { /* 4 to 16 bytes */
+        uint64_t a, b;
+        if (len >= 8) {
+            memcpy(&a, u, 8);
+            memcpy(&b, u + len - 8, 8);
+        } else {
+            uint32_t a4, b4;
+            memcpy(&a4, u, 4);
+            memcpy(&b4, u + len - 4, 4);
+            /* The unused halves: spaces, which are plain. */
+            a = a4 | 0x2020202000000000ull;
+            b = b4 | 0x2020202000000000ull;
+        }
+        if (!special_bits(_mm_set_epi64x((long long)b, (long long)a))) {
+            if (len >= 8) {
+                memcpy(p, &a, 8);
+                memcpy(p + len - 8, &b, 8);
+            } else {
+                memcpy(p, &a, 4);
+                memcpy(p + len - 4, &b, 4);
+            }
+            p += len;
+            *p++ = '"';
+            return p;
+        }
+        return put_str_rest(p, u, 0, len, replaced);
+    }
+    if (len > 16) {
+        size_t i = 0;
+        for (; len - i >= 16; i += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+            if (special_bits(x))
+                return put_str_rest(p + i, u, i, len, replaced);
+            _mm_storeu_si128((__m128i *)(void *)(p + i), x);
+        }
+        if (i < len) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(u + len - 16));
+            if (special_bits(x) >> (16 - (len - i)))
+                return put_str_rest(p + i, u, i, len, replaced);
+            _mm_storeu_si128((__m128i *)(void *)(p + len - 16), x);
+        }
+        p += len;
+        *p++ = '"';
+        return p;
+    }
+#endif
+    return put_str_rest(p, u, 0, len, replaced);
 }
 
 #define KEY(p, name) LIT(p, ",\"" name "\":")
