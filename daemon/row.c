@@ -109,29 +109,49 @@ static char *put_lit(char *p, const char *s, size_t n)
 }
 #define LIT(p, s) put_lit(p, s, sizeof(s) - 1)
 
-/* v in decimal; the digits counted first, then written from the right two
- * at a time. */
-static char *put_u64(char *p, uint64_t v)
+/* 10^n for n = 0 to 19. */
+static const uint64_t pow10_u64[20] = {
+    1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+    100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+    10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+    100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull};
+
+/* Digits in v (1 for 0): from its bit length, 1233 / 4096 being just under
+ * log10(2), then one compare. */
+static inline unsigned count_digits(uint64_t v)
 {
-    unsigned n = 1;
-    for (uint64_t t = 10; n < 20 && v >= t; t *= 10)
-        n++;
+    uint64_t w = v | 1;
+    unsigned t = (unsigned)(64 - __builtin_clzll(w)) * 1233 >> 12;
+    return t + (w >= pow10_u64[t]);
+}
+
+/* The n lowest decimal digits of v (leading zeros included) at p, written
+ * from the right two at a time. */
+static inline void put_digits(char *p, uint64_t v, unsigned n)
+{
     char *q = p + n;
-    while (v >= 100) {
+    for (; n >= 2; n -= 2) {
         q -= 2;
         put2(q, (unsigned)(v % 100));
         v /= 100;
     }
-    if (v >= 10)
-        put2(q - 2, (unsigned)v);
-    else
-        q[-1] = (char)('0' + v);
+    if (n)
+        q[-1] = (char)('0' + v % 10);
+}
+
+/* v in decimal. */
+static inline char *put_u64(char *p, uint64_t v)
+{
+    unsigned n = count_digits(v);
+    put_digits(p, v, n);
     return p + n;
 }
 
 /* Cost in USD as a plain decimal with at most 12 places ("0.000217"):
  * rounded to a picodollar, formatted with integers (snprintf's %g is the
- * dearest call in a row otherwise, and may choose exponent notation). */
+ * dearest call in a row otherwise, and may choose exponent notation). The
+ * fraction's trailing zeros go 6, 3, 2 and 1 at a time (at most 11 of
+ * them: four tests), then its digits, leading zeros included. */
 static char *put_cost(char *p, double usd)
 {
     if (!(usd > 0) || usd >= 1e7) { /* 0, NaN, or not a plausible cost */
@@ -139,17 +159,28 @@ static char *put_cost(char *p, double usd)
         return p;
     }
     uint64_t pico = (uint64_t)(usd * 1e12 + 0.5);
-    p = put_u64(p, pico / 1000000000000ull);
-    uint64_t frac = pico % 1000000000000ull;
+    uint64_t whole = pico / 1000000000000ull, frac = pico - whole * 1000000000000ull;
+    p = put_u64(p, whole);
     if (frac) {
-        char digits[12];
-        for (int i = 10; i >= 0; i -= 2, frac /= 100)
-            put2(digits + i, (unsigned)(frac % 100));
-        int n = 12;
-        while (digits[n - 1] == '0')
-            n--;
+        unsigned n = 12;
+        if (frac % 1000000 == 0) {
+            frac /= 1000000;
+            n -= 6;
+        }
+        if (frac % 1000 == 0) {
+            frac /= 1000;
+            n -= 3;
+        }
+        if (frac % 100 == 0) {
+            frac /= 100;
+            n -= 2;
+        }
+        if (frac % 10 == 0) {
+            frac /= 10;
+            n -= 1;
+        }
         *p++ = '.';
-        memcpy(p, digits, (size_t)n);
+        put_digits(p, frac, n);
         p += n;
     }
     return p;
