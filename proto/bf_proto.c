@@ -4,6 +4,10 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 const bf_field_info bf_fields[BF_F_MAX] = {
 #define BF_DATASET(id, name)
 #define BF_FIELD(tag, name, type, max, ds)                                    \
@@ -164,15 +168,48 @@ size_t bf_encode(const bf_event *ev, uint8_t *out, size_t cap)
 
 static int has_control(bf_str s);
 
-/* has_control() for a string inside a datagram that ends at end: eight
- * bytes at a time, the last word read whole when the datagram holds it
- * (the bytes past the string counted as spaces), so an identifier of a
- * few bytes costs one test. A flagged word is looked at byte by byte. */
+#if defined(__SSE2__)
+/* Bit i set when byte i of the 16 at u is below 0x20, DEL, or past ASCII
+ * (a signed compare below 0x20 catches both ends). */
+static inline unsigned ctrl_bits16(const uint8_t *u)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)u);
+    __m128i m = _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                             _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
+/* has_control() for a string inside a datagram that ends at end: 16 bytes
+ * at a time (SSE2), the last block read whole when the datagram holds it
+ * (the bytes past the string masked off), else as the 16 bytes that end
+ * the string; without SSE2, eight bytes at a time the same way. So an
+ * identifier of a few bytes costs one test. A flagged block (a byte past
+ * ASCII, which may be a C1 control's first byte, flags one) is looked at
+ * byte by byte. */
 static int ident_control(const char *str, size_t len, const uint8_t *end)
 {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
     const uint8_t *u = (const uint8_t *)str;
+#if defined(__SSE2__)
+    size_t i = 0;
+    for (; len - i >= 16; i += 16)
+        if (ctrl_bits16(u + i))
+            return has_control((bf_str){str, len});
+    if (i < len) {
+        size_t rem = len - i;
+        unsigned bits;
+        if (end - (u + i) >= 16)
+            bits = ctrl_bits16(u + i) & ((1u << rem) - 1);
+        else if (len >= 16)
+            bits = ctrl_bits16(u + len - 16) >> (16 - rem);
+        else
+            return has_control((bf_str){str, len});
+        if (bits)
+            return has_control((bf_str){str, len});
+    }
+    return 0;
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
     for (size_t i = 0; i < len; i += 8) {
         uint64_t x;
         if (len - i < 8) {
@@ -189,6 +226,7 @@ static int ident_control(const char *str, size_t len, const uint8_t *end)
     }
     return 0;
 #else
+    (void)u;
     (void)end;
     return has_control((bf_str){str, len});
 #endif

@@ -681,6 +681,51 @@ START_TEST(test_proto_decode_validate_same)
 }
 END_TEST
 
+/* An identifier's control characters are found wherever they stand: in a
+ * user_id of 2 to 44 bytes, the last field (so the datagram ends with it)
+ * or followed by a 22-byte one, a NUL, 0x1f, DEL or a C1 control at every
+ * offset (every place of the 16-byte blocks the checker reads, of the last
+ * block read whole and of the one read back from the end), and a clean
+ * character past ASCII there accepted; each datagram in a buffer of its
+ * exact size, agreeing with bf_decode then bf_validate_detail. */
+START_TEST(test_proto_decode_validate_control_every_offset)
+{
+    static const char *const odd[] = {"\0", "\x1f", "\x7f", "\xc2\x85", "\xc3\xa9"};
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t pos = 0; pos <= len; pos++) {
+            for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
+                for (int after = 0; after < 2; after++) {
+                    uint8_t tmp[128] = {BF_MAGIC0, BF_MAGIC1, BF_PROTO_VERSION, 1};
+                    size_t n = BF_HEADER_LEN;
+                    n += put_field(tmp + n, BF_F_model, "flux", 0);
+                    size_t ol = k == 0 ? 1 : strlen(odd[k]), sl = len + ol;
+                    n += bf_varint_put(tmp + n, (uint64_t)BF_F_user_id << 3 | BF_WT_BYTES);
+                    n += bf_varint_put(tmp + n, sl);
+                    for (size_t i = 0; i < sl; i++)
+                        tmp[n + i] = (uint8_t)('a' + i % 26);
+                    memcpy(tmp + n + pos, odd[k], ol);
+                    n += sl;
+                    if (after)
+                        n += put_field(tmp + n, BF_F_prompt, "a prompt of 20 bytes", 0);
+                    uint8_t *buf = malloc(n);
+                    ck_assert_ptr_nonnull(buf);
+                    memcpy(buf, tmp, n);
+                    bf_event ev;
+                    unsigned tag = 0;
+                    bf_reason want = k == 4 ? BF_OK : BF_R_control_char;
+                    bf_reason r = bf_decode_validate(buf, n, &ev, &tag);
+                    ck_assert_msg(r == want, "len %zu pos %zu odd %zu after %d: %s", len, pos,
+                                  k, after, bf_reason_name(r));
+                    ck_assert_uint_eq(tag, want == BF_OK ? 0 : BF_F_user_id);
+                    decode_both(buf, n, &ev);
+                    free(buf);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_proto_encode_small_cap)
 {
     bf_event ev;
@@ -897,6 +942,7 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_proto_dataset_lookup);
     tcase_add_test(tc, test_proto_roundtrip_random);
     tcase_add_test(tc, test_proto_decode_validate_same);
+    tcase_add_test(tc, test_proto_decode_validate_control_every_offset);
     tcase_add_test(tc, test_proto_encode_small_cap);
     tcase_add_test(tc, test_proto_validate_detail);
     tcase_add_test(tc, test_proto_validate_other_dataset);
