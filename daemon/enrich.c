@@ -22,15 +22,19 @@
  * sent, so a hit skips parsing too (another spelling of the same address
  * is a miss that computes the same result). Four ways per set: clients
  * that share a set are not evicted by each other's requests unless five
- * of them take turns (with two ways, three did: 1,000 clients missed one
- * request in twelve). A miss replaces the ways of every set in turn (one
- * counter for the whole cache: next to free for a set, no copying). */
+ * of them take turns (with two ways, 1,000 clients missed one request in
+ * twelve). A miss replaces the ways of its set in turn, the first way
+ * keeping the count: empty ways fill first and nothing moves (one counter
+ * for the whole cache replaced live ways of sets with empty ones). The
+ * hash of the text is kept, so that a probe compares texts only when the
+ * hashes agree. */
 #define IP_CACHE_SLOTS 4096
 #define IP_CACHE_WAYS 4
 
 typedef struct ip_entry {
     uint32_t tag;             /* hash_words of the text: most ways differ here */
     uint8_t tlen;             /* bytes of text; 0: empty */
+    uint8_t next;             /* first way of a set: the way a miss replaces */
     char text[64];            /* the ip field (fields.def: at most 64 bytes) */
     char anon[48];
     char hash[IP_HASH_HEX + 1];
@@ -56,7 +60,6 @@ struct enrich_ctx {
     const catalog *cat;
     ip_entry *ip_cache;       /* IP_CACHE_SLOTS entries */
     ref_entry *ref_cache;     /* REF_CACHE_SLOTS entries */
-    unsigned ip_victim;       /* the way a miss replaces, in turn */
     /* HMAC-SHA256 (RFC 2104) from its two keyed states: SHA-256 having
      * absorbed the key XOR ipad (inner) and XOR opad (outer), made once;
      * each address copies them into work. EVP_MAC would re-key, look up
@@ -686,7 +689,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
                                   (uint32_t)mac[4 * i + 2] << 8 | mac[4 * i + 3]);
     hash[IP_HASH_HEX] = '\0';
     anon_text(addr, alen, out);
-    ip_entry *e = &set[ctx->ip_victim++ & (IP_CACHE_WAYS - 1)];
+    ip_entry *e = &set[set[0].next++ & (IP_CACHE_WAYS - 1)];
     e->tag = tag;
     e->tlen = (uint8_t)len;
     memcpy(e->text, ip, len);
