@@ -542,10 +542,22 @@ size_t bf_utf8_prefix(const char *s, size_t len, size_t max_chars)
     if (len <= max_chars)
         return len; /* every character is at least one byte */
     const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    for (size_t chars = 0; i < len && chars < max_chars; chars++) {
+    size_t i = 0, chars = 0;
+    while (i < len && chars < max_chars) {
+        /* Eight ASCII bytes are eight characters (a 400-byte prompt of
+         * plain text is cut in 15 steps instead of 120). */
+        if (len - i >= 8 && max_chars - chars >= 8) {
+            uint64_t x;
+            memcpy(&x, u + i, 8);
+            if (!(x & 0x8080808080808080ull)) {
+                i += 8;
+                chars += 8;
+                continue;
+            }
+        }
         size_t k = bf_utf8_seq(u + i, len - i);
         i += k ? k : 1;
+        chars++;
     }
     return i;
 }

@@ -163,6 +163,53 @@ START_TEST(test_enrich_utf8_prefix_never_splits)
 }
 END_TEST
 
+/* The cut as the first one did it, a character at a time, for
+ * test_enrich_utf8_prefix_as_char_by_char. */
+static size_t prefix_ref(const char *s, size_t len, size_t max_chars)
+{
+    size_t i = 0;
+    for (size_t chars = 0; i < len && chars < max_chars; chars++) {
+        size_t k = bf_utf8_seq((const unsigned char *)s + i, len - i);
+        i += k ? k : 1;
+    }
+    return i;
+}
+
+/* Runs of ASCII (which bf_utf8_prefix takes eight bytes at a time) of
+ * every length between valid sequences, invalid bytes and cut sequences,
+ * cut at every number of characters, in buffers of their exact size:
+ * the same length as a character at a time. */
+START_TEST(test_enrich_utf8_prefix_as_char_by_char)
+{
+    static const char *const pieces[] = {"\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x98\x80",
+                                         "\xff", "\x80", "\xe6\x97", "\x7f"};
+    uint64_t seed = 99;
+    for (int round = 0; round < 400; round++) {
+        char tmp[400];
+        size_t n = 0;
+        while (n < 300) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            size_t run = (size_t)(seed >> 33) % 20;
+            for (size_t k = 0; k < run; k++)
+                tmp[n++] = (char)('a' + k % 26);
+            const char *p = pieces[(seed >> 40) % 7];
+            memcpy(tmp + n, p, strlen(p));
+            n += strlen(p);
+        }
+        char *buf = malloc(n);
+        ck_assert_ptr_nonnull(buf);
+        memcpy(buf, tmp, n);
+        for (size_t max = 0; max <= 130; max++) {
+            size_t len = (size_t)round % 2 ? n : n - (size_t)round % 7;
+            ck_assert_msg(bf_utf8_prefix(buf, len, max) == prefix_ref(buf, len, max),
+                          "round %d max %zu: %zu, want %zu", round, max,
+                          bf_utf8_prefix(buf, len, max), prefix_ref(buf, len, max));
+        }
+        free(buf);
+    }
+}
+END_TEST
+
 /* ---- enrich_referrer ------------------------------------------------- */
 
 static const struct {
@@ -1239,6 +1286,7 @@ Suite *enrich_suite(void)
     tcase_add_loop_test(tc, test_enrich_utf8_prefix_table, 0, N(prefix_cases));
     tcase_add_test(tc, test_enrich_utf8_prefix_120_chars);
     tcase_add_test(tc, test_enrich_utf8_prefix_never_splits);
+    tcase_add_test(tc, test_enrich_utf8_prefix_as_char_by_char);
     tcase_add_loop_test(tc, test_enrich_referrer_table, 0, N(referrer_cases));
     tcase_add_test(tc, test_enrich_referrer_long_host);
     tcase_add_test(tc, test_enrich_referrer_respects_len);
