@@ -232,8 +232,8 @@ static int ident_control(const char *str, size_t len, const uint8_t *end)
 #endif
 }
 
-/* One varint; a single byte inline (every key of tags 1 to 15, short
- * lengths and values), up to eight bytes (a 56-bit time in milliseconds)
+/* One varint; one or two bytes inline (every key of tags 1 to 15, short
+ * lengths and values, widths and most durations), up to eight bytes (a 56-bit time in milliseconds)
  * from one little-endian load when eight bytes are left, longer ones by
  * bf_varint_get. */
 static inline int varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
@@ -242,6 +242,11 @@ static inline int varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
     if (p < end && *p < 0x80) {
         *v = *p;
         *pp = p + 1;
+        return 0;
+    }
+    if (end - p >= 2 && p[1] < 0x80) { /* widths, short durations and counts */
+        *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+        *pp = p + 2;
         return 0;
     }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

@@ -681,6 +681,48 @@ START_TEST(test_proto_decode_validate_same)
 }
 END_TEST
 
+/* Integer values of one to ten bytes, the last field or not, and
+ * overlong forms, decode to what bf_varint_get reads; a varint cut by the
+ * end of the datagram is truncated. */
+START_TEST(test_proto_decode_varint_forms)
+{
+    static const uint8_t overlong[][4] = {{0x80, 0x00}, {0xff, 0x00}, {0x80, 0x80, 0x00},
+                                          {0x81, 0x80, 0x80, 0x00}};
+    for (int i = 0; i < 64 * 3 + 4; i++) {
+        for (int last = 0; last < 2; last++) {
+            uint8_t buf[64] = {BF_MAGIC0, BF_MAGIC1, BF_PROTO_VERSION, 1};
+            size_t n = BF_HEADER_LEN;
+            if (last)
+                n += put_field(buf + n, BF_F_model, "flux", 0);
+            buf[n++] = BF_F_duration_ms << 3 | BF_WT_VARINT;
+            uint8_t *val = buf + n;
+            if (i < 64 * 3) {
+                uint64_t v = (1ull << (i / 3)) - 1 + (uint64_t)(i % 3); /* 2^k - 1, 2^k, 2^k + 1 */
+                n += bf_varint_put(buf + n, v);
+            } else {
+                memcpy(buf + n, overlong[i - 64 * 3], 4);
+                n += i - 64 * 3 < 2 ? 2 : i - 64 * 3 == 2 ? 3 : 4;
+            }
+            const uint8_t *q = val;
+            uint64_t want;
+            ck_assert_int_eq(bf_varint_get(&q, buf + n, &want), 0);
+            ck_assert_ptr_eq(q, buf + n);
+            if (!last)
+                n += put_field(buf + n, BF_F_model, "flux", 0);
+            bf_event ev;
+            bf_reason r = bf_decode(buf, n, &ev);
+            ck_assert_msg(r == BF_OK && ev.duration_ms == want, "case %d: %s, %llu want %llu",
+                          i, bf_reason_name(r), (unsigned long long)ev.duration_ms,
+                          (unsigned long long)want);
+            decode_both(buf, n, &ev);
+            if (last) /* cut inside the varint */
+                for (size_t cut = (size_t)(val - buf); cut < n; cut++)
+                    ck_assert_int_eq(bf_decode(buf, cut, &ev), BF_R_truncated);
+        }
+    }
+}
+END_TEST
+
 /* An identifier's control characters are found wherever they stand: in a
  * user_id of 2 to 44 bytes, the last field (so the datagram ends with it)
  * or followed by a 22-byte one, a NUL, 0x1f, DEL or a C1 control at every
@@ -941,6 +983,7 @@ Suite *proto_suite(void)
     tcase_add_test(tc, test_proto_field_lookup);
     tcase_add_test(tc, test_proto_dataset_lookup);
     tcase_add_test(tc, test_proto_roundtrip_random);
+    tcase_add_test(tc, test_proto_decode_varint_forms);
     tcase_add_test(tc, test_proto_decode_validate_same);
     tcase_add_test(tc, test_proto_decode_validate_control_every_offset);
     tcase_add_test(tc, test_proto_encode_small_cap);
