@@ -35,6 +35,7 @@ typedef struct ip_entry {
     uint32_t tag;             /* hash_words of the text: most ways differ here */
     uint8_t tlen;             /* bytes of text; 0: empty */
     uint8_t next;             /* first way of a set: the way a miss replaces */
+    uint8_t alen;             /* strlen(anon) */
     char text[64];            /* the ip field (fields.def: at most 64 bytes) */
     char anon[48];
     char hash[IP_HASH_HEX + 1];
@@ -606,7 +607,7 @@ static char *put_dec(char *p, unsigned v) /* 0 to 255 */
  * through sprintf): IPv4 "a.b.c.0"; IPv6 its /48, whose last five pieces
  * are zero, so RFC 5952's longest run of zeros is always the tail: the
  * pieces up to the last nonzero one of the first three, then "::". */
-static void anon_text(const unsigned char *addr, size_t alen, char *out)
+static size_t anon_text(const unsigned char *addr, size_t alen, char *out)
 {
     char *p = out;
     if (alen == 4) {
@@ -636,9 +637,12 @@ static void anon_text(const unsigned char *addr, size_t alen, char *out)
         *p++ = ':';
     }
     *p = '\0';
+    return (size_t)(p - out);
 }
 
-int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
+/* enrich_ip, returning the length of the anonymised address (a row
+ * writes it without strlen). */
+static int ip_anon(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
 {
     char text[64 + 1]; /* the longest ip fields.def accepts, and a NUL */
     unsigned char addr[16];
@@ -652,7 +656,7 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         if (set[w].tag == tag && set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
             memcpy(out, set[w].anon, sizeof(set[w].anon));
             memcpy(hash, set[w].hash, sizeof(set[w].hash));
-            return 0;
+            return set[w].alen;
         }
     }
     /* A NUL inside would end the text early and hide trailing bytes
@@ -688,14 +692,21 @@ int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash
         hex_u32(hash + 8 * i, (uint32_t)mac[4 * i] << 24 | (uint32_t)mac[4 * i + 1] << 16 |
                                   (uint32_t)mac[4 * i + 2] << 8 | mac[4 * i + 3]);
     hash[IP_HASH_HEX] = '\0';
-    anon_text(addr, alen, out);
+    size_t olen = anon_text(addr, alen, out);
     ip_entry *e = &set[set[0].next++ & (IP_CACHE_WAYS - 1)];
     e->tag = tag;
     e->tlen = (uint8_t)len;
+    e->alen = (uint8_t)olen;
     memcpy(e->text, ip, len);
     memcpy(e->anon, out, sizeof(e->anon));
     memcpy(e->hash, hash, sizeof(e->hash));
-    return 0;
+    return (int)olen;
+}
+
+int enrich_ip(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
+{
+    int rc = ip_anon(ctx, ip, len, out, hash);
+    return rc < 0 ? rc : 0;
 }
 
 /* failed: the row's status is "error" (given, or implied by an error
@@ -816,11 +827,15 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
                                                      row->referrer)
                             : (row->referrer[0] = '\0', 0);
 
+    int alen = 0;
     if (BF_HAS(ev, ip) && ev->ip.len) {
-        if (enrich_ip(ctx, ev->ip.ptr, ev->ip.len, row->ip, row->ip_hash) < 0)
+        if ((alen = ip_anon(ctx, ev->ip.ptr, ev->ip.len, row->ip, row->ip_hash)) < 0) {
             stats.ip_invalid++;
+            alen = 0;
+        }
     } else {
         row->ip[0] = row->ip_hash[0] = '\0';
     }
+    row->ip_len = (size_t)alen;
     return BF_OK;
 }

@@ -38,7 +38,8 @@ typedef struct bf_row {
     bf_str id, user_id, tier, status, prompt, error_message;
     char id_buf[40];             /* generated id, when the event had none */
     char ip[48];                 /* anonymised; "" when absent or invalid */
-    char ip_hash[IP_HASH_HEX + 1];
+    size_t ip_len;               /* strlen(ip) */
+    char ip_hash[IP_HASH_HEX + 1]; /* IP_HASH_HEX digits, or "" when ip is */
     char referrer[REFERRER_MAX + 1];
     size_t referrer_len;
 } bf_row;

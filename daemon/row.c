@@ -471,9 +471,9 @@ size_t row_format(char *out, const bf_row *row)
     p = KEY(p, "referrer");
     p = put_str(p, row->referrer, row->referrer_len, &replaced);
     p = KEY(p, "ip");
-    p = put_str(p, row->ip, strlen(row->ip), &replaced);
+    p = put_str(p, row->ip, row->ip_len, &replaced);
     p = KEY(p, "ip_hash");
-    p = put_str(p, row->ip_hash, strlen(row->ip_hash), &replaced);
+    p = put_str(p, row->ip_hash, row->ip_hash[0] ? IP_HASH_HEX : 0, &replaced);
     p = LIT(p, "}\n");
     if (replaced)
         stats.utf8_replaced++;
