@@ -315,9 +315,57 @@ static bf_reason decode_wire(const uint8_t *buf, size_t len, bf_event *ev, uint6
 
     const uint8_t *p = buf + BF_HEADER_LEN, *end = buf + len;
     uint64_t ov = 0, ct = 0;
+    int rc;
+    /* The canonical form first (fields in ascending tag order, each once,
+     * as the shims write it): each field of fields.def in turn, when the
+     * next key is its own, decoded with its key, limit and kind known at
+     * compile time, instead of through the key table; the first key that
+     * is not the next one's goes to the general loop below, which takes
+     * any order from there. Both store and check a field the same way. */
+#define FAST_KEY(tag, wt)                                                           \
+    ((tag) < 16 ? p < end && p[0] == ((tag) << 3 | (wt))                            \
+                : end - p >= 2 && p[0] == ((((tag) << 3 | (wt)) & 0x7f) | 0x80) &&  \
+                      p[1] == ((tag) << 3 | (wt)) >> 7)
+#define FAST_STR(tag, name, max)                                                    \
+    if (FAST_KEY(tag, BF_WT_BYTES)) {                                               \
+        uint64_t v;                                                                 \
+        p += (tag) < 16 ? 1 : 2;                                                    \
+        if ((rc = varint(&p, end, &v)) != 0)                                        \
+            return rc == -1 ? BF_R_truncated : BF_R_bad_varint;                     \
+        if (v > (uint64_t)(end - p))                                                \
+            return BF_R_truncated;                                                  \
+        ev->name.ptr = (const char *)p;                                             \
+        ev->name.len = (size_t)v;                                                   \
+        p += v;                                                                     \
+        if ((max) && v > (uint64_t)(max))                                           \
+            ov |= (uint64_t)1 << (tag);                                             \
+        if ((IDENT_MASK >> (tag)) & 1u && ident_control(ev->name.ptr, (size_t)v, end)) \
+            ct |= (uint64_t)1 << (tag);                                             \
+        ev->present |= (uint64_t)1 << (tag);                                        \
+    }
+#define FAST_U64(tag, name, max)                                                    \
+    if (FAST_KEY(tag, BF_WT_VARINT)) {                                              \
+        uint64_t v;                                                                 \
+        p += (tag) < 16 ? 1 : 2;                                                    \
+        if ((rc = varint(&p, end, &v)) != 0)                                        \
+            return rc == -1 ? BF_R_truncated : BF_R_bad_varint;                     \
+        ev->name = v;                                                               \
+        if (v > (uint64_t)(max))                                                    \
+            ov |= (uint64_t)1 << (tag);                                             \
+        ev->present |= (uint64_t)1 << (tag);                                        \
+    }
+#define FAST_BOOL FAST_U64
+#define BF_DATASET(id, name)
+#define BF_FIELD(tag, name, type, max, ds) FAST_##type(tag, name, max)
+#include "fields.def"
+#undef BF_DATASET
+#undef BF_FIELD
+#undef FAST_BOOL
+#undef FAST_U64
+#undef FAST_STR
+#undef FAST_KEY
     while (p < end) {
         uint64_t key, v;
-        int rc;
         /* Keys of one byte (tags 1 to 15) and two (16 to 2047). */
         if (p[0] < 0x80) {
             key = p[0];
