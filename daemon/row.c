@@ -71,7 +71,9 @@ static _Thread_local struct {
     char text[11];
 } date_cache;
 
-void row_format_time(char *out, uint64_t ms)
+/* "YYYY-MM-DD HH:MM:SS.mmm" at out (23 bytes, no terminator); inline in
+ * row_format, which writes two per row. */
+static inline void put_time(char *out, uint64_t ms)
 {
     uint64_t secs = ms / 1000, day = secs / 86400;
     if (date_cache.day != day + 1) {
@@ -99,6 +101,11 @@ void row_format_time(char *out, uint64_t ms)
     unsigned frac = (unsigned)(ms - secs * 1000);
     out[20] = (char)('0' + frac / 100);
     put2(out + 21, frac % 100);
+}
+
+void row_format_time(char *out, uint64_t ms)
+{
+    put_time(out, ms);
     out[23] = '\0';
 }
 
@@ -141,9 +148,30 @@ static inline void put_digits(char *p, uint64_t v, unsigned n)
 
 /* v in decimal. Below 10^8 (every count and duration of the mix) in
  * 32-bit halves: the eight digits written to a word, then the last n
- * stored (out has room for whole words past them). */
+ * stored (out has room for whole words past them); below 10^4 by
+ * compares. */
 static inline char *put_u64(char *p, uint64_t v)
 {
+    /* Sizes, steps and token counts: below 10,000, by compares. */
+    if (v < 100) {
+        if (v < 10) {
+            *p = (char)('0' + v);
+            return p + 1;
+        }
+        put2(p, (unsigned)v);
+        return p + 2;
+    }
+    if (v < 10000) {
+        unsigned hi = (unsigned)v / 100, lo = (unsigned)v % 100;
+        if (hi < 10) {
+            *p = (char)('0' + hi);
+            put2(p + 1, lo);
+            return p + 3;
+        }
+        put2(p, hi);
+        put2(p + 2, lo);
+        return p + 4;
+    }
     unsigned n = count_digits(v);
     if (v < 100000000) {
         char w[16];
@@ -413,7 +441,6 @@ size_t row_format(char *out, const bf_row *row)
 {
     char *p = out;
     int replaced = 0;
-    char ts[24];
 
     p = LIT(p, "{\"id\":");
     p = put_str(p, row->id.ptr, row->id.len, &replaced);
@@ -427,15 +454,11 @@ size_t row_format(char *out, const bf_row *row)
     p = put_str(p, row->model.ptr, row->model.len, &replaced);
     p = KEY(p, "provider");
     p = put_str(p, row->provider, strlen(row->provider), &replaced);
-    p = KEY(p, "start_time");
-    row_format_time(ts, row->start_ms);
-    *p++ = '"';
-    p = put_lit(p, ts, 23);
-    *p++ = '"';
-    p = KEY(p, "end_time");
-    row_format_time(ts, row->end_ms);
-    *p++ = '"';
-    p = put_lit(p, ts, 23);
+    p = LIT(p, ",\"start_time\":\"");
+    put_time(p, row->start_ms);
+    p = LIT(p + 23, "\",\"end_time\":\"");
+    put_time(p, row->end_ms);
+    p += 23;
     *p++ = '"';
     p = KEY(p, "duration_ms");
     p = put_u64(p, row->duration_ms);
