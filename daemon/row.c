@@ -71,33 +71,49 @@ static _Thread_local struct {
     char text[11];
 } date_cache;
 
+/* The last second one caller formatted, "YYYY-MM-DD HH:MM:SS." (20 bytes):
+ * rows come in the order of their start times, about a second's worth of
+ * them per second; end times mostly miss. */
+typedef struct sec_memo {
+    uint64_t secs; /* seconds since 1970-01-01, plus one; 0: none yet */
+    char text[20];
+} sec_memo;
+
+static _Thread_local sec_memo start_memo, end_memo, other_memo;
+
 /* "YYYY-MM-DD HH:MM:SS.mmm" at out (23 bytes, no terminator); inline in
- * row_format, which writes two per row. */
-static inline void put_time(char *out, uint64_t ms)
+ * row_format, which writes two per row, each with its own memo. */
+static inline void put_time(char *out, uint64_t ms, sec_memo *m)
 {
-    uint64_t secs = ms / 1000, day = secs / 86400;
-    if (date_cache.day != day + 1) {
-        int y;
-        unsigned mo, d;
-        civil_from_days((int64_t)day, &y, &mo, &d);
-        put2(date_cache.text, (unsigned)y / 100 % 100);
-        put2(date_cache.text + 2, (unsigned)y % 100);
-        date_cache.text[4] = '-';
-        put2(date_cache.text + 5, mo);
-        date_cache.text[7] = '-';
-        put2(date_cache.text + 8, d);
-        date_cache.text[10] = ' ';
-        date_cache.day = day + 1;
+    uint64_t secs = ms / 1000;
+    if (m->secs != secs + 1) {
+        uint64_t day = secs / 86400;
+        if (date_cache.day != day + 1) {
+            int y;
+            unsigned mo, d;
+            civil_from_days((int64_t)day, &y, &mo, &d);
+            put2(date_cache.text, (unsigned)y / 100 % 100);
+            put2(date_cache.text + 2, (unsigned)y % 100);
+            date_cache.text[4] = '-';
+            put2(date_cache.text + 5, mo);
+            date_cache.text[7] = '-';
+            put2(date_cache.text + 8, d);
+            date_cache.text[10] = ' ';
+            date_cache.day = day + 1;
+        }
+        char *t = m->text;
+        memcpy(t, date_cache.text, 11);
+        unsigned sod = (unsigned)(secs - day * 86400), h = sod / 3600,
+                 rest = sod - h * 3600, mi = rest / 60;
+        put2(t + 11, h);
+        t[13] = ':';
+        put2(t + 14, mi);
+        t[16] = ':';
+        put2(t + 17, rest - mi * 60);
+        t[19] = '.';
+        m->secs = secs + 1;
     }
-    memcpy(out, date_cache.text, 11);
-    unsigned sod = (unsigned)(secs - day * 86400), h = sod / 3600, rest = sod - h * 3600,
-             mi = rest / 60;
-    put2(out + 11, h);
-    out[13] = ':';
-    put2(out + 14, mi);
-    out[16] = ':';
-    put2(out + 17, rest - mi * 60);
-    out[19] = '.';
+    memcpy(out, m->text, 20);
     unsigned frac = (unsigned)(ms - secs * 1000);
     out[20] = (char)('0' + frac / 100);
     put2(out + 21, frac % 100);
@@ -105,7 +121,7 @@ static inline void put_time(char *out, uint64_t ms)
 
 void row_format_time(char *out, uint64_t ms)
 {
-    put_time(out, ms);
+    put_time(out, ms, &other_memo);
     out[23] = '\0';
 }
 
@@ -455,9 +471,9 @@ size_t row_format(char *out, const bf_row *row)
     p = KEY(p, "provider");
     p = put_str(p, row->provider, strlen(row->provider), &replaced);
     p = LIT(p, ",\"start_time\":\"");
-    put_time(p, row->start_ms);
+    put_time(p, row->start_ms, &start_memo);
     p = LIT(p + 23, "\",\"end_time\":\"");
-    put_time(p, row->end_ms);
+    put_time(p, row->end_ms, &end_memo);
     p += 23;
     *p++ = '"';
     p = KEY(p, "duration_ms");
