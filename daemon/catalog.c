@@ -110,6 +110,7 @@ int catalog_load(const char *path, catalog **out, char *err, size_t n)
         cm->name = strdup(name);
         cm->name_len = strlen(name);
         cm->provider = strdup(json_string_value(prov));
+        cm->provider_len = cm->provider ? strlen(cm->provider) : 0;
         cat->count++;
         if (!cm->name || !cm->provider) {
             snprintf(err, n, "out of memory");

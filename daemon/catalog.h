@@ -24,6 +24,7 @@ typedef struct catalog_model {
     char *name;
     size_t name_len;
     char *provider;
+    size_t provider_len;
     double per_image;
     double prompt_per_mtok;
     double cached_prompt_per_mtok;

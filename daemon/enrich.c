@@ -785,6 +785,7 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     if (!m)
         stats.unknown_model++;
     row->provider = m ? m->provider : "unknown";
+    row->provider_len = m ? m->provider_len : sizeof("unknown") - 1;
 
     if (BF_HAS(ev, id) && ev->id.len) {
         row->id = ev->id;

@@ -33,6 +33,7 @@ typedef struct bf_row {
     int stream, cached;
     /* Added or cleaned here. */
     const char *provider;        /* catalog-owned, or "unknown" */
+    size_t provider_len;         /* strlen(provider) */
     double cost_usd;
     uint64_t start_ms, end_ms, duration_ms, total_tokens;
     bf_str id, user_id, tier, status, prompt, error_message;

@@ -469,7 +469,7 @@ size_t row_format(char *out, const bf_row *row)
     p = KEY(p, "model");
     p = put_str(p, row->model.ptr, row->model.len, &replaced);
     p = KEY(p, "provider");
-    p = put_str(p, row->provider, strlen(row->provider), &replaced);
+    p = put_str(p, row->provider, row->provider_len, &replaced);
     p = LIT(p, ",\"start_time\":\"");
     put_time(p, row->start_ms, &start_memo);
     p = LIT(p + 23, "\",\"end_time\":\"");

@@ -94,6 +94,7 @@ static void make_row(row_slot *s, unsigned ds, int n)
     r->model = s->ev.model;
     r->username = (bf_str){"", 0};
     r->provider = "P";
+    r->provider_len = 1;
     r->id = s->ev.id;
     r->user_id = (bf_str){"u", 1};
     r->tier = (bf_str){"t", 1};

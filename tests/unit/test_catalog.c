@@ -86,6 +86,7 @@ START_TEST(test_catalog_shipped_model)
     ck_assert_str_eq(m->name, shipped[_i].name);
     ck_assert_uint_eq(m->name_len, strlen(shipped[_i].name));
     ck_assert_str_eq(m->provider, shipped[_i].provider);
+    ck_assert_uint_eq(m->provider_len, strlen(shipped[_i].provider));
     ck_assert(m->per_image == shipped[_i].per_image);
     ck_assert(m->prompt_per_mtok == shipped[_i].prompt);
     ck_assert(m->cached_prompt_per_mtok == shipped[_i].cached);
