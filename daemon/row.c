@@ -337,7 +337,8 @@ static inline char *put_special(char *p, const unsigned char *u, size_t len, siz
     return LIT(p, "\xEF\xBF\xBD");
 }
 
-/* The rest of a JSON string from u[i] (the opening quote written): escapes,
+/* The rest of a JSON string's text from u[i] (the quotes are the
+ * caller's: row_format's literals carry them with the keys): escapes,
  * and U+FFFD for bytes that are not UTF-8. Plain text is copied 16 bytes
  * at a time (out has room for row_max_bytes, so a block is stored whole
  * before its clean part is counted); a tail of 4 to 15 bytes is tested and
@@ -382,12 +383,12 @@ static __attribute__((noinline)) char *put_str_rest(char *p, const unsigned char
         else
             p = put_special(p, u, len, &i, replaced);
     }
-    *p++ = '"';
     return p;
 }
 
-/* A JSON string (see put_str_rest), inline for what most strings are:
- * none, or 4 to 16 bytes with nothing to escape, tested as one SSE2 register of
+/* A JSON string's text, without its quotes (see put_str_rest), inline for
+ * what most strings are: none, or 4 to 16 bytes with nothing to escape,
+ * tested as one SSE2 register of
  * two overlapping words and stored as those words; longer ones while
  * their 16-byte blocks are clean, the last bytes as the 16 that end the
  * string (the bytes before them were copied as they are, so storing them
@@ -396,11 +397,8 @@ static inline __attribute__((always_inline)) char *put_str(char *p, const char *
                                                            int *replaced)
 {
     const unsigned char *u = (const unsigned char *)s;
-    *p++ = '"';
-    if (len == 0) {
-        *p++ = '"';
+    if (len == 0)
         return p;
-    }
 #if defined(__SSE2__)
     if (len - 4 <= 12) { /* 4 to 16 bytes */
         uint64_t a, b;
@@ -423,9 +421,7 @@ static inline __attribute__((always_inline)) char *put_str(char *p, const char *
                 memcpy(p, &a, 4);
                 memcpy(p + len - 4, &b, 4);
             }
-            p += len;
-            *p++ = '"';
-            return p;
+            return p + len;
         }
         return put_str_rest(p, u, 0, len, replaced);
     }
@@ -443,56 +439,57 @@ static inline __attribute__((always_inline)) char *put_str(char *p, const char *
                 return put_str_rest(p + i, u, i, len, replaced);
             _mm_storeu_si128((__m128i *)(void *)(p + len - 16), x);
         }
-        p += len;
-        *p++ = '"';
-        return p;
+        return p + len;
     }
 #endif
     return put_str_rest(p, u, 0, len, replaced);
 }
 
+/* Column names with the quotes around string values: a string column is
+ * S(p, "name") and its text, up to the next literal, which closes it. */
 #define KEY(p, name) LIT(p, ",\"" name "\":")
+#define S(p, name) LIT(p, "\",\"" name "\":\"")
+#define S_AFTER_NUM(p, name) LIT(p, ",\"" name "\":\"")
+#define KEY_AFTER_STR(p, name) LIT(p, "\",\"" name "\":")
 
 size_t row_format(char *out, const bf_row *row)
 {
     char *p = out;
     int replaced = 0;
 
-    p = LIT(p, "{\"id\":");
+    p = LIT(p, "{\"id\":\"");
     p = put_str(p, row->id.ptr, row->id.len, &replaced);
-    p = KEY(p, "user_id");
+    p = S(p, "user_id");
     p = put_str(p, row->user_id.ptr, row->user_id.len, &replaced);
-    p = KEY(p, "username");
+    p = S(p, "username");
     p = put_str(p, row->username.ptr, row->username.len, &replaced);
-    p = KEY(p, "tier");
+    p = S(p, "tier");
     p = put_str(p, row->tier.ptr, row->tier.len, &replaced);
-    p = KEY(p, "model");
+    p = S(p, "model");
     p = put_str(p, row->model.ptr, row->model.len, &replaced);
-    p = KEY(p, "provider");
+    p = S(p, "provider");
     p = put_str(p, row->provider, row->provider_len, &replaced);
-    p = LIT(p, ",\"start_time\":\"");
+    p = S(p, "start_time");
     put_time(p, row->start_ms, &start_memo);
-    p = LIT(p + 23, "\",\"end_time\":\"");
+    p = S(p + 23, "end_time");
     put_time(p, row->end_ms, &end_memo);
-    p += 23;
-    *p++ = '"';
-    p = KEY(p, "duration_ms");
+    p = KEY_AFTER_STR(p + 23, "duration_ms");
     p = put_u64(p, row->duration_ms);
-    p = KEY(p, "status");
+    p = S_AFTER_NUM(p, "status");
     p = put_str(p, row->status.ptr, row->status.len, &replaced);
-    p = KEY(p, "error_message");
+    p = S(p, "error_message");
     p = put_str(p, row->error_message.ptr, row->error_message.len, &replaced);
     if (row->dataset == BF_DATASET_image_events) {
-        p = KEY(p, "prompt");
+        p = S(p, "prompt");
         p = put_str(p, row->prompt.ptr, row->prompt.len, &replaced);
-        p = KEY(p, "width");
+        p = KEY_AFTER_STR(p, "width");
         p = put_u64(p, row->width);
         p = KEY(p, "height");
         p = put_u64(p, row->height);
         p = KEY(p, "steps");
         p = put_u64(p, row->steps);
     } else {
-        p = KEY(p, "prompt_tokens");
+        p = KEY_AFTER_STR(p, "prompt_tokens");
         p = put_u64(p, row->prompt_tokens);
         p = KEY(p, "completion_tokens");
         p = put_u64(p, row->completion_tokens);
@@ -507,13 +504,13 @@ size_t row_format(char *out, const bf_row *row)
     p = row->cached ? LIT(p, "true") : LIT(p, "false");
     p = KEY(p, "cost_usd");
     p = put_cost(p, row->cost_usd);
-    p = KEY(p, "referrer");
+    p = S_AFTER_NUM(p, "referrer");
     p = put_str(p, row->referrer, row->referrer_len, &replaced);
-    p = KEY(p, "ip");
+    p = S(p, "ip");
     p = put_str(p, row->ip, row->ip_len, &replaced);
-    p = KEY(p, "ip_hash");
+    p = S(p, "ip_hash");
     p = put_str(p, row->ip_hash, row->ip_hash[0] ? IP_HASH_HEX : 0, &replaced);
-    p = LIT(p, "}\n");
+    p = LIT(p, "\"}\n");
     if (replaced)
         stats.utf8_replaced++;
     return (size_t)(p - out);
