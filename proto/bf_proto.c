@@ -309,7 +309,22 @@ static bf_reason decode_wire(const uint8_t *buf, size_t len, bf_event *ev, uint6
         return BF_R_truncated;
     if (buf[2] != BF_PROTO_VERSION)
         return BF_R_bad_version;
+#if defined(__SSE2__)
+    /* bf_event_init as seventeen 16-byte stores: gcc's memset of the 264
+     * bytes is a rep stos of 33 words, 42 instructions with its setup. */
+    {
+        char *e = (char *)ev;
+        const __m128i z = _mm_setzero_si128();
+#pragma GCC unroll 32
+        for (size_t o = 0; o + 16 <= sizeof(*ev); o += 16)
+            _mm_storeu_si128((__m128i *)(void *)(e + o), z);
+        if (sizeof(*ev) % 16)
+            _mm_storeu_si128((__m128i *)(void *)(e + sizeof(*ev) - 16), z);
+        ev->dataset = buf[3];
+    }
+#else
     bf_event_init(ev, buf[3]);
+#endif
     if (!bf_dataset_name(buf[3]))
         return BF_R_unknown_dataset;
 
