@@ -83,7 +83,7 @@ static _Thread_local sec_memo start_memo, end_memo, other_memo;
 
 /* "YYYY-MM-DD HH:MM:SS.mmm" at out (23 bytes, no terminator); inline in
  * row_format, which writes two per row, each with its own memo. */
-static inline void put_time(char *out, uint64_t ms, sec_memo *m)
+static inline __attribute__((always_inline)) void put_time(char *out, uint64_t ms, sec_memo *m)
 {
     uint64_t secs = ms / 1000;
     if (m->secs != secs + 1) {
@@ -166,7 +166,7 @@ static inline void put_digits(char *p, uint64_t v, unsigned n)
  * 32-bit halves: the eight digits written to a word, then the last n
  * stored (out has room for whole words past them); below 10^4 by
  * compares. */
-static inline char *put_u64(char *p, uint64_t v)
+static inline __attribute__((always_inline)) char *put_u64(char *p, uint64_t v)
 {
     /* Sizes, steps and token counts: below 10,000, by compares. */
     if (v < 100) {

@@ -187,7 +187,8 @@ static inline unsigned ctrl_bits16(const uint8_t *u)
  * identifier of a few bytes costs one test. A flagged block (a byte past
  * ASCII, which may be a C1 control's first byte, flags one) is looked at
  * byte by byte. */
-static int ident_control(const char *str, size_t len, const uint8_t *end)
+static inline __attribute__((always_inline)) int ident_control(const char *str, size_t len,
+                                                             const uint8_t *end)
 {
     const uint8_t *u = (const uint8_t *)str;
 #if defined(__SSE2__)
