@@ -688,9 +688,8 @@ static int ip_anon(enrich_ctx *ctx, const char *ip, size_t len, char *out, char 
     unsigned char mac[32];
     if (hmac(ctx, addr, alen, mac) < 0)
         return -EINVAL;
-    for (int i = 0; i < IP_HASH_HEX / 8; i++)
-        hex_u32(hash + 8 * i, (uint32_t)mac[4 * i] << 24 | (uint32_t)mac[4 * i + 1] << 16 |
-                                  (uint32_t)mac[4 * i + 2] << 8 | mac[4 * i + 3]);
+    hex_8bytes(hash, mac);
+    hex_8bytes(hash + 16, mac + 8);
     hash[IP_HASH_HEX] = '\0';
     size_t olen = anon_text(addr, alen, out);
     ip_entry *e = &set[set[0].next++ & (IP_CACHE_WAYS - 1)];
@@ -790,13 +789,13 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
     if (BF_HAS(ev, id) && ev->id.len) {
         row->id = ev->id;
     } else {
-        /* "pllns_" and 96 random bits as 24 hex digits, eight at a time. */
-        uint64_t a = rng_next(ctx->rng), b = rng_next(ctx->rng);
+        /* "pllns_" and 96 random bits as 24 hex digits, sixteen at a time
+         * (the second sixteen written whole into id_buf, the id cut at 30). */
+        uint64_t r[2] = {rng_next(ctx->rng), rng_next(ctx->rng)};
         char *p = row->id_buf;
         memcpy(p, "pllns_", 6);
-        hex_u32(p + 6, (uint32_t)(a >> 32));
-        hex_u32(p + 14, (uint32_t)a);
-        hex_u32(p + 22, (uint32_t)(b >> 32));
+        hex_8bytes(p + 6, (const unsigned char *)&r[0]);
+        hex_8bytes(p + 22, (const unsigned char *)&r[1]);
         p[30] = '\0';
         row->id = (bf_str){row->id_buf, 30};
     }

@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* The digit of the low four bits of v. */
 static inline char hex_digit(unsigned v)
 {
@@ -21,26 +25,24 @@ static inline char *hex_byte(char *p, unsigned char b)
     return p + 2;
 }
 
-/* The eight digits of v at p, most significant first (no terminator);
- * returns p + 8. One word: the nibbles spread to bytes, each made a digit
- * with adds and a mask, instead of eight lookups. */
-static inline char *hex_u32(char *p, uint32_t v)
+/* The sixteen digits of the eight bytes at b, in their order (b[0]'s
+ * two first; no terminator); returns p + 16. With SSE2 one register: the
+ * high and low nibbles interleaved, made digits by a compare and adds. */
+static inline char *hex_8bytes(char *p, const unsigned char *b)
 {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t ones = 0x0101010101010101ull;
-    uint64_t x = v;
-    x = (x | x << 16) & 0x0000ffff0000ffffull;
-    x = (x | x << 8) & 0x00ff00ff00ff00ffull;
-    x = (x | x << 4) & 0x0f0f0f0f0f0f0f0full; /* byte i: nibble i, lowest first */
-    x = __builtin_bswap64(x);                 /* byte i: nibble 7 - i */
-    uint64_t letter = ((x + ones * 6) >> 4) & ones; /* 1 where the nibble is 10 to 15 */
-    x += ones * '0' + letter * ('a' - '0' - 10);
-    memcpy(p, &x, 8);
+#if defined(__SSE2__)
+    const __m128i f = _mm_set1_epi8(0x0f);
+    __m128i x = _mm_loadl_epi64((const __m128i *)(const void *)b);
+    __m128i n = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), f), _mm_and_si128(x, f));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(n, _mm_set1_epi8(9)),
+                                   _mm_set1_epi8('a' - '0' - 10));
+    n = _mm_add_epi8(n, _mm_add_epi8(_mm_set1_epi8('0'), letter));
+    _mm_storeu_si128((__m128i *)(void *)p, n);
 #else
     for (int i = 0; i < 8; i++)
-        p[i] = hex_digit(v >> (28 - 4 * i));
+        hex_byte(p + 2 * i, b[i]);
 #endif
-    return p + 8;
+    return p + 16;
 }
 
 /* The value of hex digit c (either case), or -1. */

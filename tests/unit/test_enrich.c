@@ -970,18 +970,21 @@ static int cmp_id(const void *a, const void *b)
     return memcmp(a, b, 31);
 }
 
-/* hex_u32 (hex.h), which writes ids and ip hashes: every nibble value
- * in every place, most significant first, as snprintf's %08x. */
-START_TEST(test_enrich_hex_u32)
+/* hex_8bytes (hex.h), which writes ids and ip hashes: every byte value
+ * in every place, as snprintf's %02x, and nothing past the 16 digits. */
+START_TEST(test_enrich_hex_8bytes)
 {
-    static const uint32_t vs[] = {0, 0xffffffffu, 0x0123abcdu, 0x9a8b7c6du, 0xf0e1d2c3u,
-                                  0x10000000u, 0x0000000fu, 0xa5a5a5a5u, 0x5a5a5a5au};
-    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]) + 256; i++) {
-        uint32_t v = i < sizeof(vs) / sizeof(vs[0]) ? vs[i] : (uint32_t)i * 0x11111111u ^ (uint32_t)i;
-        char got[9] = {0}, want[9];
-        ck_assert_ptr_eq(hex_u32(got, v), got + 8);
-        snprintf(want, sizeof(want), "%08x", v);
-        ck_assert_str_eq(got, want);
+    for (unsigned v = 0; v < 256 + 64; v++) {
+        unsigned char b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(v < 256 ? (v + (unsigned)i * 37) : (v * 131 + (unsigned)i) * 97);
+        char got[18], want[17];
+        memset(got, 'X', sizeof(got));
+        ck_assert_ptr_eq(hex_8bytes(got, b), got + 16);
+        for (int i = 0; i < 8; i++)
+            snprintf(want + 2 * i, 3, "%02x", b[i]);
+        ck_assert_msg(memcmp(got, want, 16) == 0, "%.16s, want %s", got, want);
+        ck_assert(got[16] == 'X' && got[17] == 'X');
     }
 }
 END_TEST
@@ -1309,7 +1312,7 @@ Suite *enrich_suite(void)
     tcase_add_test(tc, test_enrich_event_status);
     tcase_add_test(tc, test_enrich_event_truncation);
     tcase_add_test(tc, test_enrich_event_id_kept);
-    tcase_add_test(tc, test_enrich_hex_u32);
+    tcase_add_test(tc, test_enrich_hex_8bytes);
     tcase_add_test(tc, test_enrich_event_id_generated_unique);
     tcase_add_loop_test(tc, test_enrich_event_timestamps, 0, N(time_cases));
     tcase_add_loop_test(tc, test_enrich_event_time_window, 0, N(window_cases));
