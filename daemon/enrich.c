@@ -539,7 +539,9 @@ none:
     return 0;
 }
 
-size_t enrich_referrer_cached(enrich_ctx *ctx, const char *url, size_t len, char *out)
+/* enrich_referrer_cached, inline in enrich_event. */
+static inline __attribute__((always_inline)) size_t ref_cached(enrich_ctx *ctx, const char *url,
+                                                              size_t len, char *out)
 {
     if (len == 0 || len > REF_TEXT_MAX)
         return enrich_referrer(url, len, out);
@@ -560,6 +562,11 @@ size_t enrich_referrer_cached(enrich_ctx *ctx, const char *url, size_t len, char
         memcpy(set[0].origin, out, olen);
     }
     return olen;
+}
+
+size_t enrich_referrer_cached(enrich_ctx *ctx, const char *url, size_t len, char *out)
+{
+    return ref_cached(ctx, url, len, out);
 }
 
 /* An IPv6 address that carries an IPv4 one is that IPv4 address: its /48
@@ -642,7 +649,8 @@ static size_t anon_text(const unsigned char *addr, size_t alen, char *out)
 
 /* enrich_ip, returning the length of the anonymised address (a row
  * writes it without strlen). */
-static int ip_anon(enrich_ctx *ctx, const char *ip, size_t len, char *out, char *hash)
+static inline __attribute__((always_inline)) int ip_anon(enrich_ctx *ctx, const char *ip,
+                                                         size_t len, char *out, char *hash)
 {
     char text[64 + 1]; /* the longest ip fields.def accepts, and a NUL */
     unsigned char addr[16];
@@ -823,8 +831,7 @@ bf_reason enrich_event(enrich_ctx *ctx, const bf_event *ev, uint64_t recv_ms,
         row->total_tokens = UINT32_MAX;
 
     row->referrer_len = BF_HAS(ev, referrer)
-                            ? enrich_referrer_cached(ctx, ev->referrer.ptr, ev->referrer.len,
-                                                     row->referrer)
+                            ? ref_cached(ctx, ev->referrer.ptr, ev->referrer.len, row->referrer)
                             : (row->referrer[0] = '\0', 0);
 
     int alen = 0;
