@@ -298,8 +298,8 @@ static const key_info keys[BF_F_MAX << 3] = {
  * while they are at hand: in *over a bit per tag whose value is over its
  * limit, in *ctrl a bit per identifier holding a control character. A
  * repeated tag keeps its last value, so its bits follow the last value. */
-static bf_reason decode_wire(const uint8_t *buf, size_t len, bf_event *ev, uint64_t *over,
-                             uint64_t *ctrl)
+static inline __attribute__((always_inline)) bf_reason
+decode_wire(const uint8_t *buf, size_t len, bf_event *ev, uint64_t *over, uint64_t *ctrl)
 {
     *over = *ctrl = 0;
     if (len == 0)
@@ -490,7 +490,8 @@ static int str_eq(bf_str s, const char *lit)
 /* The value checks, in their order: the dataset, model, the limits (the
  * lowest tag of the event's dataset in over), the identifiers' control
  * characters (the lowest tag in ctrl), status, the times. */
-static bf_reason check_values(const bf_event *ev, uint64_t over, uint64_t ctrl, unsigned *tag)
+static inline __attribute__((always_inline)) bf_reason
+check_values(const bf_event *ev, uint64_t over, uint64_t ctrl, unsigned *tag)
 {
     unsigned bad = 0;
     bf_reason r = BF_OK;
