@@ -162,10 +162,10 @@ static inline void put_digits(char *p, uint64_t v, unsigned n)
         q[-1] = (char)('0' + v % 10);
 }
 
-/* v in decimal. Below 10^8 (every count and duration of the mix) in
- * 32-bit halves: the eight digits written to a word, then the last n
- * stored (out has room for whole words past them); below 10^4 by
- * compares. */
+/* v in decimal. Below 10^4 (sizes, steps, token counts) and 10^6
+ * (durations) by compares; below 10^8 in 32-bit halves: the eight digits
+ * written to a word, then the last n stored (out has room for whole words
+ * past them). */
 static inline __attribute__((always_inline)) char *put_u64(char *p, uint64_t v)
 {
     /* Sizes, steps and token counts: below 10,000, by compares. */
@@ -186,6 +186,18 @@ static inline __attribute__((always_inline)) char *put_u64(char *p, uint64_t v)
         }
         put2(p, hi);
         put2(p + 2, lo);
+        return p + 4;
+    }
+    if (v < 1000000) { /* durations: five or six digits, the last four of lo */
+        unsigned hi = (unsigned)v / 10000, lo = (unsigned)v % 10000;
+        if (hi < 10) {
+            *p++ = (char)('0' + hi);
+        } else {
+            put2(p, hi);
+            p += 2;
+        }
+        put2(p, lo / 100);
+        put2(p + 2, lo % 100);
         return p + 4;
     }
     unsigned n = count_digits(v);
