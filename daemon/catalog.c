@@ -152,7 +152,7 @@ const catalog_model *catalog_find(const catalog *cat, const char *name,
         if (!s)
             return NULL;
         const catalog_model *m = &cat->models[s - 1];
-        if (m->name_len == len && memcmp(m->name, name, len) == 0)
+        if (m->name_len == len && key_equal(m->name, name, len))
             return m;
     }
 }

@@ -661,7 +661,7 @@ static inline __attribute__((always_inline)) int ip_anon(enrich_ctx *ctx, const 
     uint32_t tag = hash_words(ip, len);
     ip_entry *set = &ctx->ip_cache[tag & (IP_CACHE_SLOTS - IP_CACHE_WAYS)];
     for (int w = 0; w < IP_CACHE_WAYS; w++) {
-        if (set[w].tag == tag && set[w].tlen == len && memcmp(set[w].text, ip, len) == 0) {
+        if (set[w].tag == tag && set[w].tlen == len && key_equal(set[w].text, ip, len)) {
             memcpy(out, set[w].anon, sizeof(set[w].anon));
             memcpy(hash, set[w].hash, sizeof(set[w].hash));
             return set[w].alen;

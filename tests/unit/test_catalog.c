@@ -335,6 +335,29 @@ START_TEST(test_catalog_hash_reads_every_byte)
 }
 END_TEST
 
+/* key_equal (daemon/fnv.h), which compares the catalog's and the IP
+ * cache's keys: for keys of 0 to 40 bytes in buffers of their exact size,
+ * the same answer as memcmp, equal or with one byte changed anywhere. */
+START_TEST(test_catalog_key_equal)
+{
+    for (size_t n = 0; n <= 40; n++) {
+        char *a = malloc(n ? n : 1), *b = malloc(n ? n : 1);
+        ck_assert(a && b);
+        for (size_t i = 0; i < n; i++)
+            a[i] = b[i] = (char)('A' + (i * 7) % 50);
+        ck_assert(key_equal(a, b, n));
+        for (size_t i = 0; i < n; i++) {
+            b[i] ^= 0x20;
+            ck_assert_msg(!key_equal(a, b, n), "n %zu byte %zu", n, i);
+            ck_assert_int_eq(key_equal(a, b, i), memcmp(a, b, i) == 0);
+            b[i] ^= 0x20;
+        }
+        free(a);
+        free(b);
+    }
+}
+END_TEST
+
 Suite *catalog_suite(void)
 {
     TCase *tc;
@@ -352,5 +375,6 @@ Suite *catalog_suite(void)
     tcase_add_test(tc, test_catalog_provider_too_long);
     tcase_add_test(tc, test_catalog_error_truncated_safely);
     tcase_add_test(tc, test_catalog_hash_reads_every_byte);
+    tcase_add_test(tc, test_catalog_key_equal);
     return s;
 }
