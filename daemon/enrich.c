@@ -548,7 +548,7 @@ static inline __attribute__((always_inline)) size_t ref_cached(enrich_ctx *ctx, 
     ref_entry *set = &ctx->ref_cache[hash_words(url, len) & (REF_CACHE_SLOTS - 2)];
     for (int w = 0; w < 2; w++) {
         if (set[w].tlen == len && memcmp(set[w].text, url, len) == 0) {
-            memcpy(out, set[w].origin, set[w].olen);
+            memcpy(out, set[w].origin, REF_ORIGIN_MAX); /* fixed: no call; out has room */
             out[set[w].olen] = '\0';
             return set[w].olen;
         }

@@ -162,10 +162,23 @@ static inline void put_digits(char *p, uint64_t v, unsigned n)
         q[-1] = (char)('0' + v % 10);
 }
 
+/* The n (at most 8) lowest decimal digits of v < 10^8, leading zeros
+ * included, at p: eight digits from 32-bit halves written to a word, the
+ * last n stored as a whole word (out has room past them). */
+static inline void put_digits8(char *p, unsigned v, unsigned n)
+{
+    char w[16];
+    memset(w + 8, '0', 8); /* stored past the digits, then overwritten */
+    unsigned hi = v / 10000, lo = v % 10000;
+    put2(w, hi / 100);
+    put2(w + 2, hi % 100);
+    put2(w + 4, lo / 100);
+    put2(w + 6, lo % 100);
+    memcpy(p, w + 8 - n, 8);
+}
+
 /* v in decimal. Below 10^4 (sizes, steps, token counts) and 10^6
- * (durations) by compares; below 10^8 in 32-bit halves: the eight digits
- * written to a word, then the last n stored (out has room for whole words
- * past them). */
+ * (durations) by compares; below 10^8 by put_digits8. */
 static inline __attribute__((always_inline)) char *put_u64(char *p, uint64_t v)
 {
     /* Sizes, steps and token counts: below 10,000, by compares. */
@@ -202,14 +215,7 @@ static inline __attribute__((always_inline)) char *put_u64(char *p, uint64_t v)
     }
     unsigned n = count_digits(v);
     if (v < 100000000) {
-        char w[16];
-        memset(w + 8, '0', 8); /* stored past the digits, then overwritten */
-        unsigned hi = (unsigned)v / 10000, lo = (unsigned)v % 10000;
-        put2(w, hi / 100);
-        put2(w + 2, hi % 100);
-        put2(w + 4, lo / 100);
-        put2(w + 6, lo % 100);
-        memcpy(p, w + 8 - n, 8);
+        put_digits8(p, (unsigned)v, n);
     } else {
         put_digits(p, v, n);
     }
@@ -249,7 +255,11 @@ static char *put_cost(char *p, double usd)
             n -= 1;
         }
         *p++ = '.';
-        put_digits(p, frac, n);
+        if (n <= 8) { /* at most 8 digits left: 32-bit halves */
+            put_digits8(p, (unsigned)frac, n);
+        } else {
+            put_digits(p, frac, n);
+        }
         p += n;
     }
     return p;
