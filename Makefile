@@ -36,8 +36,8 @@ PYTHON  ?= python3
 DEB_PKGS = build-essential pkg-config libuv1-dev libcurl4-openssl-dev \
            libjansson-dev check zlib1g-dev libssl-dev libsystemd-dev \
            systemd socat valgrind man-db groff-base libmicrohttpd-dev \
-           clang libclang-rt-14-dev strace libisal-dev libdeflate-dev
-PKGS     = libuv libcurl jansson zlib libisal libcrypto libsystemd libmicrohttpd
+           clang libclang-rt-14-dev strace libisal-dev libdeflate-dev librdkafka-dev kcat
+PKGS     = libuv libcurl jansson zlib libisal libcrypto libsystemd libmicrohttpd rdkafka
 # CI only (make deps-ci): promtool, from Debian's prometheus (19 MB), checks
 # GET /metrics in tests/integration/test_metrics.py, which skips without it.
 # Not in DEB_PKGS: the package also installs and enables a Prometheus server.
@@ -167,6 +167,10 @@ $(BUILD)/bench-stages: $(call obj,tests/bench/stages.c $(DAEMON_SRC) $(PROTO_SRC
 .PRECIOUS: $(BUILD)/obj/tests/bench/%.o
 $(BUILD)/bench-%: $(BUILD)/obj/tests/bench/%.o $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
+# A Kafka cluster for the tests: librdkafka's mock brokers (tests/kafka/).
+KAFKA_MOCK = $(BUILD)/kafka-mock
+$(KAFKA_MOCK): $(call obj,tests/kafka/kafka_mock.c $(DAEMON_SRC) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(DAEMON_SRC) $(PROTO_SRC) $(SHIM_SRC))
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
@@ -197,7 +201,7 @@ deps-ci:
 # directory once per tests/tools/package-lock.json; without the registry the
 # tests that need them are skipped, saying so.
 test: deps
-	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) fuzz-replay
+	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) $(KAFKA_MOCK) fuzz-replay
 	$(PYTHON) tests/tools/npm_tools.py
 	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
 

@@ -28,8 +28,13 @@
  * bare number of milliseconds. OPT_LIST: text, several values joined by
  * ','; each flag adds one, and a source (environment, file) gives them all
  * at once. OPT_BOOL: a flag without value (or =yes/no); true/false in the
- * file; stored as 0 or 1. */
-enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT, OPT_DURATION, OPT_LIST, OPT_BOOL };
+ * file; stored as 0 or 1. OPT_PAIRS is repeatable KEY=VALUE settings whose
+ * values may hold commas (a bf_strlist): each flag, each element of a JSON
+ * array (or each key of a JSON object) and each whitespace-separated word
+ * of the environment variable adds one, and the sources add up (the file's
+ * first, then the environment's, then the flags'). */
+enum opt_type { OPT_STR, OPT_SIZE, OPT_MS, OPT_UINT, OPT_DURATION, OPT_LIST, OPT_BOOL,
+                OPT_PAIRS };
 
 typedef struct option_def {
     const char *name;   /* flag and JSON key */
@@ -172,6 +177,21 @@ static const option_def options[] = {
      "ahead of the time of receipt; 0 turns the check off"},
     {"shutdown-timeout-ms", OPT_MS, OFF(shutdown_timeout_ms), "5000", 0, 600000,
      NULL, "on SIGTERM, how long to keep flushing before giving up"},
+    {"kafka-brokers", OPT_STR, OFF(kafka_brokers), NULL, 0, 0, NULL,
+     "Kafka bootstrap brokers HOST:PORT[,...]: when set, batches go to Kafka "
+     "(one message per row, keyed by id) instead of Tinybird's Events API"},
+    {"kafka-topic-prefix", OPT_STR, OFF(kafka_topic_prefix), NULL, 0, 0, NULL,
+     "prepended to the dataset name to make each Kafka topic (none: the "
+     "topic is the dataset name)"},
+    {"kafka-compression", OPT_STR, OFF(kafka_compression), "lz4", 0, 0, NULL,
+     "Kafka message set compression: none, gzip, snappy, lz4 or zstd"},
+    {"kafka-password-file", OPT_STR, OFF(kafka_password_file), NULL, 0, 0, NULL,
+     "file holding the SASL password (sasl.password), readable by its owner "
+     "only"},
+    {"kafka-property", OPT_PAIRS, OFF(kafka_properties), NULL, 0, 0, NULL,
+     "a librdkafka setting passed through, such as security.protocol=SASL_SSL, "
+     "sasl.mechanism, sasl.username, ssl.ca.location; repeatable (a JSON array "
+     "or object in the file, whitespace-separated in the environment)"},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 _Static_assert(N_OPTIONS <= CONFIG_OPTIONS_MAX, "raise CONFIG_OPTIONS_MAX");
@@ -299,6 +319,24 @@ static int set_option(bf_config *cfg, const option_def *o, const char *val,
         *(uint64_t *)slot = b;
         return 0;
     }
+    if (o->type == OPT_PAIRS) {
+        const char *eq = strchr(val, '=');
+        if (!eq || eq == val) {
+            errf(err, n, "%s: option '%s': '%s' is not KEY=VALUE", src, o->name, val);
+            return -1;
+        }
+        bf_strlist *l = (bf_strlist *)slot;
+        char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+        char *copy = v ? strdup(val) : NULL;
+        if (v)
+            l->v = v;
+        if (!copy) {
+            errf(err, n, "out of memory");
+            return -1;
+        }
+        l->v[l->n++] = copy;
+        return 0;
+    }
     if (is_text(o)) {
         char *copy = strdup(val);
         if (!copy) {
@@ -362,6 +400,46 @@ static char *join_strings(json_t *arr)
     return out;
 }
 
+/* A repeatable option in the JSON file: ["KEY=VALUE", ...] or
+ * {"KEY": "VALUE", ...}. */
+static int load_pairs(bf_config *cfg, const option_def *o, json_t *v, const char *path,
+                     char *err, size_t n)
+{
+    size_t i;
+    json_t *e;
+    const char *key;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e)) {
+                errf(err, n, "%s: key '%s': expected strings KEY=VALUE", path, o->name);
+                return -1;
+            }
+            if (set_option(cfg, o, json_string_value(e), CONFIG_SRC_FILE, path, err,
+                           n) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (!json_is_object(v)) {
+        errf(err, n, "%s: key '%s': expected an array of KEY=VALUE strings or an "
+                     "object", path, o->name);
+        return -1;
+    }
+    json_object_foreach(v, key, e) {
+        char kv[1024];
+        if (!json_is_string(e) ||
+            (size_t)snprintf(kv, sizeof(kv), "%s=%s", key, json_string_value(e)) >=
+                sizeof(kv)) {
+            errf(err, n, "%s: key '%s': '%s' needs a string value (under 1 KiB)", path,
+                 o->name, key);
+            return -1;
+        }
+        if (set_option(cfg, o, kv, CONFIG_SRC_FILE, path, err, n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
 {
     /* Opened here so a missing or unreadable file is named with the
@@ -407,6 +485,13 @@ static int load_file(bf_config *cfg, const char *path, char *err, size_t n)
             errf(err, n, "%s: unknown key '%s'", path, key);
             rc = -1;
             break;
+        }
+        if (o->type == OPT_PAIRS) {
+            if (load_pairs(cfg, o, v, path, err, n) < 0) {
+                rc = -1;
+                break;
+            }
+            continue;
         }
         const char *text;
         char *list = NULL;
@@ -456,8 +541,24 @@ static int load_env(bf_config *cfg, char *err, size_t n)
                  e = strtok_r(NULL, " ", &save))
                 val = getenv(e);
         }
-        if (val && *val &&
-            set_option(cfg, o, val, CONFIG_SRC_ENV, "environment", err, n) < 0)
+        if (!val || !*val)
+            continue;
+        if (o->type != OPT_PAIRS) {
+            if (set_option(cfg, o, val, CONFIG_SRC_ENV, "environment", err, n) < 0)
+                return -1;
+            continue;
+        }
+        char *words = strdup(val);
+        if (!words) {
+            errf(err, n, "out of memory");
+            return -1;
+        }
+        int rc = 0;
+        for (char *save, *w = strtok_r(words, " \t\n", &save); w && rc == 0;
+             w = strtok_r(NULL, " \t\n", &save))
+            rc = set_option(cfg, o, w, CONFIG_SRC_ENV, "environment", err, n);
+        free(words);
+        if (rc < 0)
             return -1;
     }
     return 0;
@@ -475,6 +576,7 @@ void config_usage(void)
         const option_def *o = &options[k];
         printf("  --%s%s\n      %s\n", o->name,
                is_text(o)                ? " VALUE"
+               : o->type == OPT_PAIRS    ? " KEY=VALUE"
                : o->type == OPT_BOOL     ? "[=BOOL]"
                : o->type == OPT_SIZE     ? " BYTES"
                : o->type == OPT_DURATION ? " DURATION"
@@ -516,6 +618,26 @@ void config_usage(void)
                                                 : "the built-in one");
 }
 
+/* A KEY=VALUE list as a JSON array, values of keys that name a password or
+ * a secret shown as "(set)". */
+static json_t *pairs_json(const bf_strlist *l)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < l->n; i++) {
+        const char *kv = l->v[i], *eq = strchr(kv, '=');
+        char key[256];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+        if (strcasestr(key, "password") || strcasestr(key, "secret")) {
+            char masked[300];
+            snprintf(masked, sizeof(masked), "%s=(set)", key);
+            json_array_append_new(a, json_string(masked));
+        } else {
+            json_array_append_new(a, json_string(kv));
+        }
+    }
+    return a;
+}
+
 void config_print(const bf_config *cfg)
 {
     json_t *o = json_object();
@@ -523,7 +645,9 @@ void config_print(const bf_config *cfg)
         const option_def *opt = &options[k];
         const char *slot = (const char *)cfg + opt->offset;
         json_t *v;
-        if (is_text(opt)) {
+        if (opt->type == OPT_PAIRS) {
+            v = pairs_json((const bf_strlist *)slot);
+        } else if (is_text(opt)) {
             const char *str = *(char *const *)slot;
             if (str && opt->offset == offsetof(bf_config, token))
                 str = "(set)"; /* never print a secret */
@@ -556,7 +680,12 @@ static void diff(const bf_config *a, const bf_config *b, const char *const *list
             continue;
         const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
         int same;
-        if (is_text(o)) {
+        if (o->type == OPT_PAIRS) {
+            const bf_strlist *la = (const bf_strlist *)pa, *lb = (const bf_strlist *)pb;
+            same = la->n == lb->n;
+            for (size_t i = 0; same && i < la->n; i++)
+                same = strcmp(la->v[i], lb->v[i]) == 0;
+        } else if (is_text(o)) {
             const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
             same = (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
         } else {
@@ -754,6 +883,13 @@ void config_free(bf_config *cfg)
             char **slot = (char **)((char *)cfg + options[k].offset);
             free(*slot);
             *slot = NULL;
+        } else if (options[k].type == OPT_PAIRS) {
+            bf_strlist *l = (bf_strlist *)((char *)cfg + options[k].offset);
+            for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
+            free(l->v);
+            l->v = NULL;
+            l->n = 0;
         }
     free(cfg->config_file);
     cfg->config_file = NULL;
@@ -901,6 +1037,46 @@ static int url_host_is_loopback(const char *auth)
     return 0;
 }
 
+/* librdkafka settings the daemon makes itself, each from its own option or
+ * rule; --kafka-property may not change them. */
+static const struct {
+    const char *key, *why;
+} kafka_reserved[] = {
+    {"bootstrap.servers", "use --kafka-brokers"},
+    {"metadata.broker.list", "use --kafka-brokers"},
+    {"compression.codec", "use --kafka-compression"},
+    {"compression.type", "use --kafka-compression"},
+    {"sasl.password", "use --kafka-password-file, so the secret is in no argv"},
+    {"acks", "the delivery promise needs acks=all"},
+    {"request.required.acks", "the delivery promise needs acks=all"},
+    {"enable.idempotence", "the delivery promise needs the idempotent producer"},
+    {"queue.buffering.max.kbytes", "derived from --max-memory"},
+    {"queue.buffering.max.messages", "derived from --max-memory"},
+    {"log.queue", "log lines must reach the loop thread"},
+};
+
+static int check_kafka(const bf_config *cfg, char *err, size_t n)
+{
+    for (size_t i = 0; i < cfg->kafka_properties.n; i++) {
+        const char *kv = cfg->kafka_properties.v[i];
+        size_t kl = (size_t)(strchr(kv, '=') - kv);
+        for (size_t r = 0; r < sizeof(kafka_reserved) / sizeof(kafka_reserved[0]); r++)
+            if (strlen(kafka_reserved[r].key) == kl &&
+                strncmp(kv, kafka_reserved[r].key, kl) == 0) {
+                errf(err, n, "option 'kafka-property': %s is set by birdfeederd (%s)",
+                     kafka_reserved[r].key, kafka_reserved[r].why);
+                return -1;
+            }
+    }
+    static const char *const codecs[] = {"none", "gzip", "snappy", "lz4", "zstd"};
+    for (size_t i = 0; i < sizeof(codecs) / sizeof(codecs[0]); i++)
+        if (strcmp(cfg->kafka_compression, codecs[i]) == 0)
+            return 0;
+    errf(err, n, "option 'kafka-compression': '%s' is not none, gzip, snappy, lz4 "
+                 "or zstd", cfg->kafka_compression);
+    return -1;
+}
+
 enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
                                size_t n)
 {
@@ -993,6 +1169,10 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
     size_t ul = cfg->tinybird_url ? strlen(cfg->tinybird_url) : 0;
     while (ul > 0 && cfg->tinybird_url[ul - 1] == '/')
         cfg->tinybird_url[--ul] = '\0';
+    if (cfg->kafka_brokers && !*cfg->kafka_brokers) {
+        free(cfg->kafka_brokers);
+        cfg->kafka_brokers = NULL;
+    }
     if (ul > 255) {
         errf(err, n, "option 'tinybird-url': longer than 255 bytes");
         return CONFIG_ERROR;
@@ -1028,6 +1208,8 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
              (unsigned long long)cfg->backoff_max_ms);
         return CONFIG_ERROR;
     }
+    if (check_kafka(cfg, err, n) < 0)
+        return CONFIG_ERROR;
     if (log_level_parse(cfg->log_level) < 0) {
         errf(err, n, "option 'log-level': '%s' is not debug, info, warn or error",
              cfg->log_level);

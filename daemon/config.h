@@ -24,6 +24,14 @@ enum config_source {
 };
 #define CONFIG_OPTIONS_MAX 64
 
+/* A repeatable option's values, in the order given: the file's first, then
+ * the environment's, then the flags' (later entries win where the consumer
+ * treats them as KEY=VALUE settings). */
+typedef struct bf_strlist {
+    char **v;
+    size_t n;
+} bf_strlist;
+
 typedef struct bf_config {
     char *listen;            /* addresses (bf_addr.h), comma-separated */
     char *socket_group;      /* group of unix: sockets; NULL: ours */
@@ -52,6 +60,11 @@ typedef struct bf_config {
      * what each was taken from (static strings). */
     char *state_dir, *runtime_dir;
     const char *state_from, *runtime_from;
+    char *kafka_brokers;     /* HOST:PORT[,...]; set: the Kafka sink */
+    char *kafka_topic_prefix;
+    char *kafka_compression; /* none, gzip, snappy, lz4 or zstd */
+    char *kafka_password_file; /* sasl.password, read at start */
+    bf_strlist kafka_properties; /* librdkafka KEY=VALUE settings */
     uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
     uint64_t flush_interval_ms;
     uint64_t max_flush_interval_ms; /* pacing stretches the interval up to it */

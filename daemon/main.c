@@ -4,7 +4,8 @@
  *   receive -> decode (+validate) -> enrich -> batch (row) -> sink (http)
  *
  * plus config, catalog, stats and log. Everything runs on one libuv loop;
- * only gzip and file writes go to the threadpool.
+ * only gzip and file writes go to the threadpool (and librdkafka runs
+ * threads of its own, whose reports come back on the loop).
  */
 #include <errno.h>
 #include <malloc.h>
@@ -27,7 +28,9 @@
 #include "receive.h"
 #include "row.h"
 #include "sink.h"
+#include "secret.h"
 #include "sink_file.h"
+#include "sink_kafka.h"
 #include "sink_tinybird.h"
 #include "spool.h"
 #include "stats.h"
@@ -165,28 +168,40 @@ static void log_apply(const bf_config *cfg)
 }
 
 /* The sink's options from cfg, in structs the caller provides (they
- * borrow cfg's strings): the one mapping start and reload share. Without a
- * token the rows go to a local file and nothing needs a spool: there is no
- * outage to wait out. */
+ * borrow cfg's strings): the one mapping start and reload share.
+ * --kafka-brokers picks Kafka, else a token picks Tinybird, else the rows go
+ * to a local file, which needs no spool: there is no outage to wait out.
+ * The Kafka password is not read here: start reads its file once (the
+ * Kafka sink takes new options at a restart only). */
 typedef struct sink_config {
     sink_opts so;
     sink_tinybird_opts to;
     sink_file_opts fo;
+    sink_kafka_opts ko;
     spool_opts po;
 } sink_config;
 
 static const sink_opts *sink_options(const bf_config *cfg, sink_config *sc)
 {
+    int kafka = cfg->kafka_brokers != NULL;
     sc->po = (spool_opts){.dir = cfg->spool_dir, .max_bytes = cfg->max_spool_bytes,
                           .segment_bytes = cfg->spool_segment_bytes,
                           .dead_letter_max = cfg->max_dead_letter_bytes};
     sc->to = (sink_tinybird_opts){.url = cfg->tinybird_url, .token = cfg->token,
                                   .timeout_ms = cfg->http_timeout_ms};
     sc->fo = (sink_file_opts){.path = cfg->out};
-    sc->so = (sink_opts){.backend = cfg->token ? &sink_tinybird : &sink_file,
-                         .backend_opts = cfg->token ? (const void *)&sc->to
-                                                    : (const void *)&sc->fo,
-                         .spool = cfg->token ? &sc->po : NULL,
+    sc->ko = (sink_kafka_opts){.brokers = cfg->kafka_brokers,
+                               .topic_prefix = cfg->kafka_topic_prefix,
+                               .compression = cfg->kafka_compression,
+                               .properties = (const char *const *)cfg->kafka_properties.v,
+                               .n_properties = cfg->kafka_properties.n,
+                               .max_memory = cfg->max_memory};
+    sc->so = (sink_opts){.backend = kafka ? &sink_kafka : cfg->token ? &sink_tinybird
+                                                                     : &sink_file,
+                         .backend_opts = kafka        ? (const void *)&sc->ko
+                                         : cfg->token ? (const void *)&sc->to
+                                                      : (const void *)&sc->fo,
+                         .spool = kafka || cfg->token ? &sc->po : NULL,
                          .max_inflight = (unsigned)cfg->max_inflight,
                          .backoff_min_ms = cfg->backoff_min_ms,
                          .backoff_max_ms = cfg->backoff_max_ms,
@@ -456,7 +471,17 @@ static int check_start(const bf_config *cfg)
         what = "ip_hash_key";
         context_hint(cfg, "ip-hash-key-file", err, sizeof(err));
     }
-    if (!what && cfg->token &&
+    if (!what && cfg->kafka_brokers && cfg->kafka_password_file) {
+        char *pw = NULL;
+        if (secret_read_file(cfg->kafka_password_file, "Kafka password file", &pw, err,
+                             sizeof(err)) < 0)
+            what = "kafka_password_file";
+        if (pw) {
+            explicit_bzero(pw, strlen(pw));
+            free(pw);
+        }
+    }
+    if (!what && (cfg->token || cfg->kafka_brokers) &&
         (paths_check_dir("spool directory", cfg->spool_dir, 0, err, sizeof(err)) < 0 ||
          spool_check_lock(cfg->spool_dir, err, sizeof(err)) < 0)) {
         what = "spool";
@@ -569,21 +594,41 @@ int main(int argc, char **argv)
      * glibc's dynamic threshold move them into per-thread arenas that keep
      * the pages (RSS of 130 MB and more at a 64 MiB cap). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    const char *mode = cfg->kafka_brokers ? "kafka" : cfg->token ? "tinybird" : "file";
     sink_config sc;
-    if (sink_start(app.loop, sink_options(cfg, &sc), err, sizeof(err)) < 0) {
-        if (cfg->token)
+    const sink_opts *so = sink_options(cfg, &sc);
+    char *kafka_password = NULL;
+    if (cfg->kafka_brokers && cfg->kafka_password_file &&
+        secret_read_file(cfg->kafka_password_file, "Kafka password file", &kafka_password,
+                         err, sizeof(err)) < 0)
+        return fail("kafka_password_file", err);
+    sc.ko.password = kafka_password;
+    rc = sink_start(app.loop, so, err, sizeof(err));
+    if (kafka_password) { /* librdkafka keeps its own copy */
+        explicit_bzero(kafka_password, strlen(kafka_password));
+        free(kafka_password);
+    }
+    if (rc < 0) {
+        if (cfg->token && !cfg->kafka_brokers)
             context_hint(cfg, "spool-dir", err, sizeof(err));
-        return fail(cfg->token ? "spool" : "sink", err);
+        return fail(cfg->token && !cfg->kafka_brokers ? "spool" : "sink", err);
     }
     log_info("paths", "context=%s state=%s runtime=%s catalog=%s models=%zu "
                       "ip_hash_key_file=%s spool_dir=%s stats_socket=%s "
                       "stats_socket_group=%s",
              cfg->state_from, cfg->state_dir, cfg->runtime_dir, catalog_name(cfg->catalog),
              catalog_size(app.cat), cfg->ip_hash_key_file,
-             cfg->token ? cfg->spool_dir : "-",
+             so->spool ? cfg->spool_dir : "-",
              *cfg->stats_socket ? cfg->stats_socket : "-",
              cfg->stats_socket_gid >= 0 ? cfg->stats_socket_group : "-");
-    if (cfg->token)
+    if (cfg->kafka_brokers)
+        log_info("sink", "mode=kafka brokers=%s topic_prefix=\"%s\" compression=%s%s",
+                 cfg->kafka_brokers,
+                 cfg->kafka_topic_prefix ? cfg->kafka_topic_prefix : "",
+                 cfg->kafka_compression,
+                 cfg->token ? " note=\"--kafka-brokers is set: the token is not used\""
+                            : "");
+    else if (cfg->token)
         log_info("sink", "mode=tinybird url=%s token_from=\"%s\"", cfg->tinybird_url,
                  cfg->token_source);
     else
@@ -612,8 +657,7 @@ int main(int argc, char **argv)
         uv_timer_init(app.loop, &app.watchdog);
         uv_timer_start(&app.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
     }
-    sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(),
-               cfg->token ? "tinybird" : "file");
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(), mode);
     uv_timer_init(app.loop, &app.status);
     uv_timer_start(&app.status, on_status, 5000, 5000);
 

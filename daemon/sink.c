@@ -488,6 +488,8 @@ static void count_done(ds_state *d, sink_job *j, const sink_answer *a)
 {
     stats.rows_delivered[d->dataset] += a->rows_ok;
     stats.rows_quarantined[d->dataset] += a->rows_quarantined;
+    if (a->rows_dropped)
+        stats_drop(a->drop, d->dataset, a->rows_dropped);
     stats.last_flush_ok_ms = clock_wall_ms();
     /* Rows arrived between first_ms and close_ms: half the rows are counted
      * at each end. Replayed batches lost their receipt times. */

@@ -1,7 +1,7 @@
 /*
  * sink_backend.h: the contract between the delivery policy (sink.c) and the
  * backends that carry batches to one destination (sink_tinybird.c,
- * sink_file.c, and any later one).
+ * sink_file.c, sink_kafka.c, and any later one).
  *
  * The policy owns every batch and decides everything about it: when it is
  * sent, how many are out at once, how long it waits after a failure, when it
@@ -10,7 +10,11 @@
  * Bit's output plugins do:
  *
  *   SINK_DONE       delivered: rows_ok rows accepted, rows_quarantined of
- *                   them set aside by the destination (still delivered)
+ *                   them set aside by the destination (still delivered),
+ *                   and rows_dropped refused for good by a destination that
+ *                   takes rows one by one and took the others (counted as
+ *                   dropped.<drop>; not dead-lettered, since the batch
+ *                   holds the delivered rows too)
  *   SINK_RETRY      not delivered, may succeed later; wait_ms is the wait the
  *                   destination asked for (429 Retry-After), or -1 for the
  *                   policy's own backoff
@@ -50,6 +54,10 @@
  *   - treat job->b as read-only and borrowed: valid until it answers;
  *   - keep what it derives from a batch (a compressed body) in job->priv
  *     only, and free it (releasing its reservation) in forget();
+ *   - when the destination took some rows of a job and failed the rest
+ *     for now, answer SINK_RETRY and send only the rest when the policy
+ *     submits the job again (which rows are done is derived state, kept
+ *     in job->priv); forget() means all of the job is to be sent again;
  *   - count its own protocol's figures (bytes_sent, http statuses) and log
  *     its own protocol's details (a refused batch's answer, quarantined
  *     rows), rate-limited; a hold's hint goes in the answer, and the policy
@@ -117,8 +125,9 @@ typedef struct sink_answer {
     long status;               /* the destination's status code, 0 if none */
     uint64_t rows_ok;          /* SINK_DONE */
     uint64_t rows_quarantined; /* SINK_DONE */
+    uint64_t rows_dropped;     /* SINK_DONE: refused rows, counted as drop */
     int64_t wait_ms;           /* SINK_RETRY: asked-for wait, -1: backoff */
-    enum bf_drop drop;         /* SINK_REJECT: the counter the rows go to */
+    enum bf_drop drop;         /* SINK_REJECT, rows_dropped: their counter */
     sink_hold hold;            /* SINK_HOLD: why */
     const char *hint;          /* SINK_HOLD: for a person, or NULL */
     const char *detail;        /* error text or response body, or NULL */
@@ -127,7 +136,7 @@ typedef struct sink_answer {
 } sink_answer;
 
 typedef struct sink_backend {
-    const char *name;      /* "tinybird", "file": for logs */
+    const char *name;      /* "tinybird", "file", "kafka": for logs */
     /* Jobs in progress at once across all datasets; 0: no limit but the
      * policy's per dataset. At 1 the policy submits the oldest batch of
      * any dataset first (one ordered output). */

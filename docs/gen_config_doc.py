@@ -40,8 +40,8 @@ CONFIG_JSON = os.path.join(REPO, "daemon", "birdfeeder.json")
 
 MD_BEGIN, MD_END = "<!-- BEGIN GENERATED OPTIONS -->", "<!-- END GENERATED OPTIONS -->"
 MAN_BEGIN, MAN_END = '.\\" BEGIN GENERATED OPTIONS', '.\\" END GENERATED OPTIONS'
-KINDS = {"VALUE": "string", "BYTES": "size", "N": "integer", "DURATION": "duration",
-         "BOOL": "flag"}
+KINDS = {"VALUE": "string", "KEY=VALUE": "KEY=VALUE, repeatable", "BYTES": "size",
+         "N": "integer", "DURATION": "duration", "BOOL": "flag"}
 NOT_IN_FILE = {"token"}  # the token goes in /etc/birdfeeder/token, a credential
 
 sys.path.insert(0, os.path.join(REPO, "proto"))
@@ -52,7 +52,7 @@ def parse_help(text):
     """[{name, kind, help, default, env}] in --help order (table options only)."""
     opts, cur = [], None
     for line in text.splitlines():
-        m = re.match(r"  --([a-z][a-z0-9-]*)(?: (VALUE|BYTES|DURATION|N)|\[=(BOOL)\])$", line)
+        m = re.match(r"  --([a-z][a-z0-9-]*)(?: (VALUE|KEY=VALUE|BYTES|DURATION|N)|\[=(BOOL)\])$", line)
         if m:
             cur = {"name": m.group(1), "kind": m.group(2) or m.group(3), "help": "",
                    "default": None,

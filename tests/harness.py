@@ -170,6 +170,31 @@ def stat_at_least(d, key, n):
     return pred
 
 
+class Figures:
+    """Measured figures of a test module, printed as they come and again, all
+    together, by the module's tearDownModule:
+
+        figure = Figures('test_x')
+        def tearDownModule(): figure.print_all()
+        figure('test name', sent=100, duplicates=0)
+    """
+
+    def __init__(self, title):
+        self.title = title
+        self.lines = []
+
+    def __call__(self, test, **kv):
+        line = f"{test}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
+        self.lines.append(line)
+        sys.stderr.write(f"\n[figures] {line}\n")
+
+    def print_all(self):
+        if self.lines:
+            sys.stderr.write(f"\n==== {self.title} figures ====\n")
+            for line in self.lines:
+                sys.stderr.write(f"  {line}\n")
+
+
 # ---------------------------------------------------------------------------
 # the Prometheus text exposition (birdfeeder stats --prom, GET /metrics)
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The Tinybird datafiles are what Tinybird accepts (issue 9).
 
-tinybird/datasources/*.datasource and tinybird/pipes/*.pipe go through
+tinybird/datasources/*.datasource, tinybird/pipes/*.pipe and tinybird/kafka/
+(the Kafka connection, its landing datasources and materialized pipes) go through
 Tinybird's own datafile parser, `tinybird migrate` of the npm package
 @tinybirdco/sdk (tests/tools/check_datafiles.mjs), and the naming rules of
 Tinybird's guidance are checked on what it read: node names differ from
@@ -61,14 +62,20 @@ class TestDatafiles(DatafileCase):
         rc, r = self.check(TINYBIRD)
         self.assertEqual(r.get('problems'), [], r.get('problems'))
         self.assertEqual(rc, 0, r)
-        self.assertIn('Migrated: 2 datasource(s), 5 pipe(s)', r['migrate'])
+        self.assertIn('Migrated: 4 datasource(s), 7 pipe(s), 1 connection(s)', r['migrate'])
         self.assertNotIn('Errors', r['migrate'])
         self.assertEqual(sorted(d['name'] for d in r['datasources']),
-                         ['image_events', 'llm_events'])
+                         ['image_events', 'image_events_kafka', 'llm_events',
+                          'llm_events_kafka'])
+        endpoints = sorted(f.stem for f in (TINYBIRD / 'pipes').glob('*.pipe'))
         self.assertEqual(sorted(p['name'] for p in r['pipes']),
-                         sorted(f.stem for f in (TINYBIRD / 'pipes').glob('*.pipe')))
+                         sorted(endpoints + [f.stem for f in (TINYBIRD / 'kafka').glob('*.pipe')]))
         for p in r['pipes']:
-            self.assertEqual(p['nodes'], [f"{p['name']}_events", f"{p['name']}_result"])
+            if p['name'] in endpoints:
+                self.assertEqual(p['nodes'], [f"{p['name']}_events", f"{p['name']}_result"])
+            else:  # <dataset>_from_kafka
+                ds = p['name'][:-len('_from_kafka')]
+                self.assertEqual(p['nodes'], [f"{ds}_kafka_rows"])
         # --dry-run wrote nothing, in the project or beside it.
         self.assertFalse(list(TINYBIRD.rglob('*.ts')))
         self.assertFalse((REPO / 'tinybird.migration.ts').exists())
@@ -78,6 +85,7 @@ class TestDatafiles(DatafileCase):
         columns are the ones Tinybird's parser sees, in order."""
         rc, r = self.check(TINYBIRD)
         ours = fake_tinybird.load_datasources(str(TINYBIRD / 'datasources'))
+        ours.update(fake_tinybird.load_datasources(str(TINYBIRD / 'kafka')))
         for d in r['datasources']:
             self.assertEqual([c.name for c in ours[d['name']]], d['columns'], d['name'])
 

@@ -39,20 +39,11 @@ DATASET_IDS = {1: IMAGE, 2: LLM}          # proto/fields.def BF_DATASET
 BENCH_SENDER = harness.BUILD / 'bench-sender'
 MIB = 1024 * 1024
 
-FIGURES = []                               # printed by tearDownModule
-
-
-def figure(test, **kv):
-    line = f"{test}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
-    FIGURES.append(line)
-    sys.stderr.write(f"\n[figures] {line}\n")
+figure = harness.Figures('test_delivery')
 
 
 def tearDownModule():
-    if FIGURES:
-        sys.stderr.write("\n==== test_delivery figures ====\n")
-        for line in FIGURES:
-            sys.stderr.write(f"  {line}\n")
+    figure.print_all()
 
 
 def is_asan_build():

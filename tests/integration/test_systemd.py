@@ -95,7 +95,7 @@ def help_defaults(text, by_context=False):
     out, current = {}, None
     kind = 'default (by context)' if by_context else 'default'
     for line in text.splitlines():
-        m = re.match(r'\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
+        m = re.match(r'\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|KEY=VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
                      line)
         if m:
             current = m.group(1)
@@ -249,10 +249,10 @@ class TestUnits(SystemdTestCase):
         """daemon/birdfeeder.json (installed as /etc/birdfeeder/birdfeeder.json)
         sets every option of --help to its default, except the token, which
         belongs in /etc/birdfeeder/token, those with no default (token-file,
-        the unix: sockets' group and peers), and the paths whose default
-        depends on where the daemon runs (a
-        fixed one there would override systemd's directories); --check-config
-        accepts it."""
+        the unix: sockets' group and peers, --kafka-brokers, which would
+        switch the sink), and the paths whose default depends on where the
+        daemon runs (a fixed one there would override systemd's
+        directories); --check-config accepts it."""
         out, _ = help_options()
         defaults = help_defaults(out)
         by_context = help_defaults(out, by_context=True)
@@ -260,7 +260,7 @@ class TestUnits(SystemdTestCase):
                          {'catalog', 'ip-hash-key-file', 'stats-socket', 'spool-dir',
                           'stats-socket-group'})
         conf = json.loads(DEFAULT_CONFIG.read_text())
-        names = re.findall(r'^\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
+        names = re.findall(r'^\s+--([a-z][a-z0-9-]*)(?: (?:VALUE|KEY=VALUE|BYTES|DURATION|N)|\[=BOOL\])$',
                            out, re.M)
         for name in names:
             if name == 'token':
@@ -271,6 +271,9 @@ class TestUnits(SystemdTestCase):
                 continue
             if name in by_context:
                 self.assertNotIn(name, conf, f'{name} depends on the context')
+                continue
+            if name not in defaults:
+                self.assertNotIn(name, conf, f'{name} has no default')
                 continue
             self.assertIn(name, conf, f'{name} missing from {DEFAULT_CONFIG}')
             if isinstance(conf[name], bool):  # a flag: false is its default "no"

@@ -34,7 +34,8 @@ if (!tools || !project) {
   process.exit(2);
 }
 const bin = join(tools, 'node_modules', '@tinybirdco', 'sdk', 'bin', 'tinybird.js');
-const patterns = ['datasources/*.datasource', 'pipes/*.pipe'];
+const patterns = ['datasources/*.datasource', 'pipes/*.pipe', 'kafka/*.connection',
+                  'kafka/*.datasource', 'kafka/*.pipe'];
 
 function migrate(extra) {
   const p = spawnSync(process.execPath, [bin, 'migrate', ...extra, ...patterns],

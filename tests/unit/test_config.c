@@ -1160,6 +1160,50 @@ START_TEST(test_config_allow_remote)
 }
 END_TEST
 
+/* A repeatable KEY=VALUE option (OPT_PAIRS): the file's entries (array or object), then the
+ * environment's words, then the flags, in that order; a reload starts
+ * afresh; bad forms are refused with the option named. */
+START_TEST(test_config_repeatable_list)
+{
+    bf_config cfg;
+    char err[512];
+    write_config("{\"kafka-property\": [\"a=1\", \"b=2\"]}");
+    setenv("BIRDFEEDER_KAFKA_PROPERTY", "c=3  d=4", 1);
+    LOAD_OK(&cfg, err, "--config", file_path, "--kafka-property", "a=5",
+            "--kafka-property=e=6", NULL);
+    unsetenv("BIRDFEEDER_KAFKA_PROPERTY");
+    const char *want[] = {"a=1", "b=2", "c=3", "d=4", "a=5", "e=6"};
+    ck_assert_uint_eq(cfg.kafka_properties.n, 6);
+    for (size_t i = 0; i < 6; i++)
+        ck_assert_str_eq(cfg.kafka_properties.v[i], want[i]);
+    bf_config again;
+    LOAD_OK(&again, err, "--config", file_path, NULL);
+    ck_assert_uint_eq(again.kafka_properties.n, 2);
+    char diff[256];
+    config_diff(&cfg, &again, NULL, diff, sizeof(diff));
+    ck_assert_str_eq(diff, "kafka-property");
+    config_free(&again);
+    config_free(&cfg);
+    ck_assert_uint_eq(cfg.kafka_properties.n, 0);
+    write_config("{\"kafka_property\": {\"security.protocol\": \"SASL_SSL\"}}");
+    LOAD_OK(&cfg, err, "--config", file_path, NULL);
+    ck_assert_uint_eq(cfg.kafka_properties.n, 1);
+    ck_assert_str_eq(cfg.kafka_properties.v[0], "security.protocol=SASL_SSL");
+    config_free(&cfg);
+    static const char *const bad[] = {
+        "{\"kafka-property\": \"a=1\"}", "{\"kafka-property\": [1]}",
+        "{\"kafka-property\": [\"noequals\"]}", "{\"kafka-property\": {\"a\": 1}}",
+        "{\"kafka-property\": [\"=x\"]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_config(bad[i]);
+        ck_assert_int_eq(load(&cfg, err, sizeof(err), "--config", file_path, NULL),
+                         CONFIG_ERROR);
+        ck_assert_msg(strstr(err, "kafka-property"), "%s: %s", bad[i], err);
+        config_free(&cfg);
+    }
+}
+END_TEST
+
 Suite *config_suite(void)
 {
     TCase *tc;
@@ -1196,5 +1240,6 @@ Suite *config_suite(void)
     tcase_add_loop_test(tc, test_config_tinybird_url_loopback_only, 0, N(urls));
     tcase_add_test(tc, test_config_listen_list);
     tcase_add_test(tc, test_config_allow_remote);
+    tcase_add_test(tc, test_config_repeatable_list);
     return s;
 }

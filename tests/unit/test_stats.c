@@ -181,6 +181,7 @@ END_TEST
 static const char *const drop_names[] = {
     "http_rejected", "shutdown", "too_large", "out_write",
     "spool_full", "spool_write", "spool_corrupt", "no_memory", "memory_full",
+    "kafka_rejected",
 };
 
 START_TEST(test_stats_drop_names)
@@ -208,6 +209,7 @@ static const struct {
     {"rows_batched", 1}, {"bytes_batched", 1}, {"batches", 1}, {"batches_merged", 1},
     {"bytes_sent", 0},
     {"http", 1}, {"retries", 0}, {"holds", 0}, {"sink_state", 2}, {"sink_hint", 3},
+    {"kafka_messages", 0}, {"kafka_delivery_errors", 0},
     {"rows_delivered_total", 0}, {"rows_delivered", 1},
     {"rows_quarantined", 1}, {"dropped_total", 0}, {"dropped", 1},
     {"rows_spooled", 0}, {"rows_replayed", 0}, {"rows_dead_lettered", 0},
