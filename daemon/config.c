@@ -910,6 +910,10 @@ void config_take(bf_config *dst, bf_config *src, const char *const *names)
             char *t = *(char **)pd;
             *(char **)pd = *(char **)ps;
             *(char **)ps = t;
+        } else if (o->type == OPT_PAIRS) { /* the pointer and its count */
+            bf_strlist t = *(bf_strlist *)pd;
+            *(bf_strlist *)pd = *(bf_strlist *)ps;
+            *(bf_strlist *)ps = t;
         } else {
             uint64_t t = *(uint64_t *)pd;
             *(uint64_t *)pd = *(uint64_t *)ps;

@@ -281,7 +281,8 @@ static void stats_group_apply(const bf_config *cfg, int at_start)
  * allowed peers only when each name resolves. What
  * is in no list binds a socket or names a path or a key (listen,
  * allow-remote, socket-group, stats-socket, metrics-listen, spool-dir,
- * ip-hash-key-file): the log line names it for a restart. */
+ * ip-hash-key-file) or is a setting of the running Kafka producer
+ * (kafka-*: sink_kafka.h): the log line names it for a restart. */
 static const char *const reload_always[] = {
     "catalog", "max-event-age", "max-event-skew",       /* enrich */
     "log-level", "log-format",                          /* log */

@@ -44,10 +44,11 @@
  *
  * The options are read at start only (the strings are not kept: the
  * producer's configuration is made once, and a new producer starts from a
- * copy of it). reconfigure() accepts fresh options whose Kafka settings
- * (brokers, prefix, compression, properties) are those at start, so the
- * policy's own options change on a reload; other Kafka settings, and a new
- * password, need a restart.
+ * copy of it). reconfigure() takes any options and keeps the producer as
+ * it is, so a reload applies the policy's own options whatever Kafka
+ * setting changed; main.c names the changed Kafka options (brokers,
+ * prefix, compression, properties, password file) for a restart. A new
+ * password in the same file is read at a restart too.
  *
  * abort() purges librdkafka's queues; the purged messages' reports (a
  * retry) follow on the loop. A fatal producer error (idempotence) makes
@@ -66,7 +67,7 @@ typedef struct sink_kafka_opts {
     const char *topic_prefix;      /* NULL or "": the dataset name alone */
     const char *compression;       /* compression.codec */
     const char *const *properties; /* KEY=VALUE librdkafka settings, in order */
-    /* every string: borrowed during start (and reconfigure) only */
+    /* every string: borrowed during start only */
     size_t n_properties;
     const char *password;          /* sasl.password, or NULL */
     uint64_t max_memory;           /* bounds librdkafka's queue; 0: its default */

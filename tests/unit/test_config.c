@@ -389,11 +389,19 @@ START_TEST(test_config_take)
 {
     bf_config run, fresh;
     char err[512];
-    LOAD_OK(&run, err, "--token", "old", "--max-inflight", "2", NULL);
-    write_config("{\"token\": \"new\", \"max_inflight\": 5, \"listen\": \"127.0.0.1:9\"}");
+    LOAD_OK(&run, err, "--token", "old", "--max-inflight", "2", "--kafka-property", "a=1",
+            NULL);
+    write_config("{\"token\": \"new\", \"max_inflight\": 5, \"listen\": \"127.0.0.1:9\", "
+                 "\"kafka-property\": [\"b=2\", \"c=3\"]}");
     LOAD_OK(&fresh, err, "--config", file_path, NULL);
-    static const char *const names[] = {"token", "max-inflight", "no-such", NULL};
+    static const char *const names[] = {"token", "max-inflight", "kafka-property", "no-such",
+                                        NULL};
     config_take(&run, &fresh, names);
+    /* a list moves with its count */
+    ck_assert_uint_eq(run.kafka_properties.n, 2);
+    ck_assert_str_eq(run.kafka_properties.v[1], "c=3");
+    ck_assert_uint_eq(fresh.kafka_properties.n, 1);
+    ck_assert_str_eq(fresh.kafka_properties.v[0], "a=1");
     ck_assert_str_eq(run.token, "new");
     ck_assert_uint_eq(run.max_inflight, 5);
     ck_assert_int_eq(config_source(&run, "token"), CONFIG_SRC_FILE);
