@@ -75,6 +75,8 @@ class KafkaMock:
                 raise FileNotFoundError(f"{KAFKA_MOCK} not built (make {KAFKA_MOCK})")
             raise unittest.SkipTest(f"{KAFKA_MOCK} not built")
         if not KCAT:
+            if os.environ.get('BIRDFEEDER_REQUIRE_BINARIES') == '1':
+                raise FileNotFoundError("kcat is not installed (make deps installs it)")
             raise unittest.SkipTest("kcat is not installed (make deps)")
         self.timeout = timeout
         self.proc = subprocess.Popen(
