@@ -18,12 +18,7 @@
 #include <time.h>
 #include <zlib.h>
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
+#include "args.h"
 
 static size_t zlib_gz(const uint8_t *in, size_t n, uint8_t *out, size_t cap, int level)
 {
@@ -88,18 +83,17 @@ static int inflates_to(const uint8_t *gz, size_t n, const uint8_t *want, size_t 
 
 int main(int argc, char **argv)
 {
-    size_t bytes = 4u << 20;
-    int rounds = 20;
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s ROWS.ndjson [--bytes N] [--rounds N]\n", argv[0]);
+    const char *bytes_s = "4194304", *rounds_s = "20";
+    const char *usage = "ROWS.ndjson [--bytes N] [--rounds N]";
+    if (argc < 2 || !strncmp(argv[1], "--", 2)) {
+        fprintf(stderr, "usage: %s %s\n", argv[0], usage);
         return 2;
     }
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--bytes"))
-            bytes = strtoul(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--rounds"))
-            rounds = atoi(argv[i + 1]);
-    }
+    bench_args(argc, argv, 2,
+               (const struct bench_opt[]){{"--bytes", &bytes_s}, {"--rounds", &rounds_s}, {0}},
+               usage);
+    size_t bytes = strtoul(bytes_s, NULL, 10);
+    int rounds = atoi(rounds_s);
     FILE *f = fopen(argv[1], "rb");
     if (!f) {
         perror(argv[1]);
@@ -129,13 +123,13 @@ int main(int argc, char **argv)
         double best = 1e30;
         size_t len = 0;
         for (int r = 0; r < rounds; r++) {
-            double t = now_ns();
+            double t = now_s();
             len = libs[k].fn(in, bytes, out, cap, libs[k].level);
-            t = now_ns() - t;
+            t = now_s() - t;
             if (t < best)
                 best = t;
         }
-        printf("%-20s %6.2f ns/byte  ratio %.3f  %s\n", libs[k].name, best / (double)bytes,
+        printf("%-20s %6.2f ns/byte  ratio %.3f  %s\n", libs[k].name, best * 1e9 / (double)bytes,
                (double)len / (double)bytes,
                len && inflates_to(out, len, in, bytes) ? "gunzips ok" : "BAD OUTPUT");
     }

@@ -22,41 +22,26 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "bf_addr.h"
 
 #define BATCH 64
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int main(int argc, char **argv)
 {
-    const char *to = NULL, *payload = NULL;
-    double rate = 0, seconds = 5;
-    uint64_t count = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--to"))
-            to = argv[i + 1];
-        else if (!strcmp(argv[i], "--payload"))
-            payload = argv[i + 1];
-        else if (!strcmp(argv[i], "--rate"))
-            rate = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seconds"))
-            seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--count"))
-            count = strtoull(argv[i + 1], NULL, 10);
-        else
-            to = NULL, i = argc;
-    }
+    const char *to = NULL, *payload = NULL, *rate_s = "0", *seconds_s = "5", *count_s = "0";
+    const char *usage = "--to HOST:PORT --payload FILE [--rate N|0] [--seconds S] [--count N]";
+    bench_args(argc, argv, 1,
+               (const struct bench_opt[]){{"--to", &to}, {"--payload", &payload},
+                                          {"--rate", &rate_s}, {"--seconds", &seconds_s},
+                                          {"--count", &count_s}, {0}},
+               usage);
     if (!to || !payload) {
-        fprintf(stderr, "usage: %s --to HOST:PORT --payload FILE [--rate N|0] "
-                        "[--seconds S] [--count N]\n", argv[0]);
+        fprintf(stderr, "usage: %s %s\n", argv[0], usage);
         return 2;
     }
+    double rate = atof(rate_s), seconds = atof(seconds_s);
+    uint64_t count = strtoull(count_s, NULL, 10);
     FILE *f = fopen(payload, "rb");
     if (!f) {
         perror(payload);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "bf_client.h"
 #include "mix.h"
 
@@ -51,21 +52,13 @@ static size_t json_event(char *out, size_t cap, const bf_event *ev)
 
 int main(int argc, char **argv)
 {
-    int json = 0;
-    unsigned count = 4096, clients = 1000;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--format"))
-            json = !strcmp(argv[i + 1], "json");
-        else if (!strcmp(argv[i], "--count"))
-            count = (unsigned)atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--clients"))
-            clients = (unsigned)atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "usage: %s --format binary|json [--count N] [--clients N]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    const char *format = "binary", *count_s = "4096", *clients_s = "1000";
+    bench_args(argc, argv, 1,
+               (const struct bench_opt[]){{"--format", &format}, {"--count", &count_s},
+                                          {"--clients", &clients_s}, {0}},
+               "--format binary|json [--count N] [--clients N]");
+    int json = !strcmp(format, "json");
+    unsigned count = (unsigned)atoi(count_s), clients = (unsigned)atoi(clients_s);
     for (unsigned i = 0; i < count; i++) {
         bf_event ev;
         mix_bufs m;

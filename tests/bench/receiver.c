@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "bf_addr.h"
 
 #ifndef SO_MEMINFO
@@ -41,14 +42,11 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:0";
-    int rcvbuf = 16 << 20;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--listen"))
-            listen = argv[i + 1];
-        else if (!strcmp(argv[i], "--rcvbuf"))
-            rcvbuf = atoi(argv[i + 1]);
-    }
+    const char *listen = "127.0.0.1:0", *rcvbuf_s = "16777216";
+    bench_args(argc, argv, 1,
+               (const struct bench_opt[]){{"--listen", &listen}, {"--rcvbuf", &rcvbuf_s}, {0}},
+               "[--listen 127.0.0.1:0] [--rcvbuf BYTES]");
+    int rcvbuf = atoi(rcvbuf_s);
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (bf_addr_parse(listen, BF_ADDR_BIND, &ss, &sslen) < 0) {

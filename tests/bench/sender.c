@@ -15,37 +15,19 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "bf_client.h"
 
 #define VARIANTS 256
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int main(int argc, char **argv)
 {
-    const char *to = "127.0.0.1:8190";
-    double rate = 100000, seconds = 5;
-    const char *ids = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--to"))
-            to = argv[i + 1];
-        else if (!strcmp(argv[i], "--rate"))
-            rate = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seconds"))
-            seconds = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--ids"))
-            ids = argv[i + 1];
-        else {
-            fprintf(stderr, "usage: %s [--to HOST:PORT] [--rate N] [--seconds S] [--ids PREFIX]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    const char *to = "127.0.0.1:8190", *rate_s = "100000", *seconds_s = "5", *ids = NULL;
+    bench_args(argc, argv, 1,
+               (const struct bench_opt[]){{"--to", &to}, {"--rate", &rate_s},
+                                          {"--seconds", &seconds_s}, {"--ids", &ids}, {0}},
+               "[--to HOST:PORT] [--rate N] [--seconds S] [--ids PREFIX]");
+    double rate = atof(rate_s), seconds = atof(seconds_s);
     int err;
     bf_client *c = bf_client_open(to, &err);
     if (!c) {

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "bf_addr.h"
 #include "bf_client.h"
 #include "mix.h"
@@ -36,17 +37,13 @@ static double cpu_s(void)
 
 int main(int argc, char **argv)
 {
-    const char *to = NULL;
-    unsigned long count = 200000;
-    int bare_on = 1; /* --bare 0: the shim's loop only (strace counts its calls) */
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--to"))
-            to = argv[i + 1];
-        else if (!strcmp(argv[i], "--count"))
-            count = strtoul(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--bare"))
-            bare_on = strcmp(argv[i + 1], "0") != 0;
-    }
+    const char *to = NULL, *count_s = "200000", *bare_s = "1";
+    bench_args(argc, argv, 1,
+               (const struct bench_opt[]){{"--to", &to}, {"--count", &count_s},
+                                          {"--bare", &bare_s}, {0}},
+               "[--to HOST:PORT] [--count N] [--bare 0|1]");
+    unsigned long count = strtoul(count_s, NULL, 10);
+    int bare_on = strcmp(bare_s, "0") != 0; /* --bare 0: the shim's loop only (strace counts its calls) */
     int err;
     bf_client *c = bf_client_open(to, &err);
     if (!c) {
