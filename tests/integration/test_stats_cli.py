@@ -125,6 +125,51 @@ class TestStatsTable(unittest.TestCase):
                     self.assertTrue(r['prom'].endswith('_total'), r['prom'])
 
 
+class TestPrometheusCheck(unittest.TestCase):
+    """harness.check_prometheus is what --prom and GET /metrics are held to:
+    it must refuse each mistake it names, or their tests could not fail."""
+
+    GOOD = ('# HELP bf_rx_total Datagrams received.\n# TYPE bf_rx_total counter\n'
+            'bf_rx_total{ds="a"} 3\nbf_rx_total{ds="b"} 4\n'
+            '# HELP bf_q Queue.\n# TYPE bf_q gauge\nbf_q 0.5\n')
+
+    def test_a_good_exposition_passes(self):
+        fams = check_prometheus(self.GOOD)
+        self.assertEqual(fams['bf_rx_total']['samples'][(('ds', 'b'),)], 4.0)
+
+    def test_each_mistake_is_refused(self):
+        h, t = '# HELP bf_x_total X.\n', '# TYPE bf_x_total counter\n'
+        g = '# HELP bf_g G.\n# TYPE bf_g gauge\n'
+        bad = {
+            'no final newline': h + t + 'bf_x_total 1',
+            'empty line': h + t + '\nbf_x_total 1\n',
+            'no HELP': t + 'bf_x_total 1\n',
+            'no TYPE': h + 'bf_x_total 1\n',
+            'second HELP': h + h + t + 'bf_x_total 1\n',
+            'empty HELP': '# HELP bf_x_total \n' + t + 'bf_x_total 1\n',
+            'unknown type': h + '# TYPE bf_x_total histogram\nbf_x_total 1\n',
+            'TYPE after samples': h + t + 'bf_x_total 1\n' + t,
+            'sample outside its family': h + t + g + 'bf_g 1\nbf_x_total 1\n',
+            'family split': h + t + 'bf_x_total{a="1"} 1\n' + g + 'bf_g 1\n'
+                            'bf_x_total{a="2"} 1\n',
+            'bad metric name': '# HELP 1bf X.\n# TYPE 1bf gauge\n1bf 1\n',
+            'bad label': h + t + 'bf_x_total{a=1} 1\n',
+            'unescaped quote': h + t + 'bf_x_total{a="x"y"} 1\n',
+            'duplicate series': h + t + 'bf_x_total{a="1"} 1\nbf_x_total{a="1"} 2\n',
+            'not a number': h + t + 'bf_x_total one\n',
+            'NaN': g + 'bf_g NaN\n',
+            'counter without _total': '# HELP bf_c C.\n# TYPE bf_c counter\nbf_c 1\n',
+            'negative counter': h + t + 'bf_x_total -1\n',
+            'family without samples': h + t + g + 'bf_g 1\n',
+            'quantile on a gauge': g + 'bf_g{quantile="0.5"} 1\n',
+            'summary without quantiles': '# HELP bf_s S.\n# TYPE bf_s summary\nbf_s 1\n',
+        }
+        for name, text in bad.items():
+            with self.subTest(name):
+                with self.assertRaises((AssertionError, ValueError)):
+                    check_prometheus(text)
+
+
 class StatsCliTestCase(BirdfeederTestCase):
     def setUp(self):
         _require(CLI_BIN)
