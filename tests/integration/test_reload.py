@@ -7,13 +7,15 @@ rebinding a socket, each observed doing its new job in a running daemon:
   max-dead-letter-bytes                the dead-letter file's rotation
   backoff-min-ms, backoff-max-ms       the waits between retries
   http-timeout-ms, max-inflight        a slow Tinybird, requests at once
-  token, tinybird-url                  a new token, another region host
+  token, token-file, tinybird-url      a new token (its file read again), another region host
   out                                  the file sink's file
   log-level, log-format                the log
-  stats-interval-ms, stats-socket-group   the stats socket
+  stats-interval-ms, stats-socket-group,  the stats socket
+  stats-max-clients
   rcvbuf, max-datagram                 the UDP socket, as it is
   shutdown-timeout-ms                  the drain's deadline
-  (catalog: test_delivery.py; max-event-age: test_daemon.py)
+  (catalog: test_delivery.py; max-event-age: test_daemon.py; pacing,
+  max-flush-interval-ms: test_fleet.py; allow-uid, allow-gid: test_listen.py)
 
 and names those that need a restart (here metrics-listen, which binds).
 The options are changed in the --config file: flags and the environment
