@@ -937,6 +937,29 @@ const char *config_source_name(enum config_source src)
                ? source_names[src] : "default";
 }
 
+/* The running token comes from one source; a reload re-reads the config
+ * file and token files, while systemd copies the credential at start and
+ * the environment and flags are the process's own. */
+const char *config_token_note(const bf_config *now, const bf_config *fresh)
+{
+    enum config_source src = config_source(fresh, "token");
+    int same = (!now->token && !fresh->token) ||
+               (now->token && fresh->token && strcmp(now->token, fresh->token) == 0);
+    if (!same)
+        return "changed";
+    if (fresh->token_source && strcmp(fresh->token_source, "credential") == 0)
+        return "unchanged: systemd copies the credential at start; restart the "
+               "daemon to read /etc/birdfeeder/token again";
+    if (fresh->token_file)
+        return "unchanged"; /* read again from its file */
+    if (src == CONFIG_SRC_ENV)
+        return "unchanged: it comes from the environment, which a reload does not read "
+               "again; restart the daemon with the new token";
+    if (src == CONFIG_SRC_FLAG)
+        return "unchanged: it comes from a flag; restart the daemon with the new token";
+    return "unchanged";
+}
+
 /* cfg->stats_socket_gid from the group's name or number; an unknown group
  * given explicitly is an error (a typo would leave operators locked out). */
 static int resolve_group(bf_config *cfg, char *err, size_t n)

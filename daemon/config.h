@@ -117,6 +117,12 @@ void config_free(bf_config *cfg);
 enum config_source config_source(const bf_config *cfg, const char *name);
 const char *config_source_name(enum config_source src);
 
+/* For a reload's log line: "changed" when fresh's token differs from
+ * now's (the running one), else "unchanged", with why a new token would need
+ * a restart when it comes from where a reload does not look again (the
+ * environment, a flag, the systemd credential). Static text. */
+const char *config_token_note(const bf_config *now, const bf_config *fresh);
+
 /* Print the effective configuration as one JSON object, keyed as the
  * config file is, to stdout; the token is shown as "(set)", never itself. */
 void config_print(const bf_config *cfg);

@@ -214,30 +214,6 @@ static const sink_opts *sink_options(const bf_config *cfg, sink_config *sc)
     return &sc->so;
 }
 
-/* What a reload can tell about the token: the running sink has it from
- * one source, and a reload re-reads the config file and token files (the
- * systemd credential too); a token from the environment or a flag needs a
- * restart. */
-static const char *token_note(const bf_config *now, const bf_config *fresh)
-{
-    enum config_source src = config_source(fresh, "token");
-    int same = (!now->token && !fresh->token) ||
-               (now->token && fresh->token && strcmp(now->token, fresh->token) == 0);
-    if (!same)
-        return "changed";
-    if (fresh->token_source && strcmp(fresh->token_source, "credential") == 0)
-        return "unchanged: systemd copies the credential at start; restart the "
-               "daemon to read /etc/birdfeeder/token again";
-    if (fresh->token_file)
-        return "unchanged"; /* read again from its file */
-    if (src == CONFIG_SRC_ENV)
-        return "unchanged: it comes from the environment, which a reload does not read "
-               "again; restart the daemon with the new token";
-    if (src == CONFIG_SRC_FLAG)
-        return "unchanged: it comes from a flag; restart the daemon with the new token";
-    return "unchanged";
-}
-
 /* batch's and receive's options from cfg: the one mapping start and reload
  * share, as sink_options is the sink's. */
 static batch_opts batch_options(const bf_config *cfg)
@@ -350,7 +326,7 @@ static void apply_config(bf_config *fresh, catalog *cat)
     for (const char *const *nm = reload_sink; sink_ok && *nm; nm++)
         applied[k++] = *nm;
     applied[k] = NULL;
-    const char *token = token_note(&app.cfg, fresh);
+    const char *token = config_token_note(&app.cfg, fresh);
     config_diff_among(&app.cfg, fresh, applied, changed, sizeof(changed));
     config_diff(&app.cfg, fresh, applied, restart, sizeof(restart));
     config_take(&app.cfg, fresh, applied);

@@ -970,6 +970,64 @@ START_TEST(test_config_token_credential)
 }
 END_TEST
 
+/* What a reload's log line says of the token, for each source: a new one
+ * is "changed"; the same one from where a reload does not look again (the
+ * environment, a flag, the credential) says how to change it. */
+START_TEST(test_config_token_note)
+{
+    bf_config now, fresh;
+    char err[512], p[160], flag[200];
+    LOAD_OK(&now, err, NULL);
+    LOAD_OK(&fresh, err, NULL);
+    ck_assert_str_eq(config_token_note(&now, &fresh), "unchanged"); /* none */
+    config_free(&fresh);
+    LOAD_OK(&fresh, err, "--token=p.new", NULL);
+    ck_assert_str_eq(config_token_note(&now, &fresh), "changed");
+    config_free(&now);
+    LOAD_OK(&now, err, "--token=p.new", NULL);
+    ck_assert_ptr_nonnull(strstr(config_token_note(&now, &fresh), "from a flag; restart"));
+    config_free(&now);
+    config_free(&fresh);
+
+    setenv("TINYBIRD_API_KEY", "p.env", 1);
+    LOAD_OK(&now, err, NULL);
+    LOAD_OK(&fresh, err, NULL);
+    ck_assert_ptr_nonnull(strstr(config_token_note(&now, &fresh), "from the environment"));
+    config_free(&now);
+    config_free(&fresh);
+    unsetenv("TINYBIRD_API_KEY");
+
+    write_secret(p, sizeof(p), "token", "p.file\n");
+    snprintf(flag, sizeof(flag), "--token-file=%s", p);
+    LOAD_OK(&now, err, flag, NULL);
+    LOAD_OK(&fresh, err, flag, NULL);
+    ck_assert_str_eq(config_token_note(&now, &fresh), "unchanged"); /* read again */
+    config_free(&fresh);
+    write_secret(p, sizeof(p), "token", "p.file2\n");
+    LOAD_OK(&fresh, err, flag, NULL);
+    ck_assert_str_eq(config_token_note(&now, &fresh), "changed");
+    config_free(&now);
+    config_free(&fresh);
+
+    write_config("{\"token\": \"p.conf\"}");
+    LOAD_OK(&now, err, "--config", file_path, NULL);
+    LOAD_OK(&fresh, err, "--config", file_path, NULL);
+    ck_assert_str_eq(config_token_note(&now, &fresh), "unchanged");
+    config_free(&now);
+    config_free(&fresh);
+
+    setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
+    write_secret(p, sizeof(p), "tinybird-token", "p.cred\n");
+    LOAD_OK(&now, err, NULL);
+    LOAD_OK(&fresh, err, NULL);
+    ck_assert_ptr_nonnull(strstr(config_token_note(&now, &fresh),
+                                 "systemd copies the credential at start"));
+    config_free(&now);
+    config_free(&fresh);
+    unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
 /* A reload runs config_load again: a changed token file is read again. */
 START_TEST(test_config_token_file_reread)
 {
@@ -1243,6 +1301,7 @@ Suite *config_suite(void)
     tcase_add_loop_test(tc, test_config_token_precedence, 0, N(token_order));
     tcase_add_test(tc, test_config_token_credential);
     tcase_add_test(tc, test_config_token_file_reread);
+    tcase_add_test(tc, test_config_token_note);
     tcase_add_test(tc, test_config_token_flag_warns);
     tcase_add_test(tc, test_config_file_mode);
     tcase_add_loop_test(tc, test_config_tinybird_url_loopback_only, 0, N(urls));
