@@ -571,7 +571,6 @@ int main(int argc, char **argv)
      * glibc's dynamic threshold move them into per-thread arenas that keep
      * the pages (RSS of 130 MB and more at a 64 MiB cap). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    const char *mode = cfg->kafka_brokers ? "kafka" : cfg->token ? "tinybird" : "file";
     sink_config sc;
     const sink_opts *so = sink_options(cfg, &sc);
     char *kafka_password = NULL;
@@ -586,9 +585,9 @@ int main(int argc, char **argv)
         free(kafka_password);
     }
     if (rc < 0) {
-        if (cfg->token && !cfg->kafka_brokers)
+        if (so->backend == &sink_tinybird)
             context_hint(cfg, "spool-dir", err, sizeof(err));
-        return fail(cfg->token && !cfg->kafka_brokers ? "spool" : "sink", err);
+        return fail(so->backend == &sink_tinybird ? "spool" : "sink", err);
     }
     log_info("paths", "context=%s state=%s runtime=%s catalog=%s models=%zu "
                       "ip_hash_key_file=%s spool_dir=%s stats_socket=%s "
@@ -634,7 +633,8 @@ int main(int argc, char **argv)
         uv_timer_init(app.loop, &app.watchdog);
         uv_timer_start(&app.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
     }
-    sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(), mode);
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s, sink %s", receive_address(),
+               so->backend->name);
     uv_timer_init(app.loop, &app.status);
     uv_timer_start(&app.status, on_status, 5000, 5000);
 
