@@ -1242,7 +1242,7 @@ static enum config_result check_fields(bf_config *cfg, char *err, size_t n)
              cfg->log_level);
         return CONFIG_ERROR;
     }
-    /* --allow-remote (issue 11) will lift the loopback rule here. */
+    /* Loopback only, as every listening socket, unless --allow-remote. */
     if (cfg->metrics_listen && *cfg->metrics_listen &&
         check_listen("metrics-listen", cfg->metrics_listen, (int)cfg->allow_remote, err,
                      n) < 0)
