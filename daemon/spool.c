@@ -438,6 +438,7 @@ static void op_after(uv_work_t *w, int status)
         } else if (op->st == REC_ERR && op->err == ENOMEM) {
             skip_too_large(op->seg, op->off, &op->r);
             seg_settle(op->seg);
+            spool_read_next(); /* as past a bad record: on to the next one */
         } else if (op->b) {
             op->seg->read_off += op->r.len;
             op->seg->rows_unread -= op->b->rows <= op->seg->rows_unread

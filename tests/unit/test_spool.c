@@ -1175,6 +1175,35 @@ START_TEST(test_spool_torn_at_read_counts_rows)
 }
 END_TEST
 
+/* A record this run's --max-memory can never hold (left by a run with a
+ * larger --flush-bytes) is skipped and its rows counted as
+ * dropped.memory_full, and the read asked for goes on to the record
+ * behind it, as it does past a bad record: it does not wait for the
+ * policy's next tick. */
+START_TEST(test_spool_record_too_large_skipped)
+{
+    size_t small_len;
+    rows_text(1, "s", &small_len);
+    open_spool();
+    spool_append(tu_batch(BF_DATASET_llm_events, 40, "big"));
+    spool_append(tu_batch(BF_DATASET_llm_events, 1, "s"));
+    close_spool();
+    memset(&stats, 0, sizeof(stats));
+    memory_set_headroom(0);
+    memory_set_cap(small_len + 64); /* the small record fits, the big one never */
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    open_spool();
+    replay_all(1);
+    check_replayed(0, BF_DATASET_llm_events, 1, "s", 1);
+    ck_assert_uint_eq(stats.dropped[DROP_memory_full], 40);
+    ck_assert_uint_eq(stats.rows_replayed, 1);
+    spool_ack(1, 1);
+    free_replayed();
+    memory_set_cap(0);
+    finish();
+}
+END_TEST
+
 Suite *spool_suite(void)
 {
     TCase *tc;
@@ -1207,5 +1236,6 @@ Suite *spool_suite(void)
     tcase_add_test(tc, test_spool_bad_record_logged_at_replay);
     tcase_add_loop_test(tc, test_spool_bad_record_skipped, 0, N(bad_records));
     tcase_add_test(tc, test_spool_torn_at_read_counts_rows);
+    tcase_add_test(tc, test_spool_record_too_large_skipped);
     return s;
 }
