@@ -779,11 +779,9 @@ int sink_reconfigure(const sink_opts *opts, char *err, size_t n)
                  opts->backend->name);
         return -EINVAL;
     }
-    if (!sk.be->reconfigure) {
-        snprintf(err, n, "the %s sink takes new options at a restart only", sk.be->name);
-        return -ENOTSUP;
-    }
-    int rc = sk.be->reconfigure(opts->backend_opts, err, n);
+    /* A backend without reconfigure keeps its own options until a
+     * restart; the policy's apply all the same. */
+    int rc = sk.be->reconfigure ? sk.be->reconfigure(opts->backend_opts, err, n) : 0;
     if (rc < 0)
         return rc;
     set_policy(opts);

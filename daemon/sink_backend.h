@@ -155,10 +155,11 @@ typedef struct sink_backend {
     void (*abort)(void);
     /* Release everything; no job is in progress. */
     void (*close)(void);
-    /* Optional (NULL: options apply at start only). Use opts (the same
-     * struct start took, fresh values) for the jobs submitted from now on;
-     * jobs in progress finish as they started. Returns 0, or a negative
-     * errno with a message in err (size n), the old options kept. */
+    /* Optional (NULL: the backend's options apply at start only; a reload
+     * still applies the policy's). Use opts (the same struct start took,
+     * fresh values) for the jobs submitted from now on; jobs in progress
+     * finish as they started. Returns 0, or a negative errno with a message
+     * in err (size n), the old options kept. */
     int (*reconfigure)(const void *opts, char *err, size_t n);
 } sink_backend;
 

@@ -534,20 +534,6 @@ static int kf_start(uv_loop_t *loop, const void *opts, char *err, size_t n)
     return producer_new(err, n);
 }
 
-/* A reload: the policy's own options (backoff, in flight, pacing, spool
- * caps) apply through sink_reconfigure whatever else changed; the running
- * producer keeps the settings it was made with (a new one would have to
- * take over its outstanding messages and its idempotence state), and the
- * caller names the Kafka options that changed for a restart (main.c's
- * reload line, restart_needed). */
-static int kf_reconfigure(const void *opts, char *err, size_t n)
-{
-    (void)opts;
-    (void)err;
-    (void)n;
-    return 0;
-}
-
 static void kf_abort(void)
 {
     /* Purged messages are reported (__PURGE_QUEUE, __PURGE_INFLIGHT) through
@@ -590,5 +576,9 @@ const sink_backend sink_kafka = {
     .forget = kf_forget,
     .abort = kf_abort,
     .close = kf_close,
-    .reconfigure = kf_reconfigure,
+    /* No reconfigure: a reload applies the policy's own options (backoff,
+     * in flight, pacing, spool caps) and the running producer keeps the
+     * settings it was made with (a new one would have to take over its
+     * outstanding messages and its idempotence state); main.c names the
+     * Kafka options that changed for a restart (restart_needed). */
 };

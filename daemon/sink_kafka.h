@@ -44,9 +44,9 @@
  *
  * The options are read at start only (the strings are not kept: the
  * producer's configuration is made once, and a new producer starts from a
- * copy of it). reconfigure() takes any options and keeps the producer as
- * it is, so a reload applies the policy's own options whatever Kafka
- * setting changed; main.c names the changed Kafka options (brokers,
+ * copy of it). There is no reconfigure(): a reload keeps the producer as
+ * it is and applies the policy's own options whatever Kafka setting
+ * changed; main.c names the changed Kafka options (brokers,
  * prefix, compression, properties, password file) for a restart. A new
  * password in the same file is read at a restart too.
  *

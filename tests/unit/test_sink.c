@@ -602,6 +602,31 @@ END_TEST
 
 /* ---- file mode --------------------------------------------------------- */
 
+/* A backend without reconfigure (the fake has none, as Kafka) keeps its
+ * own options until a restart, but a reload still applies the policy's:
+ * here a lower backoff ceiling cuts a long wait at once. */
+START_TEST(test_sink_policy_reconfigure_without_backend_hook)
+{
+    fake_step st[2] = {{.cls = SINK_RETRY, .wait_ms = -1}, {.cls = SINK_DONE, .rows_ok = -1}};
+    sink_opts o = fake_opts(st, 2, 0);
+    o.backoff_min_ms = 20000;
+    o.backoff_max_ms = 40000;
+    start(&o);
+    sink_submit(tu_batch(LLM, 1, "rc"));
+    ck_assert(tu_run_until_u64(&loop, &stats.retries, 1, 2000));
+    sink_opts fresh = o;
+    fresh.backoff_min_ms = 50;
+    fresh.backoff_max_ms = 100;
+    char err[256] = "";
+    ck_assert_msg(sink_reconfigure(&fresh, err, sizeof(err)) == 0, "%s", err);
+    uint64_t t0 = tu_mono_ms();
+    ck_assert(run_until_delivered(1, 3000));
+    ck_assert_uint_lt(tu_mono_ms() - t0, 2000);
+    drain(1000);
+    finish();
+}
+END_TEST
+
 START_TEST(test_sink_file_in_order)
 {
     tu_write_file(out_path, "old\n", 4); /* appended to, not replaced */
@@ -1716,6 +1741,7 @@ Suite *sink_suite(void)
     tcase_add_test(tc, test_sink_policy_too_large_forgets_then_splits);
     tcase_add_test(tc, test_sink_policy_backend_limit_oldest_first);
     tcase_add_test(tc, test_sink_policy_abort_spools_in_progress);
+    tcase_add_test(tc, test_sink_policy_reconfigure_without_backend_hook);
     tcase_add_test(tc, test_sink_policy_hold_keeps_and_spools_at_drain);
     tcase_add_test(tc, test_sink_policy_paces_from_budget);
     tcase_add_test(tc, test_sink_policy_pacing_off);
