@@ -187,7 +187,8 @@ static const option_def options[] = {
      "Kafka message set compression: none, gzip, snappy, lz4 or zstd"},
     {"kafka-password-file", OPT_STR, OFF(kafka_password_file), NULL, 0, 0, NULL,
      "file holding the SASL password (sasl.password), readable by its owner "
-     "only"},
+     "only; under systemd, without this option, the credential kafka-password "
+     "is read ($CREDENTIALS_DIRECTORY/kafka-password)"},
     {"kafka-property", OPT_PAIRS, OFF(kafka_properties), NULL, 0, 0, NULL,
      "a librdkafka setting passed through, such as security.protocol=SASL_SSL, "
      "sasl.mechanism, sasl.username, ssl.ca.location; repeatable (a JSON array "
@@ -795,6 +796,30 @@ static void level_free(token_level *lv)
     lv->token = lv->file = NULL;
 }
 
+/* The Kafka password as a systemd credential (LoadCredential=kafka-password:
+ * /etc/birdfeeder/kafka.password), when no --kafka-password-file is given:
+ * the unit's dynamic user cannot open a root-only file itself, and systemd
+ * hands the credential to it alone. */
+static int resolve_kafka_password(bf_config *cfg, char *err, size_t n)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    cfg->kafka_password_credential = 0;
+    if (!cfg->kafka_brokers || !*cfg->kafka_brokers || cfg->kafka_password_file || !dir ||
+        !*dir)
+        return 0;
+    char cred[4200];
+    snprintf(cred, sizeof(cred), "%s/kafka-password", dir);
+    if (access(cred, F_OK) < 0)
+        return 0;
+    if (!(cfg->kafka_password_file = strdup(cred))) {
+        errf(err, n, "out of memory");
+        return -1;
+    }
+    cfg->kafka_password_credential = 1;
+    cfg->source[find_option("kafka-password-file") - options] = CONFIG_SRC_ENV;
+    return 0;
+}
+
 /* Pick the token by the order config.h states; lv[0] is the config file,
  * lv[1] the environment, lv[2] the flags. */
 static int resolve_token(bf_config *cfg, token_level lv[3], char *err, size_t n)
@@ -1181,7 +1206,7 @@ enum config_result config_load(bf_config *cfg, int argc, char **argv, char *err,
             goto out;
     }
     level_take(cfg, &lv[2]);
-    if (resolve_token(cfg, lv, err, n) < 0)
+    if (resolve_token(cfg, lv, err, n) < 0 || resolve_kafka_password(cfg, err, n) < 0)
         goto out;
     rc = check_fields(cfg, err, n);
 out:

@@ -64,6 +64,7 @@ typedef struct bf_config {
     char *kafka_topic_prefix;
     char *kafka_compression; /* none, gzip, snappy, lz4 or zstd */
     char *kafka_password_file; /* sasl.password, read at start */
+    int kafka_password_credential; /* it is $CREDENTIALS_DIRECTORY/kafka-password */
     bf_strlist kafka_properties; /* librdkafka KEY=VALUE settings */
     uint64_t flush_bytes;    /* NDJSON bytes that close a batch */
     uint64_t flush_interval_ms;

@@ -450,8 +450,8 @@ static int check_start(const bf_config *cfg)
     }
     if (!what && cfg->kafka_brokers && cfg->kafka_password_file) {
         char *pw = NULL;
-        if (secret_read_file(cfg->kafka_password_file, "Kafka password file", &pw, err,
-                             sizeof(err)) < 0)
+        if (secret_read_file(cfg->kafka_password_file, "Kafka password file",
+                             !cfg->kafka_password_credential, &pw, err, sizeof(err)) < 0)
             what = "kafka_password_file";
         if (pw) {
             explicit_bzero(pw, strlen(pw));
@@ -575,8 +575,8 @@ int main(int argc, char **argv)
     const sink_opts *so = sink_options(cfg, &sc);
     char *kafka_password = NULL;
     if (cfg->kafka_brokers && cfg->kafka_password_file &&
-        secret_read_file(cfg->kafka_password_file, "Kafka password file", &kafka_password,
-                         err, sizeof(err)) < 0)
+        secret_read_file(cfg->kafka_password_file, "Kafka password file",
+                         !cfg->kafka_password_credential, &kafka_password, err, sizeof(err)) < 0)
         return fail("kafka_password_file", err);
     sc.ko.password = kafka_password;
     rc = sink_start(app.loop, so, err, sizeof(err));

@@ -531,6 +531,25 @@ class TestKafkaConfig(BirdfeederTestCase):
         self.assertEqual(d2.stop(), 0)
         self.assertNotIn('s3cret', d2.log())
 
+    def test_password_as_a_systemd_credential(self):
+        """Under the shipped unit the daemon's dynamic user cannot open a
+        root-only password file: LoadCredential=kafka-password hands it over
+        in $CREDENTIALS_DIRECTORY, root-owned and group-readable through an
+        ACL, which the daemon reads without --kafka-password-file."""
+        mock = KafkaMock()
+        self.addCleanup(mock.stop)
+        cred = self.tmpdir() / 'credentials'
+        cred.mkdir(mode=0o700)
+        (cred / 'kafka-password').write_text('s3cret\n')
+        (cred / 'kafka-password').chmod(0o440)
+        sasl = ['--kafka-property', 'security.protocol=SASL_PLAINTEXT',
+                '--kafka-property', 'sasl.mechanism=PLAIN',
+                '--kafka-property', 'sasl.username=bird']
+        d = self.daemon(['--kafka-brokers', mock.bootstrap, *sasl],
+                        env={'CREDENTIALS_DIRECTORY': str(cred)})
+        self.assertEqual(d.stop(), 0)
+        self.assertNotIn('s3cret', d.log())
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -970,6 +970,31 @@ START_TEST(test_config_token_credential)
 }
 END_TEST
 
+/* The Kafka password as the credential kafka-password: taken when Kafka is
+ * the sink and no --kafka-password-file is given; a flag wins; without
+ * Kafka it is not looked at. */
+START_TEST(test_config_kafka_password_credential)
+{
+    bf_config cfg;
+    char err[512], p[160];
+    write_secret(p, sizeof(p), "kafka-password", "pw\n");
+    setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
+    LOAD_OK(&cfg, err, "--kafka-brokers", "127.0.0.1:9092", NULL);
+    ck_assert_str_eq(cfg.kafka_password_file, p);
+    ck_assert_int_eq(cfg.kafka_password_credential, 1);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, "--kafka-brokers", "127.0.0.1:9092", "--kafka-password-file",
+            "/etc/kafka.pw", NULL);
+    ck_assert_str_eq(cfg.kafka_password_file, "/etc/kafka.pw");
+    ck_assert_int_eq(cfg.kafka_password_credential, 0);
+    config_free(&cfg);
+    LOAD_OK(&cfg, err, NULL);
+    ck_assert_ptr_null(cfg.kafka_password_file);
+    config_free(&cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+}
+END_TEST
+
 /* What a reload's log line says of the token, for each source: a new one
  * is "changed"; the same one from where a reload does not look again (the
  * environment, a flag, the credential) says how to change it. */
@@ -1300,6 +1325,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_config_token_file_refused);
     tcase_add_loop_test(tc, test_config_token_precedence, 0, N(token_order));
     tcase_add_test(tc, test_config_token_credential);
+    tcase_add_test(tc, test_config_kafka_password_credential);
     tcase_add_test(tc, test_config_token_file_reread);
     tcase_add_test(tc, test_config_token_note);
     tcase_add_test(tc, test_config_token_flag_warns);

@@ -46,7 +46,7 @@ START_TEST(test_secret_read_file)
     tu_write_file(path, cases[_i].text, strlen(cases[_i].text));
     ck_assert_int_eq(chmod(path, cases[_i].mode), 0);
     char *out = (char *)1, err[256] = "";
-    int rc = secret_read_file(path, "test secret", &out, err, sizeof(err));
+    int rc = secret_read_file(path, "test secret", 1, &out, err, sizeof(err));
     if (cases[_i].want) {
         ck_assert_msg(rc == 0, "%s", err);
         ck_assert_str_eq(out, cases[_i].want);
@@ -64,16 +64,32 @@ END_TEST
 START_TEST(test_secret_refuses_missing_large_and_dirs)
 {
     char *out, err[256];
-    ck_assert_int_lt(secret_read_file(path, "s", &out, err, sizeof(err)), 0); /* missing */
+    ck_assert_int_lt(secret_read_file(path, "s", 1, &out, err, sizeof(err)), 0); /* missing */
     ck_assert_ptr_null(out);
-    ck_assert_int_lt(secret_read_file(tmpdir, "s", &out, err, sizeof(err)), 0);
+    ck_assert_int_lt(secret_read_file(tmpdir, "s", 1, &out, err, sizeof(err)), 0);
     ck_assert_msg(strstr(err, "regular file"), "%s", err);
     static char big[5000];
     memset(big, 'x', sizeof(big));
     tu_write_file(path, big, sizeof(big));
     ck_assert_int_eq(chmod(path, 0600), 0);
-    ck_assert_int_lt(secret_read_file(path, "s", &out, err, sizeof(err)), 0);
+    ck_assert_int_lt(secret_read_file(path, "s", 1, &out, err, sizeof(err)), 0);
     ck_assert_msg(strstr(err, "larger than"), "%s", err);
+}
+END_TEST
+
+/* A systemd credential (check 0) shows as group-readable (root, with an
+ * ACL for the unit's user): read; the same file as a plain secret file is
+ * refused. */
+START_TEST(test_secret_credential_skips_the_mode_check)
+{
+    tu_write_file(path, "pw\n", 3);
+    ck_assert_int_eq(chmod(path, 0440), 0);
+    char *out = NULL, err[256] = "";
+    ck_assert_int_lt(secret_read_file(path, "s", 1, &out, err, sizeof(err)), 0);
+    ck_assert_msg(strstr(err, "group"), "%s", err);
+    ck_assert_msg(secret_read_file(path, "s", 0, &out, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_str_eq(out, "pw");
+    free(out);
 }
 END_TEST
 
@@ -83,5 +99,6 @@ Suite *secret_suite(void)
     Suite *s = tu_suite("secret", secret_setup, secret_teardown, &tc);
     tcase_add_loop_test(tc, test_secret_read_file, 0, (int)(sizeof(cases) / sizeof(cases[0])));
     tcase_add_test(tc, test_secret_refuses_missing_large_and_dirs);
+    tcase_add_test(tc, test_secret_credential_skips_the_mode_check);
     return s;
 }
