@@ -45,6 +45,21 @@ static inline uint32_t hash_words(const void *data, size_t len)
     return (uint32_t)(h >> 32);
 }
 
+/* Whether the first w bytes and the last w bytes of x and y agree (w is 4
+ * or 8, n at least w and at most 2 * w: the two words overlap or touch,
+ * so together they are all n bytes). A constant w makes each memcpy one
+ * load. */
+static inline __attribute__((always_inline)) int
+ends_equal(const unsigned char *x, const unsigned char *y, size_t n, size_t w)
+{
+    uint64_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    memcpy(&a0, x, w);
+    memcpy(&b0, y, w);
+    memcpy(&a1, x + n - w, w);
+    memcpy(&b1, y + n - w, w);
+    return !((a0 ^ b0) | (a1 ^ b1));
+}
+
 /* Whether the n bytes at a and b are the same, for keys of up to 16
  * bytes (model names, IPv4 addresses): two overlapping words of 8 or 4
  * bytes, never a byte outside either key; longer keys by memcmp. */
@@ -53,22 +68,10 @@ static inline int key_equal(const void *a, const void *b, size_t n)
     const unsigned char *x = a, *y = b;
     if (n > 16)
         return memcmp(x, y, n) == 0;
-    if (n >= 8) {
-        uint64_t a0, a1, b0, b1;
-        memcpy(&a0, x, 8);
-        memcpy(&b0, y, 8);
-        memcpy(&a1, x + n - 8, 8);
-        memcpy(&b1, y + n - 8, 8);
-        return !((a0 ^ b0) | (a1 ^ b1));
-    }
-    if (n >= 4) {
-        uint32_t a0, a1, b0, b1;
-        memcpy(&a0, x, 4);
-        memcpy(&b0, y, 4);
-        memcpy(&a1, x + n - 4, 4);
-        memcpy(&b1, y + n - 4, 4);
-        return !((a0 ^ b0) | (a1 ^ b1));
-    }
+    if (n >= 8)
+        return ends_equal(x, y, n, 8);
+    if (n >= 4)
+        return ends_equal(x, y, n, 4);
     for (size_t i = 0; i < n; i++)
         if (x[i] != y[i])
             return 0;
