@@ -13,6 +13,10 @@
  *     bf_validate_detail give;
  *   - what the daemon's decoder accepts (decode and validate) also passes
  *     that round trip and decodes again to BF_OK;
+ *   - the re-encoding (ascending tags, each once: bf_decode_validate's
+ *     canonical-order path) gets from bf_decode_validate the reason and
+ *     the field at fault the input got (mostly by its general loop), so
+ *     the two paths' limit and identifier checks cannot disagree;
  *   - bf_encode never writes past its cap: asked for one byte less than it
  *     needs, into a buffer of exactly that size, it returns 0.
  */
@@ -72,6 +76,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check_same_event(&ev, &ev2, "decode, encode, decode");
     FUZZ_CHECK(bf_validate(&ev2) == bf_validate(&ev), "validator: %s then %s",
                bf_reason_name(bf_validate(&ev)), bf_reason_name(bf_validate(&ev2)));
+    unsigned t3 = 0;
+    bf_reason r3 = bf_decode_validate(enc, n, &ev3, &t3);
+    FUZZ_CHECK(r3 == r2 && t3 == t2, "canonical re-encoding: %s (tag %u), the input %s (tag %u)",
+               bf_reason_name(r3), t3, bf_reason_name(r2), t2);
     if (daemon == BF_OK) {
         bf_reason r = fuzz_decode_datagram(0, enc, n, &ev3);
         FUZZ_CHECK(r == BF_OK, "the daemon rejects its own re-encoding: %s",

@@ -55,6 +55,25 @@ def field_names():
     return names, datasets
 
 
+def field_limits():
+    """(tag, type, limit) of each field of proto/fields.def."""
+    out = []
+    with open(os.path.join(REPO, 'proto', 'fields.def')) as f:
+        for line in f:
+            if line.startswith('BF_FIELD('):
+                parts = [x.strip() for x in line[len('BF_FIELD('):].split(',')]
+                out.append((int(parts[0]), parts[2], int(parts[3])))
+    return out
+
+
+def varint(v):
+    out = b''
+    while v >= 0x80:
+        out += bytes([v & 0x7f | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
 def put(out, target, data):
     if isinstance(data, str):
         data = data.encode()
@@ -88,6 +107,23 @@ def main():
             text = json.dumps(v['event'], separators=(',', ':'))
             put(out, 'json', text)
             put(out, 'row', text)
+
+    # Each field with a bad value (over its limit; a control character in
+    # an identifier) where bf_decode_validate's general loop reads it: after
+    # "stream", the last tag, which ends the canonical-order path. fuzz_decode
+    # decodes their re-encodings by that path: both must find the same fault.
+    for tag, kind, limit in field_limits():
+        if kind == 'STR':
+            bad = [b'x' * (limit + 1)] if limit else []
+            if tag in (1, 2, 4, 5):     # id, user_id, tier, model: identifiers
+                bad.append(b'a\x01b')
+            bad = [varint(tag << 3 | 2) + varint(len(b)) + b for b in bad]
+        else:
+            bad = [varint(tag << 3) + varint(limit + 1)]
+        for ds in (1, 2):
+            for b in bad:
+                put(out, 'decode', bytes([0xBF, 0xFD, 1, ds]) + varint(21 << 3) + b'\x00' +
+                    varint(5 << 3 | 2) + b'\x04flux' + b)
 
     # Privacy seeds for the row target: each address and referrer once.
     for i, ip in enumerate(ADDRESSES):
