@@ -43,8 +43,8 @@ int batch_init(uv_loop_t *loop, const batch_opts *opts);
 
 /* New sizes, from a reload: flush_bytes and row_max (the rest of opts is
  * not changed; the interval comes from the policy, batch_set_interval).
- * An open batch was sized for flush_bytes plus one largest row: when
- * either changes, each is closed first and goes out as it is. */
+ * When either changes, each open batch is closed first and goes out as it
+ * is (its buffer was opened for the old flush_bytes). */
 void batch_reconfigure(const batch_opts *opts);
 
 /* Format row into its dataset's batch; may close the batch (on_flush runs

@@ -43,10 +43,11 @@ typedef struct ip_entry {
 
 /* Referrers and their origins, keyed by the referrer as sent: the same
  * pages send most requests, and the WHATWG parse costs more than the rest
- * of the event. Two ways per set, like the IP cache. Referrers longer than
- * REF_TEXT_MAX, or whose origin is longer than REF_ORIGIN_MAX, are parsed
- * every time. */
+ * of the event. Two ways per set (the IP cache has four): a miss moves
+ * way 0 to way 1 and takes way 0. Referrers longer than REF_TEXT_MAX, or
+ * whose origin is longer than REF_ORIGIN_MAX, are parsed every time. */
 #define REF_CACHE_SLOTS 1024
+#define REF_CACHE_WAYS 2
 #define REF_TEXT_MAX 190
 #define REF_ORIGIN_MAX 96
 
@@ -545,8 +546,8 @@ static inline __attribute__((always_inline)) size_t ref_cached(enrich_ctx *ctx, 
 {
     if (len == 0 || len > REF_TEXT_MAX)
         return enrich_referrer(url, len, out);
-    ref_entry *set = &ctx->ref_cache[hash_words(url, len) & (REF_CACHE_SLOTS - 2)];
-    for (int w = 0; w < 2; w++) {
+    ref_entry *set = &ctx->ref_cache[hash_words(url, len) & (REF_CACHE_SLOTS - REF_CACHE_WAYS)];
+    for (int w = 0; w < REF_CACHE_WAYS; w++) {
         if (set[w].tlen == len && memcmp(set[w].text, url, len) == 0) {
             memcpy(out, set[w].origin, REF_ORIGIN_MAX); /* fixed: no call; out has room */
             out[set[w].olen] = '\0';

@@ -1,7 +1,9 @@
 /* fnv.h: hash_words, eight bytes at a time, for the slot of a table: the
  * catalog's model names, enrich's caches (IP addresses and referrers as
- * sent). (Named for the FNV-1a it replaced: four instructions a byte.) Fast and not collision-resistant: use them where a
- * collision costs a probe or a recomputation, never correctness. */
+ * sent); key_equal for the compare after a probe. (Named for the FNV-1a
+ * it replaced: four instructions a byte.) Fast and not collision-resistant:
+ * use them where a collision costs a probe or a recomputation, never
+ * correctness. */
 #ifndef BF_FNV_H
 #define BF_FNV_H
 

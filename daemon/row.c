@@ -289,8 +289,6 @@ static inline uint64_t word_special(uint64_t x)
     return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high;
 }
 
-
-
 #if defined(__SSE2__)
 /* Bit i set when byte i of x needs more than a copy (see word_special):
  * a signed compare below 0x20 catches both the controls and the bytes
@@ -305,10 +303,9 @@ static inline unsigned special_bits(__m128i x)
 #endif
 
 /* Index of the first of the 16 bytes at s that needs more than a copy
- * (see word_special), or 16 when none does. SSE2 (x86-64's baseline):
- * a signed compare below 0x20 catches both the controls and the bytes
- * past ASCII; else word_special per word, and a flagged word looked at
- * byte by byte (it holds one such byte at least). */
+ * (see word_special), or 16 when none does: special_bits with SSE2
+ * (x86-64's baseline), else word_special per word, and a flagged word
+ * looked at byte by byte (it holds one such byte at least). */
 static inline unsigned first_special16(const unsigned char *s)
 {
 #if defined(__SSE2__)
