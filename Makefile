@@ -146,7 +146,7 @@ $(SHIM_PC): client-shim/c/birdfeeder.pc.in $(BUILD)/paths
 # The CLI needs jansson, and libcurl for dead-letter replay, which reads the
 # daemon's configuration as the daemon does (config.c, paths.c, log.c);
 # services linking libbirdfeeder.a need libc only.
-CLI_DAEMON = daemon/config.c daemon/file_check.c daemon/paths.c daemon/log.c daemon/stats_prom.c
+CLI_DAEMON = daemon/config.c daemon/file_check.c daemon/secret.c daemon/paths.c daemon/log.c daemon/stats_prom.c
 $(CLI_BIN): $(call obj,$(CLI_SRC) $(CLI_DAEMON) $(PROTO_SRC)) $(SHIM_LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson libcurl 2>/dev/null)
 

@@ -17,6 +17,7 @@
 
 #include "bf_addr.h"
 #include "file_check.h"
+#include "secret.h"
 #include "log.h"
 #include "paths.h"
 
@@ -702,7 +703,7 @@ static void diff(const bf_config *a, const bf_config *b, const char *const *list
 
 /* ---- the token ---- */
 
-#define TOKEN_MAX 4096
+#define TOKEN_MAX 4096 /* secret.h: a secret file holds at most 4 KiB */
 
 /* The token must fit in an HTTP header line as it is: visible ASCII. */
 static int token_ok(const char *t, const char *from, char *err, size_t n)
@@ -718,53 +719,31 @@ static int token_ok(const char *t, const char *from, char *err, size_t n)
 }
 
 /* The first line of path (without its newline) in *out, newly allocated.
- * check: apply file_check (a systemd credential is private by
- * construction and may carry an ACL that shows as group bits). */
+ * The file is read as every secret is (secret.h: check, size, one
+ * trailing newline); then only its first line is the token. */
 static int read_token_file(const char *path, int check, char **out, char *err,
                            size_t n)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        errf(err, n, "token file %s: %s", path, strerror(errno));
+    char *buf = NULL;
+    int rc = secret_read_file(path, "token file", check, &buf, err, n);
+    if (rc == -EFBIG)
+        errf(err, n, "token file %s: longer than %d bytes", path, TOKEN_MAX);
+    if (rc < 0)
         return -1;
-    }
-    if (check && file_check(fd, path, "token file", FILE_CHECK_SECRET, err, n) < 0) {
-        close(fd);
-        return -1;
-    }
-    char buf[TOKEN_MAX + 1];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof(buf) && (r = read(fd, buf + len, sizeof(buf) - len)) != 0) {
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            errf(err, n, "token file %s: %s", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        len += (size_t)r;
-    }
-    close(fd);
-    char *nl = memchr(buf, '\n', len);
-    size_t tl = nl ? (size_t)(nl - buf) : len;
+    size_t tl = strcspn(buf, "\n");
     if (tl > 0 && buf[tl - 1] == '\r')
         tl--;
-    if (!nl && len == sizeof(buf)) {
-        errf(err, n, "token file %s: first line longer than %d bytes", path, TOKEN_MAX);
-        return -1;
-    }
+    buf[tl] = '\0';
     if (tl == 0) {
         errf(err, n, "token file %s: the first line is empty", path);
+        free(buf);
         return -1;
     }
-    buf[tl] = '\0';
-    if (token_ok(buf, path, err, n) < 0)
-        return -1;
-    if (!(*out = strdup(buf))) {
-        errf(err, n, "out of memory");
+    if (token_ok(buf, path, err, n) < 0) {
+        free(buf);
         return -1;
     }
+    *out = buf;
     return 0;
 }
 
