@@ -201,7 +201,7 @@ deps-ci:
 # directory once per tests/tools/package-lock.json; without the registry the
 # tests that need them are skipped, saying so.
 test: deps
-	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) $(KAFKA_MOCK) fuzz-replay
+	$(MAKE) all $(UNIT_BIN) $(BENCH_SENDER) $(BENCH_TOOLS) $(KAFKA_MOCK) fuzz-replay
 	$(PYTHON) tests/tools/npm_tools.py
 	BUILD=$(BUILD) $(PYTHON) tests/run_tests.py
 

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "args.h"
 #include "batch.h"
 #include "bf_decoder.h"
 #include "catalog.h"
@@ -84,21 +85,15 @@ __attribute__((noinline)) uint64_t stages_measure(bf_decoder *dec, enrich_ctx *e
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *outp = NULL, *key = "/tmp/bench-stages.key";
-    unsigned passes = 4;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--payload"))
-            path = argv[i + 1];
-        else if (!strcmp(argv[i], "--passes"))
-            passes = (unsigned)atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--out"))
-            outp = argv[i + 1];
-        else if (!strcmp(argv[i], "--key"))
-            key = argv[i + 1];
-    }
+    const char *path = NULL, *outp = NULL, *key = "/tmp/bench-stages.key", *passes_s = "4";
+    static const char usage[] = "--payload FILE [--passes N] [--out FILE] [--key FILE]";
+    const struct bench_opt opts[] = {{"--payload", &path}, {"--passes", &passes_s},
+                                     {"--out", &outp},       {"--key", &key},
+                                     {NULL, NULL}};
+    bench_args(argc, argv, 1, opts, usage);
+    unsigned passes = (unsigned)atoi(passes_s);
     if (!path) {
-        fprintf(stderr, "usage: %s --payload FILE [--passes N] [--out FILE] [--key FILE]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s %s\n", argv[0], usage);
         return 2;
     }
     FILE *f = fopen(path, "rb");
